@@ -1,0 +1,251 @@
+//! `tasuki jobs ls` / `tasuki jobs show <job-id>`: job lifecycles from the DynamoDB table.
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use std::process::ExitCode;
+use tasuki_core::adapters::dynamodb::DynamoLifecycleStore;
+use tasuki_core::ports::{JobRecord, LifecycleEvent, LifecycleStore};
+
+#[derive(Parser)]
+#[command(
+    name = "tasuki",
+    about = "Operate tasuki: GitHub Actions runners on AWS"
+)]
+struct Cli {
+    /// The lifecycle table (standard AWS env picks account, region and endpoint).
+    #[arg(
+        long,
+        env = "TASUKI_TABLE",
+        default_value = "tasuki-jobs",
+        global = true
+    )]
+    table: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Jobs and their lifecycles.
+    #[command(subcommand)]
+    Jobs(Jobs),
+}
+
+#[derive(Subcommand)]
+enum Jobs {
+    /// The most recent jobs.
+    Ls {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One job's timeline: every state change, attempt and reason.
+    Show {
+        job_id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Serialize)]
+struct JobSummary {
+    job_id: u64,
+    repository: String,
+    workflow: String,
+    job_name: String,
+    labels: Vec<String>,
+    state: String,
+    attempt: u32,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runner_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conclusion: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    execution_arn: Option<String>,
+}
+
+impl From<JobRecord> for JobSummary {
+    fn from(r: JobRecord) -> Self {
+        Self {
+            job_id: r.job.job_id,
+            repository: r.job.repository,
+            workflow: r.job.workflow,
+            job_name: r.job.job_name,
+            labels: r.job.labels,
+            state: r.position.state.to_string(),
+            attempt: r.position.attempt,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            runner_name: r.runner_name,
+            conclusion: r.conclusion,
+            reason: r.reason,
+            execution_arn: r.execution_arn,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JobTimeline {
+    job: JobSummary,
+    events: Vec<LifecycleEvent>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let store = DynamoLifecycleStore::new(aws_sdk_dynamodb::Client::new(&sdk), &cli.table, 1);
+    match run(cli.command, &store).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("tasuki: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, store: &DynamoLifecycleStore) -> Result<(), String> {
+    match command {
+        Command::Jobs(Jobs::Ls { json, limit }) => {
+            let jobs: Vec<JobSummary> = store
+                .list(limit)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(JobSummary::from)
+                .collect();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&jobs).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", render_list(&jobs));
+            }
+        }
+        Command::Jobs(Jobs::Show { job_id, json }) => {
+            let record = store
+                .get(job_id)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no job {job_id} in the lifecycle table"))?;
+            let events = store.timeline(job_id).await.map_err(|e| e.to_string())?;
+            let timeline = JobTimeline {
+                job: record.into(),
+                events,
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&timeline).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", render_timeline(&timeline));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn render_list(jobs: &[JobSummary]) -> String {
+    let mut out = format!(
+        "{:<14} {:<26} {:<8} {:<32} {}\n",
+        "JOB", "STATE", "ATTEMPT", "REPOSITORY", "CREATED"
+    );
+    for job in jobs {
+        out += &format!(
+            "{:<14} {:<26} {:<8} {:<32} {}\n",
+            job.job_id, job.state, job.attempt, job.repository, job.created_at
+        );
+    }
+    out
+}
+
+fn render_timeline(timeline: &JobTimeline) -> String {
+    let job = &timeline.job;
+    let mut out = format!(
+        "job {} · {} · {} / {} · labels [{}]\nstate: {} (attempt {})",
+        job.job_id,
+        job.repository,
+        job.workflow,
+        job.job_name,
+        job.labels.join(", "),
+        job.state,
+        job.attempt
+    );
+    if let Some(conclusion) = &job.conclusion {
+        out += &format!(" · conclusion: {conclusion}");
+    }
+    out += "\n\n";
+    for e in &timeline.events {
+        let mut line = format!("  {:<30} {:<26} attempt {}", e.at, e.event, e.attempt);
+        if let Some(candidate) = &e.candidate {
+            line += &format!("  {candidate}");
+        }
+        if let Some(reason) = &e.reason {
+            line += &format!("  — {reason}");
+        }
+        out += &line;
+        out += "\n";
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tasuki_core::domain::lifecycle::JobState;
+
+    #[test]
+    fn a_timeline_shows_every_event_with_its_attempt_candidate_and_reason() {
+        let timeline = JobTimeline {
+            job: JobSummary {
+                job_id: 7,
+                repository: "octo-org/app".into(),
+                workflow: "CI".into(),
+                job_name: "build".into(),
+                labels: vec!["tasuki".into()],
+                state: "completed".into(),
+                attempt: 2,
+                created_at: "t0".into(),
+                updated_at: "t9".into(),
+                runner_name: None,
+                conclusion: Some("success".into()),
+                reason: None,
+                execution_arn: None,
+            },
+            events: vec![
+                LifecycleEvent {
+                    seq: 3,
+                    at: "t3".into(),
+                    event: "launching".into(),
+                    state: JobState::Launching,
+                    attempt: 1,
+                    candidate: Some("fargate-spot/us-east-1a/2cpu-4gb/x64".into()),
+                    reason: None,
+                },
+                LifecycleEvent {
+                    seq: 4,
+                    at: "t4".into(),
+                    event: "attempt-failed".into(),
+                    state: JobState::Launching,
+                    attempt: 1,
+                    candidate: None,
+                    reason: Some("CapacityUnavailable: none".into()),
+                },
+            ],
+        };
+        let text = render_timeline(&timeline);
+        assert!(text.contains("state: completed (attempt 2) · conclusion: success"));
+        assert!(
+            text.contains("launching") && text.contains("fargate-spot/us-east-1a/2cpu-4gb/x64")
+        );
+        assert!(text.contains("attempt-failed") && text.contains("— CapacityUnavailable: none"));
+        assert_eq!(text.lines().filter(|l| l.contains("attempt 1")).count(), 2);
+    }
+}

@@ -1,0 +1,221 @@
+//! ECS RunTask/StopTask, with RunTask's `failures[]` and exceptions classified into step errors.
+
+use crate::error::StepError;
+use crate::ports::{LaunchRequest, TaskLauncher};
+use async_trait::async_trait;
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
+    KeyValuePair, NetworkConfiguration, Tag, TaskOverride,
+};
+use aws_sdk_ecs::Client;
+
+#[derive(Clone)]
+pub struct EcsTaskLauncher {
+    client: Client,
+    cluster: String,
+}
+
+impl EcsTaskLauncher {
+    pub fn new(client: Client, cluster: impl Into<String>) -> Self {
+        Self {
+            client,
+            cluster: cluster.into(),
+        }
+    }
+}
+
+/// RunTask answered 200 but started nothing: why, as a step error.
+pub fn classify_failure(reason: &str, where_: &str) -> StepError {
+    let detail = format!("{where_}: {reason}");
+    let lower = reason.to_ascii_lowercase();
+    if lower.contains("capacity is unavailable")
+        || lower.starts_with("resource:")
+        || lower == "agent"
+        || lower.contains("insufficient")
+    {
+        StepError::CapacityUnavailable(detail)
+    } else if lower.contains("throttl") || lower.contains("rate exceeded") {
+        StepError::Throttled(detail)
+    } else {
+        StepError::LaunchConfigError(detail)
+    }
+}
+
+/// An ECS API exception, as a step error.
+pub fn classify_exception(code: &str, message: &str) -> StepError {
+    let detail = format!("{code}: {message}");
+    match code {
+        "ThrottlingException" | "TooManyRequestsException" | "LimitExceededException" => {
+            StepError::Throttled(detail)
+        }
+        "ServerException" | "ServiceUnavailableException" | "InternalFailure" => {
+            StepError::Transient(detail)
+        }
+        _ if message
+            .to_ascii_lowercase()
+            .contains("capacity is unavailable") =>
+        {
+            StepError::CapacityUnavailable(detail)
+        }
+        _ => StepError::LaunchConfigError(detail),
+    }
+}
+
+fn sdk_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    error: SdkError<E, R>,
+) -> StepError {
+    match error.code() {
+        Some(code) => classify_exception(code, error.message().unwrap_or_default()),
+        None => StepError::Transient(format!("ECS unreachable: {error:?}")),
+    }
+}
+
+#[async_trait]
+impl TaskLauncher for EcsTaskLauncher {
+    async fn run(&self, request: &LaunchRequest) -> Result<String, StepError> {
+        let build = |e: aws_sdk_ecs::error::BuildError| StepError::LaunchConfigError(e.to_string());
+        let environment = request
+            .environment
+            .iter()
+            .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
+            .collect();
+        let tags = request
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let network = NetworkConfiguration::builder()
+            .awsvpc_configuration(
+                AwsVpcConfiguration::builder()
+                    .subnets(&request.subnet)
+                    .set_security_groups(Some(request.security_groups.clone()))
+                    .assign_public_ip(AssignPublicIp::Disabled)
+                    .build()
+                    .map_err(build)?,
+            )
+            .build();
+        let out = self
+            .client
+            .run_task()
+            .cluster(&request.cluster)
+            .task_definition(&request.task_definition)
+            .count(1)
+            .capacity_provider_strategy(
+                CapacityProviderStrategyItem::builder()
+                    .capacity_provider(&request.capacity_provider)
+                    .weight(1)
+                    .build()
+                    .map_err(build)?,
+            )
+            .network_configuration(network)
+            .overrides(
+                TaskOverride::builder()
+                    .cpu(request.cpu_units.to_string())
+                    .memory(request.memory_mib.to_string())
+                    .container_overrides(
+                        ContainerOverride::builder()
+                            .name(&request.container_name)
+                            .set_environment(Some(environment))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .started_by(&request.started_by)
+            .set_tags(Some(tags))
+            .enable_ecs_managed_tags(true)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let where_ = format!("{} in {}", request.capacity_provider, request.subnet);
+        if let Some(task_arn) = out.tasks().first().and_then(|t| t.task_arn()) {
+            return Ok(task_arn.to_string());
+        }
+        let reason = out
+            .failures()
+            .iter()
+            .map(|f| {
+                let mut text = f.reason().unwrap_or("unknown").to_string();
+                if let Some(detail) = f.detail() {
+                    text = format!("{text} ({detail})");
+                }
+                text
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(classify_failure(
+            if reason.is_empty() {
+                "no task and no failure reported"
+            } else {
+                &reason
+            },
+            &where_,
+        ))
+    }
+
+    async fn stop(&self, task_arn: &str, reason: &str) -> Result<(), StepError> {
+        // ECS caps the reason at 255 characters.
+        let reason: String = reason.chars().take(255).collect();
+        match self
+            .client
+            .stop_task()
+            .cluster(&self.cluster)
+            .task(task_arn)
+            .reason(reason)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already gone is what we wanted.
+            Err(e) if e.code() == Some("InvalidParameterException") => Ok(()),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fargate_spot_capacity_failures_are_capacity_unavailable() {
+        let error = classify_failure(
+            "Capacity is unavailable at this time. Please try again later or in a different availability zone",
+            "FARGATE_SPOT in subnet-a",
+        );
+        assert_eq!(error.name(), "CapacityUnavailable");
+        assert!(error
+            .detail()
+            .starts_with("FARGATE_SPOT in subnet-a: Capacity"));
+    }
+
+    #[test]
+    fn ec2_resource_failures_are_capacity_and_others_are_config_errors() {
+        assert_eq!(
+            classify_failure("RESOURCE:MEMORY", "x").name(),
+            "CapacityUnavailable"
+        );
+        assert_eq!(classify_failure("AGENT", "x").name(), "CapacityUnavailable");
+        assert_eq!(classify_failure("MISSING", "x").name(), "LaunchConfigError");
+    }
+
+    #[test]
+    fn exceptions_split_into_retry_and_give_up() {
+        assert_eq!(
+            classify_exception("ThrottlingException", "Rate exceeded").name(),
+            "Throttled"
+        );
+        assert_eq!(
+            classify_exception("ServerException", "boom").name(),
+            "Transient"
+        );
+        assert_eq!(
+            classify_exception("ClientException", "bad task definition").name(),
+            "LaunchConfigError"
+        );
+        assert_eq!(
+            classify_exception("AccessDeniedException", "no").name(),
+            "LaunchConfigError"
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! GitHub as a GitHub App (octocrab): JIT runner configs and runner removal.
+
+use crate::domain::job::JobRef;
+use crate::error::StepError;
+use crate::ports::{JitConfig, RunnerRegistry, Sensitive};
+use async_trait::async_trait;
+use octocrab::models::{AppId, InstallationId, RunnerGroupId, RunnerId};
+use octocrab::Octocrab;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Installation clients are kept per container: each caches its installation token.
+pub struct GitHubApp {
+    app: Octocrab,
+    installations: Mutex<HashMap<u64, Octocrab>>,
+    runner_group_id: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitHubSetupError {
+    #[error("GitHub App private key is not a valid RSA PEM key: {0}")]
+    Key(String),
+    #[error("GitHub API URL is invalid: {0}")]
+    Url(String),
+}
+
+impl GitHubApp {
+    pub fn new(
+        api_url: &str,
+        app_id: u64,
+        private_key_pem: &Sensitive,
+        runner_group_id: u64,
+    ) -> Result<Self, GitHubSetupError> {
+        let key = octocrab::EncodingKey::from_rsa_pem(private_key_pem.expose().as_bytes())
+            .map_err(|e| GitHubSetupError::Key(e.to_string()))?;
+        let app = Octocrab::builder()
+            .base_uri(api_url)
+            .map_err(|e| GitHubSetupError::Url(e.to_string()))?
+            .app(AppId(app_id), key)
+            .build()
+            .map_err(|e| GitHubSetupError::Url(e.to_string()))?;
+        Ok(Self {
+            app,
+            installations: Mutex::new(HashMap::new()),
+            runner_group_id,
+        })
+    }
+
+    fn installation(&self, id: u64) -> Result<Octocrab, StepError> {
+        let mut cache = self
+            .installations
+            .lock()
+            .map_err(|_| StepError::Transient("installation cache poisoned".into()))?;
+        if let Some(client) = cache.get(&id) {
+            return Ok(client.clone());
+        }
+        let client = self
+            .app
+            .installation(InstallationId(id))
+            .map_err(|e| github_error("installation client", e))?;
+        cache.insert(id, client.clone());
+        Ok(client)
+    }
+}
+
+/// An octocrab error as a step error; rate limits are retried, the rest fail the job.
+pub fn github_error(what: &str, error: octocrab::Error) -> StepError {
+    match &error {
+        octocrab::Error::GitHub { source, .. } => {
+            classify_status(what, source.status_code.as_u16(), &source.message)
+        }
+        other => StepError::Transient(format!("{what}: GitHub unreachable: {other}")),
+    }
+}
+
+pub fn classify_status(what: &str, status: u16, message: &str) -> StepError {
+    let detail = format!("{what}: HTTP {status}: {message}");
+    let rate_limited =
+        status == 429 || (status == 403 && message.to_ascii_lowercase().contains("rate limit"));
+    if rate_limited {
+        StepError::Throttled(detail)
+    } else if status >= 500 {
+        StepError::Transient(detail)
+    } else {
+        StepError::GitHubError(detail)
+    }
+}
+
+#[async_trait]
+impl RunnerRegistry for GitHubApp {
+    async fn issue_jit_config(
+        &self,
+        job: &JobRef,
+        runner_name: &str,
+        labels: &[String],
+    ) -> Result<JitConfig, StepError> {
+        let (owner, repo) = job.owner_and_name();
+        let client = self.installation(job.installation_id)?;
+        let config = client
+            .actions()
+            .create_repo_jit_runner_config(
+                owner,
+                repo,
+                runner_name,
+                RunnerGroupId(self.runner_group_id),
+                labels.to_vec(),
+            )
+            .work_folder("_work")
+            .send()
+            .await
+            .map_err(|e| github_error("generate-jitconfig", e))?;
+        Ok(JitConfig {
+            runner_id: config.runner.id.0,
+            encoded: Sensitive::new(config.encoded_jit_config),
+        })
+    }
+
+    async fn delete_runner(&self, job: &JobRef, runner_id: u64) -> Result<(), StepError> {
+        let (owner, repo) = job.owner_and_name();
+        let client = self.installation(job.installation_id)?;
+        match client
+            .actions()
+            .delete_repo_runner(owner, repo, RunnerId(runner_id))
+            .await
+        {
+            Ok(()) => Ok(()),
+            // A JIT runner removes itself after its job; gone is what we wanted.
+            Err(octocrab::Error::GitHub { source, .. }) if source.status_code.as_u16() == 404 => {
+                Ok(())
+            }
+            Err(e) => Err(github_error("delete runner", e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limits_are_retried_and_client_errors_fail_the_job() {
+        assert_eq!(
+            classify_status("x", 403, "API rate limit exceeded").name(),
+            "Throttled"
+        );
+        assert_eq!(classify_status("x", 429, "slow down").name(), "Throttled");
+        assert_eq!(classify_status("x", 502, "bad gateway").name(), "Transient");
+        assert_eq!(
+            classify_status("x", 403, "Resource not accessible by integration").name(),
+            "GitHubError"
+        );
+        assert_eq!(
+            classify_status("x", 422, "Validation Failed").name(),
+            "GitHubError"
+        );
+    }
+
+    #[test]
+    fn a_bad_private_key_is_a_clear_setup_error() {
+        let error = GitHubApp::new("https://api.github.com", 1, &Sensitive::new("not a key"), 1)
+            .err()
+            .expect("must fail");
+        assert!(error.to_string().contains("not a valid RSA PEM key"));
+    }
+}

@@ -1,0 +1,176 @@
+//! Adapters for the ports, and the wiring each Lambda does once at init.
+
+pub mod dynamodb;
+pub mod ecs;
+pub mod github;
+pub mod kms;
+pub mod sfn;
+
+use crate::domain::config::Config;
+use crate::handlers::ecs_events::EcsEvents;
+use crate::handlers::steps::{
+    Cleanup, Confirm, Finalize, IssueToken, ResolveLabels, RunTask, Validate, WaitForRegistration,
+};
+use crate::handlers::webhook::Webhook;
+use crate::ports::Sensitive;
+use crate::signature::WebhookSecret;
+use std::sync::Arc;
+
+pub type InitError = Box<dyn std::error::Error + Send + Sync>;
+
+/// AWS clients from the standard environment (`AWS_ENDPOINT_URL` points them at the local stack).
+pub struct Aws {
+    pub sdk: aws_config::SdkConfig,
+    pub config: Arc<Config>,
+}
+
+impl Aws {
+    pub async fn from_env() -> Result<Self, InitError> {
+        let config = Config::from_env()?;
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Ok(Self {
+            sdk,
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn store(&self) -> Arc<dynamodb::DynamoLifecycleStore> {
+        Arc::new(dynamodb::DynamoLifecycleStore::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            &self.config.table_name,
+            self.config.retention_days,
+        ))
+    }
+
+    pub fn executions(&self) -> Arc<sfn::SfnExecutions> {
+        Arc::new(sfn::SfnExecutions::new(
+            aws_sdk_sfn::Client::new(&self.sdk),
+            &self.config.state_machine_arn,
+        ))
+    }
+
+    pub fn launcher(&self) -> Arc<ecs::EcsTaskLauncher> {
+        Arc::new(ecs::EcsTaskLauncher::new(
+            aws_sdk_ecs::Client::new(&self.sdk),
+            &self.config.ecs.cluster,
+        ))
+    }
+
+    pub fn sealer(&self) -> Arc<kms::KmsSealer> {
+        Arc::new(kms::KmsSealer::new(
+            aws_sdk_kms::Client::new(&self.sdk),
+            &self.config.runner.kms_key_id,
+        ))
+    }
+
+    pub async fn secret(&self, arn: &str) -> Result<Sensitive, InitError> {
+        let out = aws_sdk_secretsmanager::Client::new(&self.sdk)
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot read secret {arn}: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                )
+            })?;
+        let value = out
+            .secret_string
+            .ok_or_else(|| format!("secret {arn} has no string value"))?;
+        Ok(Sensitive::new(value))
+    }
+
+    pub async fn registry(&self) -> Result<Arc<github::GitHubApp>, InitError> {
+        let github = &self.config.github;
+        let key = self.secret(&github.private_key_secret_arn).await?;
+        Ok(Arc::new(github::GitHubApp::new(
+            &github.api_url,
+            github.app_id,
+            &key,
+            self.config.runner.group_id,
+        )?))
+    }
+
+    pub async fn webhook(&self) -> Result<Webhook, InitError> {
+        let secret = self.secret(&self.config.github.webhook_secret_arn).await?;
+        Ok(Webhook {
+            config: self.config.clone(),
+            secret: WebhookSecret::new(secret.expose().as_bytes()),
+            store: self.store(),
+            executions: self.executions(),
+        })
+    }
+
+    pub fn validate(&self) -> Validate {
+        Validate {
+            config: self.config.clone(),
+            store: self.store(),
+        }
+    }
+
+    pub fn resolve_labels(&self) -> ResolveLabels {
+        ResolveLabels {
+            config: self.config.clone(),
+            store: self.store(),
+        }
+    }
+
+    pub async fn issue_token(&self) -> Result<IssueToken, InitError> {
+        Ok(IssueToken {
+            config: self.config.clone(),
+            store: self.store(),
+            registry: self.registry().await?,
+            sealer: self.sealer(),
+        })
+    }
+
+    pub fn run_task(&self) -> RunTask {
+        RunTask {
+            config: self.config.clone(),
+            launcher: self.launcher(),
+        }
+    }
+
+    pub fn wait_for_registration(&self) -> WaitForRegistration {
+        WaitForRegistration {
+            config: self.config.clone(),
+            store: self.store(),
+            executions: self.executions(),
+        }
+    }
+
+    pub fn confirm(&self) -> Confirm {
+        Confirm {
+            config: self.config.clone(),
+            store: self.store(),
+            executions: self.executions(),
+        }
+    }
+
+    pub async fn cleanup(&self) -> Result<Cleanup, InitError> {
+        Ok(Cleanup {
+            config: self.config.clone(),
+            store: self.store(),
+            launcher: self.launcher(),
+            registry: self.registry().await?,
+        })
+    }
+
+    pub async fn finalize(&self) -> Result<Finalize, InitError> {
+        Ok(Finalize {
+            config: self.config.clone(),
+            store: self.store(),
+            launcher: self.launcher(),
+            registry: self.registry().await?,
+        })
+    }
+
+    pub fn ecs_events(&self) -> EcsEvents {
+        EcsEvents {
+            container_name: self.config.ecs.container_name.clone(),
+            store: self.store(),
+            executions: self.executions(),
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! The one deployment config, loaded and validated once at Lambda init.
+
+use crate::domain::size::Size;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Where a runner task gets its compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capacity {
+    FargateSpot,
+    Fargate,
+    Ec2,
+}
+
+impl Capacity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capacity::FargateSpot => "fargate-spot",
+            Capacity::Fargate => "fargate",
+            Capacity::Ec2 => "ec2",
+        }
+    }
+
+    pub fn is_spot(self) -> bool {
+        matches!(self, Capacity::FargateSpot)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    X64,
+    Arm64,
+}
+
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::X64 => "x64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub table_name: String,
+    pub state_machine_arn: String,
+    pub github: GitHubConfig,
+    pub access: AccessConfig,
+    pub runner: RunnerConfig,
+    pub sizes: SizesConfig,
+    pub capacity_order: Vec<Capacity>,
+    pub network: NetworkConfig,
+    pub ecs: EcsConfig,
+    pub timeouts: Timeouts,
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+fn default_retention_days() -> u32 {
+    90
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubConfig {
+    pub api_url: String,
+    pub app_id: u64,
+    pub private_key_secret_arn: String,
+    pub webhook_secret_arn: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Owners (orgs or users) whose repositories are served; `*` serves any.
+    #[serde(default)]
+    pub orgs: Vec<String>,
+    /// `owner/name` repositories served in addition to `orgs`; `*` serves any.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    #[serde(default)]
+    pub allow_public_repositories: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerConfig {
+    pub group_id: u64,
+    pub kms_key_id: String,
+    #[serde(default)]
+    pub extra_labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizesConfig {
+    /// An alias or a size, used when the job names none.
+    pub default: String,
+    #[serde(default)]
+    pub aliases: BTreeMap<String, Size>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Availability zone → subnet id; candidates follow the zones' sorted order.
+    pub subnets: BTreeMap<String, String>,
+    pub security_groups: Vec<String>,
+    #[serde(default)]
+    pub security_group_allowlist: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EcsConfig {
+    pub cluster: String,
+    pub container_name: String,
+    pub task_definitions: TaskDefinitions,
+    #[serde(default)]
+    pub ec2_capacity_providers: BTreeMap<Arch, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskDefinitions {
+    pub x64: String,
+    pub arm64: String,
+    pub x64_docker: Option<String>,
+    pub arm64_docker: Option<String>,
+}
+
+impl TaskDefinitions {
+    pub fn for_runner(&self, arch: Arch, docker: bool) -> Option<&str> {
+        match (arch, docker) {
+            (Arch::X64, false) => Some(&self.x64),
+            (Arch::Arm64, false) => Some(&self.arm64),
+            (Arch::X64, true) => self.x64_docker.as_deref(),
+            (Arch::Arm64, true) => self.arm64_docker.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    pub registration_seconds: u32,
+    pub job_seconds: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: neither TASUKI_CONFIG nor TASUKI_CONFIG_FILE is set")]
+    Missing,
+    #[error("config: cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config field `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads `TASUKI_CONFIG` (JSON) or the file named by `TASUKI_CONFIG_FILE`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        if let Ok(json) = std::env::var("TASUKI_CONFIG") {
+            return Self::from_json(&json);
+        }
+        let path = std::env::var("TASUKI_CONFIG_FILE").map_err(|_| ConfigError::Missing)?;
+        let json =
+            std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path, source })?;
+        Self::from_json(&json)
+    }
+
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        let deserializer = &mut serde_json::Deserializer::from_str(json);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let field = e.path().to_string();
+            invalid(&field, e.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.table_name.is_empty() {
+            return Err(invalid("table_name", "must not be empty"));
+        }
+        if !self.state_machine_arn.starts_with("arn:") {
+            return Err(invalid("state_machine_arn", "must be an ARN"));
+        }
+        if !(self.github.api_url.starts_with("https://")
+            || self.github.api_url.starts_with("http://127.0.0.1"))
+        {
+            return Err(invalid(
+                "github.api_url",
+                "must be https:// (or http://127.0.0.1 for the local stack)",
+            ));
+        }
+        if self.access.orgs.is_empty() && self.access.repositories.is_empty() {
+            return Err(invalid(
+                "access",
+                "serves nothing: list orgs or repositories (\"*\" for any)",
+            ));
+        }
+        if let Some(bad) = self
+            .access
+            .repositories
+            .iter()
+            .find(|r| *r != "*" && r.split('/').filter(|p| !p.is_empty()).count() != 2)
+        {
+            return Err(invalid(
+                "access.repositories",
+                format!("`{bad}` is not `owner/name`"),
+            ));
+        }
+        for name in self.sizes.aliases.keys() {
+            if name.is_empty() || name.parse::<Size>().is_ok() || !is_label_word(name) {
+                return Err(invalid(
+                    &format!("sizes.aliases.{name}"),
+                    "an alias is a lowercase word (letters, digits, '-') that is not itself a size",
+                ));
+            }
+        }
+        self.default_size()
+            .ok_or_else(|| invalid("sizes.default", "is neither an alias nor a size"))?;
+        if self.capacity_order.is_empty() {
+            return Err(invalid("capacity_order", "must list at least one capacity"));
+        }
+        let distinct: BTreeSet<_> = self.capacity_order.iter().collect();
+        if distinct.len() != self.capacity_order.len() {
+            return Err(invalid("capacity_order", "lists a capacity twice"));
+        }
+        if self.network.subnets.is_empty() {
+            return Err(invalid(
+                "network.subnets",
+                "must map at least one AZ to a subnet",
+            ));
+        }
+        if let Some((az, _)) = self
+            .network
+            .subnets
+            .iter()
+            .find(|(_, subnet)| !subnet.starts_with("subnet-"))
+        {
+            return Err(invalid(
+                &format!("network.subnets.{az}"),
+                "is not a subnet id",
+            ));
+        }
+        if self.network.security_groups.is_empty() {
+            return Err(invalid(
+                "network.security_groups",
+                "must list at least one group",
+            ));
+        }
+        let groups = self
+            .network
+            .security_groups
+            .iter()
+            .map(|g| ("network.security_groups", g))
+            .chain(
+                self.network
+                    .security_group_allowlist
+                    .iter()
+                    .map(|g| ("network.security_group_allowlist", g)),
+            );
+        for (field, group) in groups {
+            if !group.starts_with("sg-") {
+                return Err(invalid(
+                    field,
+                    format!("`{group}` is not a security group id"),
+                ));
+            }
+        }
+        let t = self.timeouts;
+        if t.registration_seconds == 0 || t.job_seconds == 0 {
+            return Err(invalid("timeouts", "must be positive"));
+        }
+        if t.registration_seconds >= t.job_seconds {
+            return Err(invalid(
+                "timeouts.registration_seconds",
+                "must be shorter than timeouts.job_seconds",
+            ));
+        }
+        if self.retention_days == 0 {
+            return Err(invalid("retention_days", "must be positive"));
+        }
+        Ok(())
+    }
+
+    pub fn default_size(&self) -> Option<Size> {
+        self.size_named(&self.sizes.default)
+    }
+
+    /// An alias or a literal size, case-insensitive.
+    pub fn size_named(&self, name: &str) -> Option<Size> {
+        let name = name.to_ascii_lowercase();
+        self.sizes
+            .aliases
+            .get(&name)
+            .copied()
+            .or_else(|| name.parse().ok())
+    }
+
+    pub fn serves_repository(&self, full_name: &str) -> bool {
+        let full_name = full_name.to_ascii_lowercase();
+        let owner = full_name.split('/').next().unwrap_or_default();
+        self.access
+            .orgs
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(owner))
+            || self
+                .access
+                .repositories
+                .iter()
+                .any(|r| r == "*" || r.eq_ignore_ascii_case(&full_name))
+    }
+}
+
+fn is_label_word(name: &str) -> bool {
+    name.bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) const EXAMPLE: &str = r#"{
+      "table_name": "tasuki-jobs",
+      "state_machine_arn": "arn:aws:states:us-east-1:123456789012:stateMachine:tasuki-runner-job",
+      "github": {"api_url": "https://api.github.com", "app_id": 1,
+                 "private_key_secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:key",
+                 "webhook_secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:hook"},
+      "access": {"orgs": ["octo-org"], "repositories": ["someone/tool"]},
+      "runner": {"group_id": 1, "kms_key_id": "alias/tasuki-runner"},
+      "sizes": {"default": "small", "aliases": {"small": "2cpu-4gb", "large": "8cpu-16gb"}},
+      "capacity_order": ["fargate-spot", "fargate", "ec2"],
+      "network": {"subnets": {"us-east-1b": "subnet-b", "us-east-1a": "subnet-a"},
+                  "security_groups": ["sg-default"], "security_group_allowlist": ["sg-db"]},
+      "ecs": {"cluster": "tasuki", "container_name": "runner",
+              "task_definitions": {"x64": "td-x64", "arm64": "td-arm64", "x64_docker": "td-x64-docker"},
+              "ec2_capacity_providers": {"x64": "cp-ec2-x64"}},
+      "timeouts": {"registration_seconds": 300, "job_seconds": 21600}
+    }"#;
+
+    pub(crate) fn example() -> Config {
+        Config::from_json(EXAMPLE).expect("example config is valid")
+    }
+
+    fn with(edit: impl FnOnce(&mut serde_json::Value)) -> Result<Config, ConfigError> {
+        let mut value: serde_json::Value = serde_json::from_str(EXAMPLE).unwrap();
+        edit(&mut value);
+        Config::from_json(&value.to_string())
+    }
+
+    fn field_of(result: Result<Config, ConfigError>) -> String {
+        match result {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let config = example();
+        assert_eq!(config.default_size(), Some(Size::new(2, 4).unwrap()));
+        assert_eq!(config.retention_days, 90);
+    }
+
+    #[test]
+    fn a_bad_size_alias_names_its_field() {
+        let field = field_of(with(|v| v["sizes"]["aliases"]["small"] = "3cpu-1gb".into()));
+        assert_eq!(field, "sizes.aliases.small");
+    }
+
+    #[test]
+    fn an_unknown_field_is_named() {
+        let result = with(|v| v["timeouts"]["registration"] = 5.into());
+        assert!(
+            matches!(result, Err(ConfigError::Invalid { ref message, .. }) if message.contains("registration"))
+        );
+    }
+
+    #[test]
+    fn semantic_errors_name_their_field() {
+        assert_eq!(
+            field_of(with(|v| v["capacity_order"] = serde_json::json!([]))),
+            "capacity_order"
+        );
+        assert_eq!(
+            field_of(with(
+                |v| v["capacity_order"] = serde_json::json!(["fargate", "fargate"])
+            )),
+            "capacity_order"
+        );
+        assert_eq!(
+            field_of(with(|v| v["sizes"]["default"] = "huge".into())),
+            "sizes.default"
+        );
+        assert_eq!(
+            field_of(with(
+                |v| v["network"]["subnets"]["us-east-1a"] = "vpc-1".into()
+            )),
+            "network.subnets.us-east-1a"
+        );
+        assert_eq!(
+            field_of(with(
+                |v| v["network"]["security_group_allowlist"] = serde_json::json!(["db"])
+            )),
+            "network.security_group_allowlist"
+        );
+        assert_eq!(
+            field_of(with(
+                |v| v["timeouts"]["registration_seconds"] = 99999.into()
+            )),
+            "timeouts.registration_seconds"
+        );
+        assert_eq!(
+            field_of(with(
+                |v| v["github"]["api_url"] = "http://evil.example".into()
+            )),
+            "github.api_url"
+        );
+        assert_eq!(
+            field_of(with(
+                |v| v["access"]["repositories"] = serde_json::json!(["nope"])
+            )),
+            "access.repositories"
+        );
+        assert_eq!(
+            field_of(with(|v| v["capacity_order"] = serde_json::json!(["lambda"]))),
+            "capacity_order[0]"
+        );
+    }
+
+    #[test]
+    fn repository_access_is_case_insensitive_and_wildcardable() {
+        let config = example();
+        assert!(config.serves_repository("Octo-Org/app"));
+        assert!(config.serves_repository("someone/TOOL"));
+        assert!(!config.serves_repository("someone/other"));
+        let any = with(|v| v["access"]["orgs"] = serde_json::json!(["*"])).unwrap();
+        assert!(any.serves_repository("anyone/anything"));
+    }
+}

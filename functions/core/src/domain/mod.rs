@@ -1,0 +1,7 @@
+pub mod config;
+pub mod job;
+pub mod labels;
+pub mod lifecycle;
+pub mod plan;
+pub mod size;
+pub mod waits;

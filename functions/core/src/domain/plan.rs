@@ -1,0 +1,242 @@
+//! The launch plan: the ordered candidates a job's runner may be started on.
+
+use crate::domain::config::{Arch, Capacity, Config};
+use crate::domain::labels::{Refusal, RunnerSpec};
+use crate::domain::size::Size;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One place to try: capacity × AZ (subnet) × size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub capacity: Capacity,
+    /// The ECS capacity provider to ask (`FARGATE_SPOT`, `FARGATE` or an EC2 provider).
+    pub capacity_provider: String,
+    pub az: String,
+    pub subnet: String,
+    pub size: Size,
+    pub arch: Arch,
+    pub docker: bool,
+    pub task_definition: String,
+    pub security_groups: Vec<String>,
+}
+
+impl fmt::Display for Candidate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}/{}",
+            self.capacity.as_str(),
+            self.az,
+            self.size,
+            self.arch.as_str()
+        )
+    }
+}
+
+/// Default order: every AZ of the first capacity, then every AZ of the next, as configured.
+pub fn plan(spec: &RunnerSpec, config: &Config) -> Result<Vec<Candidate>, Refusal> {
+    let mut security_groups = config.network.security_groups.clone();
+    security_groups.extend(spec.extra_security_groups.iter().cloned());
+    security_groups.dedup();
+
+    let mut candidates = Vec::new();
+    for &capacity in &config.capacity_order {
+        if capacity.is_spot() && !spec.spot_allowed {
+            continue;
+        }
+        let provider = match capacity {
+            Capacity::FargateSpot => "FARGATE_SPOT".to_string(),
+            Capacity::Fargate => "FARGATE".to_string(),
+            Capacity::Ec2 => match config.ecs.ec2_capacity_providers.get(&spec.arch) {
+                Some(name) => name.clone(),
+                None => continue,
+            },
+        };
+        // Fargate cannot run the privileged dockerd sidecar.
+        if spec.docker && capacity != Capacity::Ec2 {
+            continue;
+        }
+        let Some(task_definition) = config
+            .ecs
+            .task_definitions
+            .for_runner(spec.arch, spec.docker)
+        else {
+            continue;
+        };
+        for (az, subnet) in &config.network.subnets {
+            candidates.push(Candidate {
+                capacity,
+                capacity_provider: provider.clone(),
+                az: az.clone(),
+                subnet: subnet.clone(),
+                size: spec.size,
+                arch: spec.arch,
+                docker: spec.docker,
+                task_definition: task_definition.to_string(),
+                security_groups: security_groups.clone(),
+            });
+        }
+    }
+    if candidates.is_empty() {
+        return Err(unplannable(spec));
+    }
+    Ok(candidates)
+}
+
+fn unplannable(spec: &RunnerSpec) -> Refusal {
+    let (label, reason) = if spec.docker {
+        (
+            "docker",
+            format!(
+                "needs EC2 capacity with a {} docker task definition, which is not configured",
+                spec.arch.as_str()
+            ),
+        )
+    } else if !spec.spot_allowed {
+        (
+            "spot=false",
+            "no on-demand capacity is configured".to_string(),
+        )
+    } else {
+        (
+            spec.arch.as_str(),
+            "no configured capacity serves this architecture".to_string(),
+        )
+    };
+    Refusal::Unplannable {
+        label: label.to_string(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::config::tests::example;
+    use proptest::prelude::*;
+
+    fn spec() -> RunnerSpec {
+        RunnerSpec {
+            size: Size::new(2, 4).unwrap(),
+            arch: Arch::X64,
+            spot_allowed: true,
+            docker: false,
+            extra_security_groups: vec![],
+        }
+    }
+
+    fn names(candidates: &[Candidate]) -> Vec<String> {
+        candidates.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn spot_in_each_az_then_on_demand_then_ec2() {
+        let candidates = plan(&spec(), &example()).unwrap();
+        assert_eq!(
+            names(&candidates),
+            [
+                "fargate-spot/us-east-1a/2cpu-4gb/x64",
+                "fargate-spot/us-east-1b/2cpu-4gb/x64",
+                "fargate/us-east-1a/2cpu-4gb/x64",
+                "fargate/us-east-1b/2cpu-4gb/x64",
+                "ec2/us-east-1a/2cpu-4gb/x64",
+                "ec2/us-east-1b/2cpu-4gb/x64",
+            ]
+        );
+        assert_eq!(candidates[0].capacity_provider, "FARGATE_SPOT");
+        assert_eq!(candidates[0].subnet, "subnet-a");
+        assert_eq!(candidates[4].capacity_provider, "cp-ec2-x64");
+        assert_eq!(candidates[0].task_definition, "td-x64");
+    }
+
+    #[test]
+    fn spot_false_leaves_spot_out() {
+        let spec = RunnerSpec {
+            spot_allowed: false,
+            ..spec()
+        };
+        let candidates = plan(&spec, &example()).unwrap();
+        assert!(candidates
+            .iter()
+            .all(|c| c.capacity != Capacity::FargateSpot));
+        assert_eq!(candidates.len(), 4);
+    }
+
+    #[test]
+    fn docker_runs_only_on_ec2_with_its_task_definition() {
+        let spec = RunnerSpec {
+            docker: true,
+            ..spec()
+        };
+        let candidates = plan(&spec, &example()).unwrap();
+        assert_eq!(
+            names(&candidates),
+            ["ec2/us-east-1a/2cpu-4gb/x64", "ec2/us-east-1b/2cpu-4gb/x64"]
+        );
+        assert!(candidates
+            .iter()
+            .all(|c| c.task_definition == "td-x64-docker"));
+    }
+
+    #[test]
+    fn docker_without_ec2_for_the_arch_is_refused_naming_docker() {
+        let spec = RunnerSpec {
+            docker: true,
+            arch: Arch::Arm64,
+            ..spec()
+        };
+        let refusal = plan(&spec, &example()).unwrap_err();
+        assert!(refusal.to_string().contains("`docker`"), "{refusal}");
+    }
+
+    #[test]
+    fn spot_false_with_only_spot_capacity_is_refused() {
+        let mut config = example();
+        config.capacity_order = vec![Capacity::FargateSpot];
+        let spec = RunnerSpec {
+            spot_allowed: false,
+            ..spec()
+        };
+        assert!(plan(&spec, &config)
+            .unwrap_err()
+            .to_string()
+            .contains("`spot=false`"));
+    }
+
+    #[test]
+    fn allowlisted_groups_join_the_default_ones() {
+        let spec = RunnerSpec {
+            extra_security_groups: vec!["sg-db".into()],
+            ..spec()
+        };
+        let candidates = plan(&spec, &example()).unwrap();
+        assert_eq!(candidates[0].security_groups, ["sg-default", "sg-db"]);
+    }
+
+    proptest! {
+        #[test]
+        fn every_candidate_respects_the_spec(spot in any::<bool>(), docker in any::<bool>(), arm in any::<bool>()) {
+            let spec = RunnerSpec {
+                spot_allowed: spot,
+                docker,
+                arch: if arm { Arch::Arm64 } else { Arch::X64 },
+                ..spec()
+            };
+            if let Ok(candidates) = plan(&spec, &example()) {
+                prop_assert!(!candidates.is_empty());
+                for c in &candidates {
+                    prop_assert!(spot || !c.capacity.is_spot());
+                    prop_assert!(!docker || c.capacity == Capacity::Ec2);
+                    prop_assert_eq!(c.arch, spec.arch);
+                    prop_assert_eq!(c.size, spec.size);
+                }
+                // Capacities appear in config order, never interleaved.
+                let order: Vec<_> = candidates.iter().map(|c| c.capacity).collect();
+                let mut sorted = order.clone();
+                sorted.sort_by_key(|c| example().capacity_order.iter().position(|o| o == c));
+                prop_assert_eq!(order, sorted);
+            }
+        }
+    }
+}

@@ -1,0 +1,818 @@
+//! The state machine's Task steps. Each takes the execution state (`{"state": $}`) and returns
+//! a small typed result that the ASL places with `ResultPath`.
+
+use super::{deliver, transition, Effects};
+use crate::domain::config::Config;
+use crate::domain::job::{runner_name, started_by, JobRef};
+use crate::domain::labels::{self, LabelVerdict};
+use crate::domain::lifecycle::{Happening, JobState};
+use crate::domain::plan::{self, Candidate};
+use crate::domain::waits::{Wait, WaitPhase};
+use crate::error::StepError;
+use crate::ports::{
+    CredentialSealer, Executions, LaunchRequest, LifecycleStore, RunnerRegistry, TaskLauncher,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// The execution's state document, as the ASL builds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutionState {
+    pub job: JobRef,
+    #[serde(default)]
+    pub limits: Option<Limits>,
+    #[serde(default)]
+    pub plan: Option<LaunchPlan>,
+    #[serde(default)]
+    pub attempt: Option<AttemptNumber>,
+    #[serde(default)]
+    pub runner: Option<IssuedRunner>,
+    #[serde(default)]
+    pub task: Option<LaunchedTask>,
+    #[serde(default)]
+    pub registration: Option<Registration>,
+    #[serde(default)]
+    pub completion: Option<Completion>,
+    #[serde(default)]
+    pub error: Option<CaughtError>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Limits {
+    pub registration_seconds: u32,
+    pub job_seconds: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaunchPlan {
+    pub candidates: Vec<Candidate>,
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct AttemptNumber {
+    pub number: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuedRunner {
+    pub name: String,
+    pub id: u64,
+    /// KMS ciphertext (base64) of the JIT config; only the job's task can decrypt it.
+    pub jit_config_ciphertext: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaunchedTask {
+    pub task_arn: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registration {
+    pub runner_name: String,
+    pub runner_id: u64,
+    pub job_id: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Completion {
+    pub conclusion: String,
+}
+
+/// What a `Catch` put at `$.error`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaughtError {
+    #[serde(rename = "Error")]
+    pub error: String,
+    #[serde(rename = "Cause", default)]
+    pub cause: Option<String>,
+}
+
+impl CaughtError {
+    /// The message inside a Lambda error's cause (`{"errorMessage": ...}`), or the cause as is.
+    pub fn message(&self) -> Option<String> {
+        let cause = self.cause.as_deref().filter(|c| !c.is_empty())?;
+        Some(
+            serde_json::from_str::<serde_json::Value>(cause)
+                .ok()
+                .and_then(|v| v["errorMessage"].as_str().map(str::to_string))
+                .unwrap_or_else(|| cause.to_string()),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StepInput {
+    pub state: ExecutionState,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WaitInput {
+    pub state: ExecutionState,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Completed,
+    Failed,
+    Exhausted,
+    Cancelled,
+    TimedOut,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FinalizeInput {
+    pub state: ExecutionState,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finalized {
+    pub state: JobState,
+    pub reason: Option<String>,
+}
+
+impl ExecutionState {
+    fn attempt(&self) -> Result<u32, StepError> {
+        self.attempt
+            .map(|a| a.number)
+            .ok_or_else(|| StepError::LifecycleConflict("state has no attempt".into()))
+    }
+
+    fn candidate(&self) -> Result<&Candidate, StepError> {
+        let attempt = self.attempt()?;
+        self.plan
+            .as_ref()
+            .and_then(|p| p.candidates.get(attempt.saturating_sub(1) as usize))
+            .ok_or_else(|| StepError::LifecycleConflict(format!("no candidate {attempt}")))
+    }
+
+    fn span(&self, step: &'static str) -> tracing::Span {
+        tracing::info_span!(
+            "step",
+            step,
+            job_id = self.job.job_id,
+            attempt = self.attempt.map(|a| a.number).unwrap_or(0)
+        )
+    }
+}
+
+/// Validate: repository allowlist and visibility.
+pub struct Validate {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn LifecycleStore>,
+}
+
+impl Validate {
+    pub async fn handle(&self, input: StepInput) -> Result<Limits, StepError> {
+        let state = input.state;
+        let span = state.span("validate");
+        async {
+            if let Some(reason) = refusal_for_repository(&self.config, &state.job) {
+                return Err(refuse(&*self.store, &self.config, state.job.job_id, reason).await);
+            }
+            let t = self.config.timeouts;
+            Ok(Limits {
+                registration_seconds: t.registration_seconds,
+                job_seconds: t.job_seconds,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Why a job's repository is not served, if it is not.
+pub fn refusal_for_repository(config: &Config, job: &JobRef) -> Option<String> {
+    if !config.serves_repository(&job.repository) {
+        return Some(format!(
+            "repository {} is not in the access allowlist",
+            job.repository
+        ));
+    }
+    if !job.private && !config.access.allow_public_repositories {
+        return Some(format!(
+            "repository {} is public: anyone could run code on its runners (set access.allow_public_repositories to serve it)",
+            job.repository
+        ));
+    }
+    None
+}
+
+async fn refuse(
+    store: &dyn LifecycleStore,
+    config: &Config,
+    job_id: u64,
+    reason: String,
+) -> StepError {
+    tracing::warn!(job_id, %reason, "refused");
+    let happening = Happening::Refuse {
+        reason: reason.clone(),
+    };
+    match transition(store, config, job_id, happening, Effects::default()).await {
+        Ok(_) => StepError::JobRefused(reason),
+        Err(e) => e,
+    }
+}
+
+/// ResolveLabels: labels → runner spec → ordered launch candidates.
+pub struct ResolveLabels {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn LifecycleStore>,
+}
+
+impl ResolveLabels {
+    pub async fn handle(&self, input: StepInput) -> Result<LaunchPlan, StepError> {
+        let state = input.state;
+        let span = state.span("resolve-labels");
+        async {
+            let job_id = state.job.job_id;
+            let planned = match labels::resolve(&state.job.labels, &self.config) {
+                LabelVerdict::Accepted(spec) => {
+                    plan::plan(&spec, &self.config).map_err(|r| r.to_string())
+                }
+                LabelVerdict::Refused(refusal) => Err(refusal.to_string()),
+                LabelVerdict::NotOurs => Err("no `tasuki` label".to_string()),
+            };
+            let candidates = match planned {
+                Ok(candidates) => candidates,
+                Err(reason) => return Err(refuse(&*self.store, &self.config, job_id, reason).await),
+            };
+            let count = candidates.len() as u32;
+            transition(
+                &*self.store,
+                &self.config,
+                job_id,
+                Happening::Plan { candidates: count },
+                Effects::default(),
+            )
+            .await?;
+            Ok(LaunchPlan { candidates, count })
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// IssueToken: starts an attempt, asks GitHub for a JIT runner config and seals it with KMS.
+pub struct IssueToken {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn LifecycleStore>,
+    pub registry: Arc<dyn RunnerRegistry>,
+    pub sealer: Arc<dyn CredentialSealer>,
+}
+
+impl IssueToken {
+    pub async fn handle(&self, input: StepInput) -> Result<IssuedRunner, StepError> {
+        let state = input.state;
+        let span = state.span("issue-token");
+        async {
+            let job = &state.job;
+            let attempt = state.attempt()?;
+            let candidate = state.candidate()?;
+            transition(
+                &*self.store,
+                &self.config,
+                job.job_id,
+                Happening::Launch {
+                    attempt,
+                    candidate: candidate.to_string(),
+                },
+                Effects {
+                    candidate: Some(candidate.to_string()),
+                    ..Effects::default()
+                },
+            )
+            .await?;
+            let name = runner_name(job.job_id, attempt);
+            let mut runner_labels = job.labels.clone();
+            runner_labels.extend(self.config.runner.extra_labels.iter().cloned());
+            let jit = self
+                .registry
+                .issue_jit_config(job, &name, &runner_labels)
+                .await?;
+            let jit_config_ciphertext = self.sealer.seal(job.job_id, &jit.encoded).await?;
+            tracing::info!(runner_name = %name, runner_id = jit.runner_id, "runner credential issued and sealed");
+            Ok(IssuedRunner {
+                name,
+                id: jit.runner_id,
+                jit_config_ciphertext,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// RunTask: one ECS task on the attempt's candidate.
+pub struct RunTask {
+    pub config: Arc<Config>,
+    pub launcher: Arc<dyn TaskLauncher>,
+}
+
+impl RunTask {
+    pub async fn handle(&self, input: StepInput) -> Result<LaunchedTask, StepError> {
+        let state = input.state;
+        let span = state.span("run-task");
+        async {
+            let request = launch_request(&self.config, &state)?;
+            let task_arn = self.launcher.run(&request).await?;
+            tracing::info!(%task_arn, capacity_provider = %request.capacity_provider, subnet = %request.subnet, "task started");
+            Ok(LaunchedTask { task_arn })
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The RunTask request for the state's current attempt; the credential goes only as ciphertext.
+pub fn launch_request(config: &Config, state: &ExecutionState) -> Result<LaunchRequest, StepError> {
+    let job = &state.job;
+    let attempt = state.attempt()?;
+    let candidate = state.candidate()?;
+    let runner = state
+        .runner
+        .as_ref()
+        .ok_or_else(|| StepError::LifecycleConflict("no runner issued".into()))?;
+    let job_id = job.job_id.to_string();
+    Ok(LaunchRequest {
+        cluster: config.ecs.cluster.clone(),
+        task_definition: candidate.task_definition.clone(),
+        capacity_provider: candidate.capacity_provider.clone(),
+        subnet: candidate.subnet.clone(),
+        security_groups: candidate.security_groups.clone(),
+        cpu_units: candidate.size.cpu_units(),
+        memory_mib: candidate.size.memory_mib(),
+        container_name: config.ecs.container_name.clone(),
+        environment: vec![
+            ("TASUKI_JOB_ID".into(), job_id.clone()),
+            ("TASUKI_ATTEMPT".into(), attempt.to_string()),
+            ("TASUKI_RUNNER_NAME".into(), runner.name.clone()),
+            (
+                "TASUKI_JIT_CONFIG_CIPHERTEXT".into(),
+                runner.jit_config_ciphertext.clone(),
+            ),
+            ("TASUKI_KMS_KEY_ID".into(), config.runner.kms_key_id.clone()),
+        ],
+        started_by: started_by(job.job_id, attempt),
+        tags: vec![
+            ("tasuki:job-id".into(), job_id),
+            ("tasuki:repository".into(), job.repository.clone()),
+            ("tasuki:workflow".into(), job.workflow.clone()),
+            ("tasuki:size".into(), candidate.size.to_string()),
+            ("tasuki:attempt".into(), attempt.to_string()),
+        ],
+    })
+}
+
+/// WaitForRegistration (`.waitForTaskToken`): arms the registration wait.
+pub struct WaitForRegistration {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn LifecycleStore>,
+    pub executions: Arc<dyn Executions>,
+}
+
+impl WaitForRegistration {
+    pub async fn handle(&self, input: WaitInput) -> Result<(), StepError> {
+        let state = input.state;
+        let span = state.span("wait-for-registration");
+        async {
+            let job_id = state.job.job_id;
+            let attempt = state.attempt()?;
+            let task_arn = state
+                .task
+                .as_ref()
+                .map(|t| t.task_arn.clone())
+                .ok_or_else(|| StepError::LifecycleConflict("no task launched".into()))?;
+            let runner = state.runner.as_ref().map(|r| (r.name.clone(), r.id));
+            transition(
+                &*self.store,
+                &self.config,
+                job_id,
+                Happening::AwaitRegistration {
+                    attempt,
+                    task_arn: task_arn.clone(),
+                },
+                Effects {
+                    task_arn: Some(task_arn),
+                    runner,
+                    ..Effects::default()
+                },
+            )
+            .await?;
+            let wait = Wait {
+                token: input.token,
+                phase: WaitPhase::Registration,
+                attempt,
+            };
+            let record = self.store.arm(job_id, &wait).await?;
+            deliver(&*self.executions, &record).await?;
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Confirm (`.waitForTaskToken`): the runner registered; record it running and arm the completion wait.
+pub struct Confirm {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn LifecycleStore>,
+    pub executions: Arc<dyn Executions>,
+}
+
+impl Confirm {
+    pub async fn handle(&self, input: WaitInput) -> Result<(), StepError> {
+        let state = input.state;
+        let span = state.span("confirm");
+        async {
+            let job_id = state.job.job_id;
+            let attempt = state.attempt()?;
+            let registration = state
+                .registration
+                .as_ref()
+                .ok_or_else(|| StepError::LifecycleConflict("no registration".into()))?;
+            transition(
+                &*self.store,
+                &self.config,
+                job_id,
+                Happening::Register {
+                    runner_name: registration.runner_name.clone(),
+                },
+                Effects {
+                    runner: Some((registration.runner_name.clone(), registration.runner_id)),
+                    ..Effects::default()
+                },
+            )
+            .await?;
+            if registration.job_id != job_id {
+                tracing::info!(
+                    took_job = registration.job_id,
+                    "runner took another queued job with matching labels"
+                );
+            }
+            let wait = Wait {
+                token: input.token,
+                phase: WaitPhase::Completion,
+                attempt,
+            };
+            let record = self.store.arm(job_id, &wait).await?;
+            deliver(&*self.executions, &record).await?;
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Stops the attempt's task and deletes its runner, whatever state they are in.
+async fn release(
+    launcher: &dyn TaskLauncher,
+    registry: &dyn RunnerRegistry,
+    state: &ExecutionState,
+    why: &str,
+) -> Result<(), StepError> {
+    if let Some(task) = &state.task {
+        launcher.stop(&task.task_arn, why).await?;
+    }
+    if let Some(runner) = &state.runner {
+        registry.delete_runner(&state.job, runner.id).await?;
+    }
+    Ok(())
+}
+
+/// Cleanup: an attempt failed; release what it started and record why, before the next candidate.
+pub struct Cleanup {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn LifecycleStore>,
+    pub launcher: Arc<dyn TaskLauncher>,
+    pub registry: Arc<dyn RunnerRegistry>,
+}
+
+impl Cleanup {
+    pub async fn handle(&self, input: StepInput) -> Result<(), StepError> {
+        let state = input.state;
+        let span = state.span("cleanup");
+        async {
+            let job_id = state.job.job_id;
+            let attempt = state.attempt()?;
+            let record =
+                self.store.get(job_id).await?.ok_or_else(|| {
+                    StepError::LifecycleConflict(format!("job {job_id} not found"))
+                })?;
+            let reason = attempt_failure_reason(&state, &self.config, &record.signals);
+            release(&*self.launcher, &*self.registry, &state, &reason).await?;
+            if let Some(wait) = &record.wait {
+                self.store.disarm(job_id, &wait.token).await?;
+            }
+            tracing::warn!(%reason, "attempt failed");
+            transition(
+                &*self.store,
+                &self.config,
+                job_id,
+                Happening::AttemptFailed { attempt, reason },
+                Effects::default(),
+            )
+            .await?;
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// A readable reason for a failed attempt, from the caught error and what ECS told us.
+pub fn attempt_failure_reason(
+    state: &ExecutionState,
+    config: &Config,
+    signals: &crate::domain::waits::Signals,
+) -> String {
+    let Some(error) = &state.error else {
+        return "attempt failed for an unknown reason".into();
+    };
+    let attempt = state.attempt.map(|a| a.number).unwrap_or(0);
+    let stop_reason = signals
+        .stopped
+        .as_ref()
+        .filter(|s| s.attempt == attempt)
+        .map(|s| s.reason.clone());
+    match error.error.as_str() {
+        "States.Timeout" => format!(
+            "RegistrationTimeout: the runner did not register within {} s",
+            config.timeouts.registration_seconds
+        ),
+        // Step Functions may drop a callback's cause; ECS told us the stop reason directly.
+        "TaskStopped" => format!(
+            "TaskStopped: {}",
+            stop_reason
+                .or_else(|| error.message())
+                .unwrap_or_else(|| "the task stopped before its runner registered".into())
+        ),
+        name => match error.message() {
+            Some(message) => format!("{name}: {message}"),
+            None => name.to_string(),
+        },
+    }
+}
+
+/// Finalize: the job's last transition, after releasing whatever is still running.
+pub struct Finalize {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn LifecycleStore>,
+    pub launcher: Arc<dyn TaskLauncher>,
+    pub registry: Arc<dyn RunnerRegistry>,
+}
+
+impl Finalize {
+    pub async fn handle(&self, input: FinalizeInput) -> Result<Finalized, StepError> {
+        let state = input.state;
+        let span = state.span("finalize");
+        async {
+            let job_id = state.job.job_id;
+            let record =
+                self.store.get(job_id).await?.ok_or_else(|| {
+                    StepError::LifecycleConflict(format!("job {job_id} not found"))
+                })?;
+            let happening = match input.outcome {
+                Outcome::Exhausted => {
+                    let timeline = self.store.timeline(job_id).await?;
+                    let reasons: Vec<String> = timeline
+                        .iter()
+                        .filter(|e| e.event == "attempt-failed")
+                        .map(|e| {
+                            format!(
+                                "attempt {}: {}",
+                                e.attempt,
+                                e.reason.clone().unwrap_or_default()
+                            )
+                        })
+                        .collect();
+                    Happening::Fail {
+                        reason: format!(
+                            "all {} launch candidates failed ({})",
+                            reasons.len(),
+                            reasons.join("; ")
+                        ),
+                    }
+                }
+                outcome => final_happening(outcome, &state, &self.config, &record.signals),
+            };
+            let why = happening.reason().unwrap_or("job finished").to_string();
+            // The last attempt's resources were already released by Cleanup when candidates ran out.
+            if input.outcome != Outcome::Exhausted {
+                release(&*self.launcher, &*self.registry, &state, &why).await?;
+            }
+            if let Some(wait) = &record.wait {
+                self.store.disarm(job_id, &wait.token).await?;
+            }
+            let conclusion = state.completion.as_ref().map(|c| c.conclusion.clone());
+            let done = transition(
+                &*self.store,
+                &self.config,
+                job_id,
+                happening,
+                Effects {
+                    conclusion,
+                    ..Effects::default()
+                },
+            )
+            .await?;
+            tracing::info!(state = %done.position.state, %why, "finalized");
+            Ok(Finalized {
+                state: done.position.state,
+                reason: Some(why),
+            })
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The terminal transition for an outcome other than exhaustion.
+pub fn final_happening(
+    outcome: Outcome,
+    state: &ExecutionState,
+    config: &Config,
+    signals: &crate::domain::waits::Signals,
+) -> Happening {
+    let caught = || {
+        state
+            .error
+            .as_ref()
+            .map(|e| match e.error.as_str() {
+                "TaskStopped" => format!(
+                    "TaskStopped: {}",
+                    signals
+                        .stopped
+                        .as_ref()
+                        .map(|s| s.reason.clone())
+                        .or_else(|| e.message())
+                        .unwrap_or_default()
+                ),
+                name => format!("{name}: {}", e.message().unwrap_or_default()),
+            })
+            .unwrap_or_else(|| "unknown failure".into())
+    };
+    match outcome {
+        Outcome::Completed => match state.completion.as_ref().map(|c| c.conclusion.as_str()) {
+            Some("cancelled") => Happening::Cancel {
+                reason: "cancelled on GitHub while running".into(),
+            },
+            Some(conclusion) => Happening::Complete {
+                conclusion: conclusion.to_string(),
+            },
+            None => Happening::Fail {
+                reason: "completion without a conclusion".into(),
+            },
+        },
+        Outcome::Cancelled => Happening::Cancel {
+            reason: "cancelled on GitHub before a runner took it".into(),
+        },
+        Outcome::TimedOut => Happening::TimeOut {
+            reason: format!(
+                "the job did not complete within {} s",
+                config.timeouts.job_seconds
+            ),
+        },
+        Outcome::Failed | Outcome::Exhausted => Happening::Fail { reason: caught() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::config::tests::example;
+    use crate::domain::waits::{Signals, Stopped};
+
+    fn state(error: Option<(&str, &str)>) -> ExecutionState {
+        let job = JobRef {
+            job_id: 7,
+            run_id: 1,
+            run_attempt: 1,
+            repository: "octo-org/app".into(),
+            private: true,
+            workflow: "CI".into(),
+            job_name: "build".into(),
+            labels: vec!["tasuki".into()],
+            installation_id: 1,
+        };
+        let spec = match labels::resolve(&job.labels, &example()) {
+            LabelVerdict::Accepted(spec) => spec,
+            other => panic!("{other:?}"),
+        };
+        let candidates = plan::plan(&spec, &example()).unwrap();
+        ExecutionState {
+            job,
+            limits: None,
+            plan: Some(LaunchPlan {
+                count: candidates.len() as u32,
+                candidates,
+            }),
+            attempt: Some(AttemptNumber { number: 2 }),
+            runner: Some(IssuedRunner {
+                name: "tasuki-7-2".into(),
+                id: 5,
+                jit_config_ciphertext: "CIPHER".into(),
+            }),
+            task: None,
+            registration: None,
+            completion: None,
+            error: error.map(|(e, c)| CaughtError {
+                error: e.into(),
+                cause: Some(c.into()),
+            }),
+        }
+    }
+
+    #[test]
+    fn the_launch_request_uses_the_attempts_candidate_and_only_ciphertext() {
+        let request = launch_request(&example(), &state(None)).unwrap();
+        assert_eq!(request.capacity_provider, "FARGATE_SPOT");
+        assert_eq!(request.subnet, "subnet-b");
+        assert_eq!((request.cpu_units, request.memory_mib), (2048, 4096));
+        assert_eq!(request.started_by, "tasuki/7/2");
+        let env: std::collections::HashMap<_, _> = request.environment.into_iter().collect();
+        assert_eq!(env["TASUKI_JIT_CONFIG_CIPHERTEXT"], "CIPHER");
+        assert_eq!(env["TASUKI_RUNNER_NAME"], "tasuki-7-2");
+        assert!(request
+            .tags
+            .contains(&("tasuki:size".into(), "2cpu-4gb".into())));
+    }
+
+    #[test]
+    fn failure_reasons_read_lambda_causes_and_ecs_stop_reasons() {
+        let cause = r#"{"errorType":"CapacityUnavailable","errorMessage":"capacity unavailable: FARGATE_SPOT in us-east-1b"}"#;
+        let reason = attempt_failure_reason(
+            &state(Some(("CapacityUnavailable", cause))),
+            &example(),
+            &Signals::default(),
+        );
+        assert_eq!(
+            reason,
+            "CapacityUnavailable: capacity unavailable: FARGATE_SPOT in us-east-1b"
+        );
+
+        let timeout = attempt_failure_reason(
+            &state(Some(("States.Timeout", ""))),
+            &example(),
+            &Signals::default(),
+        );
+        assert_eq!(
+            timeout,
+            "RegistrationTimeout: the runner did not register within 300 s"
+        );
+
+        let signals = Signals {
+            stopped: Some(Stopped {
+                attempt: 2,
+                reason: "TaskFailedToStart: CannotPullContainerError".into(),
+                clean_exit: false,
+            }),
+            ..Signals::default()
+        };
+        let stopped =
+            attempt_failure_reason(&state(Some(("TaskStopped", ""))), &example(), &signals);
+        assert_eq!(
+            stopped,
+            "TaskStopped: TaskFailedToStart: CannotPullContainerError"
+        );
+    }
+
+    #[test]
+    fn a_cancelled_conclusion_finalizes_as_cancelled() {
+        let mut s = state(None);
+        s.completion = Some(Completion {
+            conclusion: "cancelled".into(),
+        });
+        assert!(matches!(
+            final_happening(Outcome::Completed, &s, &example(), &Signals::default()),
+            Happening::Cancel { .. }
+        ));
+        s.completion = Some(Completion {
+            conclusion: "failure".into(),
+        });
+        assert_eq!(
+            final_happening(Outcome::Completed, &s, &example(), &Signals::default()),
+            Happening::Complete {
+                conclusion: "failure".into()
+            }
+        );
+    }
+
+    #[test]
+    fn public_and_unlisted_repositories_are_refused_with_the_repository_named() {
+        let mut job = state(None).job;
+        assert_eq!(refusal_for_repository(&example(), &job), None);
+        job.private = false;
+        assert!(refusal_for_repository(&example(), &job)
+            .unwrap()
+            .contains("octo-org/app is public"));
+        job.repository = "stranger/app".into();
+        assert!(refusal_for_repository(&example(), &job)
+            .unwrap()
+            .contains("stranger/app"));
+    }
+}
