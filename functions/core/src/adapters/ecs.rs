@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
-    KeyValuePair, NetworkConfiguration, Tag, TaskOverride,
+    KeyValuePair, LaunchType, NetworkConfiguration, Tag, TaskOverride,
 };
 use aws_sdk_ecs::Client;
 
@@ -95,19 +95,25 @@ impl TaskLauncher for EcsTaskLauncher {
                     .map_err(build)?,
             )
             .build();
-        let out = self
+        let mut run = self
             .client
             .run_task()
             .cluster(&request.cluster)
             .task_definition(&request.task_definition)
-            .count(1)
-            .capacity_provider_strategy(
+            .count(1);
+        // On-demand Fargate is plain `launchType`; Spot and EC2 need their capacity provider.
+        run = if request.capacity_provider == "FARGATE" {
+            run.launch_type(LaunchType::Fargate)
+        } else {
+            run.capacity_provider_strategy(
                 CapacityProviderStrategyItem::builder()
                     .capacity_provider(&request.capacity_provider)
                     .weight(1)
                     .build()
                     .map_err(build)?,
             )
+        };
+        let out = run
             .network_configuration(network)
             .overrides(
                 TaskOverride::builder()

@@ -1,0 +1,138 @@
+//! The state machine and the Rust code agree: error names, Lambdas, and the graph itself.
+
+use serde_json::Value;
+use std::collections::{BTreeSet, HashSet};
+use tasuki_core::StepError;
+
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn asl() -> Value {
+    let path = root().join("statemachines/runner-job.asl.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn states(asl: &Value) -> &serde_json::Map<String, Value> {
+    asl["States"].as_object().unwrap()
+}
+
+fn error_names(asl: &Value) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for state in states(asl).values() {
+        for key in ["Retry", "Catch"] {
+            for rule in state[key].as_array().into_iter().flatten() {
+                for name in rule["ErrorEquals"].as_array().unwrap() {
+                    names.insert(name.as_str().unwrap().to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_error_the_asl_handles_is_one_the_lambdas_raise_and_vice_versa() {
+    let handled: BTreeSet<String> = error_names(&asl())
+        .into_iter()
+        .filter(|n| !n.starts_with("States.") && !n.starts_with("Lambda."))
+        .collect();
+    let raised: BTreeSet<String> = StepError::NAMES.iter().map(|n| n.to_string()).collect();
+    assert_eq!(handled, raised, "ASL Retry/Catch names vs StepError::NAMES");
+}
+
+#[test]
+fn every_lambda_the_asl_invokes_is_a_binary_of_the_workspace() {
+    let text = std::fs::read_to_string(root().join("statemachines/runner-job.asl.json")).unwrap();
+    let bins: HashSet<String> = std::fs::read_dir(root().join("functions/lambdas/src/bin"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .to_string()
+        })
+        .map(|bin| {
+            bin.split('-')
+                .map(|w| w[..1].to_uppercase() + &w[1..])
+                .collect::<String>()
+                + "FunctionArn"
+        })
+        .collect();
+    let placeholders: HashSet<String> = text
+        .split("${")
+        .skip(1)
+        .map(|rest| rest.split('}').next().unwrap().to_string())
+        .collect();
+    assert!(!placeholders.is_empty());
+    for placeholder in &placeholders {
+        assert!(
+            bins.contains(placeholder),
+            "${{{placeholder}}} has no binary"
+        );
+    }
+}
+
+#[test]
+fn every_state_is_reachable_and_every_transition_lands_on_a_state() {
+    let asl = asl();
+    let states = states(&asl);
+    let targets = |state: &Value| -> Vec<String> {
+        let mut out = vec![];
+        for key in ["Next", "Default"] {
+            if let Some(t) = state[key].as_str() {
+                out.push(t.to_string());
+            }
+        }
+        for list in ["Catch", "Choices"] {
+            for rule in state[list].as_array().into_iter().flatten() {
+                out.push(rule["Next"].as_str().unwrap().to_string());
+            }
+        }
+        out
+    };
+    let mut seen = HashSet::new();
+    let mut todo = vec![asl["StartAt"].as_str().unwrap().to_string()];
+    while let Some(name) = todo.pop() {
+        let state = states
+            .get(&name)
+            .unwrap_or_else(|| panic!("no state {name}"));
+        if seen.insert(name.clone()) {
+            todo.extend(targets(state));
+        }
+    }
+    let all: HashSet<String> = states.keys().cloned().collect();
+    assert_eq!(seen, all, "unreachable states");
+}
+
+#[test]
+fn both_callback_waits_are_bounded_by_the_configured_timeouts() {
+    let asl = asl();
+    let states = states(&asl);
+    for (name, path) in [
+        ("WaitForRegistration", "$.limits.registration_seconds"),
+        ("WaitForCompletion", "$.limits.job_seconds"),
+    ] {
+        let state = &states[name];
+        assert!(state["Resource"]
+            .as_str()
+            .unwrap()
+            .ends_with(".waitForTaskToken"));
+        assert_eq!(state["TimeoutSecondsPath"], path, "{name}");
+        assert_eq!(state["Parameters"]["Payload"]["token.$"], "$$.Task.Token");
+    }
+}
+
+#[test]
+fn the_runner_credential_is_only_passed_as_ciphertext() {
+    let asl = asl();
+    let issue = &states(&asl)["IssueToken"];
+    let selected: Vec<&String> = issue["ResultSelector"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(selected, ["id.$", "jit_config_ciphertext.$", "name.$"]);
+}
