@@ -1,0 +1,453 @@
+"""The gateway: one endpoint (AWS_ENDPOINT_URL) in front of moto and cargo lambda watch.
+
+- `POST /2015-03-31/functions/<name-or-arn>/invocations` goes to cargo lambda watch (ARN stripped to
+  the function name); a 5xx `{"errorType", "errorMessage"}` answer becomes 200 with
+  `X-Amz-Function-Error: Unhandled`, as the real Lambda Invoke API does (Step Functions then sees
+  `errorType` as the error name).
+- Everything else goes to moto unchanged, except ECS:
+  * RunTask: fault injection (capacity `failures[]` or ThrottlingException) decided per request by
+    rules set through the control API; every request is recorded. moto ignores
+    `capacityProviderStrategy` (and fails without EC2 container instances), so the request is sent
+    to moto as `launchType: FARGATE` and the answer gets the `capacityProviderName` / `launchType`
+    the real service would report.
+  * DescribeTasks / StopTask: the answer is completed with what moto does not model
+    (`capacityProviderName`, `availabilityZone`, `stopCode`, timestamps).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.parse
+import uuid
+from typing import Any
+
+from harness.common import ACCOUNT_ID, CLUSTER_NAME, REGION
+from harness.httputil import BaseHandler, forward, json_or_none
+
+log = logging.getLogger("gateway")
+
+ECS_PREFIX = "AmazonEC2ContainerServiceV20141113."
+CAPACITY_REASON = (
+    "Capacity is unavailable at this time. Please try again later or in a different availability zone"
+)
+FAULT_KINDS = ("capacity", "throttle")
+FAULT_MATCH_KEYS = ("job_id", "attempt", "capacity_provider", "subnet")
+
+
+def parse_started_by(started_by: str | None) -> tuple[str | None, int | None]:
+    """`tasuki/<job_id>/<attempt>` -> (job_id, attempt)."""
+    if not started_by or not started_by.startswith("tasuki/"):
+        return None, None
+    parts = started_by.split("/")
+    job_id = parts[1] if len(parts) > 1 and parts[1] else None
+    attempt = None
+    if len(parts) > 2:
+        try:
+            attempt = int(parts[2])
+        except ValueError:
+            attempt = None
+    return job_id, attempt
+
+
+def function_name_from_path_segment(segment: str) -> str:
+    """`arn:aws:lambda:us-east-1:123:function:run-task[:qualifier]`, `123:function:x`, `x:alias` -> name."""
+    name = urllib.parse.unquote(segment)
+    if name.startswith("arn:"):
+        parts = name.split(":")
+        return parts[6] if len(parts) > 6 else name
+    parts = name.split(":")
+    if len(parts) >= 3 and parts[1] == "function":
+        return parts[2]
+    return parts[0]
+
+
+class EcsLedger:
+    """Fault rules, RunTask records and what moto does not keep about tasks. Thread-safe."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rules: list[dict[str, Any]] = []
+        self.run_task_requests: list[dict[str, Any]] = []
+        self.tasks: dict[str, dict[str, Any]] = {}  # taskArn -> overlay
+        self.subnet_azs: dict[str, str] = {}
+        self.cluster_capacity_providers: set[str] = set()
+        self._rule_seq = 0
+
+    # ---- fault rules ---------------------------------------------------------------------------
+    def add_rule(self, spec: dict[str, Any]) -> dict[str, Any]:
+        kind = spec.get("kind", "capacity")
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"kind must be one of {FAULT_KINDS}, got {kind!r}")
+        unknown = set(spec) - set(FAULT_MATCH_KEYS) - {"kind", "times", "reason"}
+        if unknown:
+            raise ValueError(f"unknown fault rule field(s): {sorted(unknown)}")
+        times = spec.get("times")
+        if times is not None and (not isinstance(times, int) or times < 1):
+            raise ValueError("times must be a positive integer (or absent: never expires)")
+        with self.lock:
+            self._rule_seq += 1
+            rule = {
+                "id": self._rule_seq,
+                "kind": kind,
+                "times": times,
+                "reason": spec.get("reason") or (CAPACITY_REASON if kind == "capacity" else "Rate exceeded"),
+                "matched": 0,
+            }
+            for key in FAULT_MATCH_KEYS:
+                if spec.get(key) is not None:
+                    rule[key] = str(spec[key])
+            self.rules.append(rule)
+            return dict(rule)
+
+    def clear_rules(self) -> int:
+        with self.lock:
+            n = len(self.rules)
+            self.rules.clear()
+            return n
+
+    def match_rule(self, facts: dict[str, Any]) -> dict[str, Any] | None:
+        with self.lock:
+            for rule in self.rules:
+                if all(
+                    key not in rule or (facts.get(key) is not None and str(facts[key]) == rule[key])
+                    for key in FAULT_MATCH_KEYS
+                ):
+                    rule["matched"] += 1
+                    hit = dict(rule)
+                    if rule["times"] is not None and rule["matched"] >= rule["times"]:
+                        self.rules.remove(rule)
+                    return hit
+        return None
+
+    # ---- records -------------------------------------------------------------------------------
+    def record(self, entry: dict[str, Any]) -> None:
+        with self.lock:
+            self.run_task_requests.append(entry)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "fault_rules": [dict(r) for r in self.rules],
+                "run_task_requests": [dict(r) for r in self.run_task_requests],
+            }
+
+    # ---- task overlay --------------------------------------------------------------------------
+    def note_task(self, task_arn: str, **fields: Any) -> None:
+        with self.lock:
+            self.tasks.setdefault(task_arn, {}).update(fields)
+
+    def note_stop(self, task_arn: str, stop_code: str, reason: str | None = None) -> None:
+        """Remember why a task stopped (first writer wins: the real cause happens first)."""
+        with self.lock:
+            meta = self.tasks.setdefault(task_arn, {})
+            if "stopCode" not in meta:
+                meta["stopCode"] = stop_code
+                meta["stoppedAt"] = time.time()
+                if reason is not None:
+                    meta["stoppedReason"] = reason
+
+    def task_meta(self, task_arn: str) -> dict[str, Any]:
+        with self.lock:
+            return dict(self.tasks.get(task_arn, {}))
+
+    def patch_task(self, task: dict[str, Any]) -> None:
+        meta = self.task_meta(task.get("taskArn", ""))
+        for key in ("capacityProviderName", "launchType", "availabilityZone", "createdAt", "startedAt"):
+            if key in meta:
+                task[key] = meta[key]
+        if task.get("lastStatus") == "STOPPED":
+            task.setdefault("stopCode", meta.get("stopCode", "UserInitiated"))
+            if not task.get("stopCode"):
+                task["stopCode"] = meta.get("stopCode", "UserInitiated")
+            if "stoppedAt" in meta:
+                task["stoppedAt"] = meta["stoppedAt"]
+                task["stoppingAt"] = meta["stoppedAt"]
+                task["executionStoppedAt"] = meta["stoppedAt"]
+
+
+class GatewayHandler(BaseHandler):
+    # set on the server object
+    @property
+    def ctx(self) -> "Gateway":
+        return self.server.ctx  # type: ignore[attr-defined]
+
+    def do_GET(self) -> None:
+        self.handle_any()
+
+    def do_POST(self) -> None:
+        self.handle_any()
+
+    def do_PUT(self) -> None:
+        self.handle_any()
+
+    def do_DELETE(self) -> None:
+        self.handle_any()
+
+    def do_HEAD(self) -> None:
+        self.handle_any()
+
+    def do_PATCH(self) -> None:
+        self.handle_any()
+
+    def handle_any(self) -> None:
+        try:
+            body = self.read_body()
+            path = urllib.parse.urlsplit(self.path).path
+            parts = path.split("/")
+            if (
+                self.command == "POST"
+                and len(parts) >= 5
+                and parts[1] == "2015-03-31"
+                and parts[2] == "functions"
+                and parts[-1] == "invocations"
+            ):
+                self.invoke_lambda("/".join(parts[3:-1]), body)
+                return
+            target = self.headers.get("X-Amz-Target") or ""
+            if target.startswith(ECS_PREFIX):
+                op = target[len(ECS_PREFIX) :]
+                if op == "RunTask":
+                    self.run_task(body)
+                    return
+                if op in ("DescribeTasks", "StopTask"):
+                    self.ecs_patched(op, body)
+                    return
+            self.to_moto(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception as exc:  # keep the gateway alive; answer like a broken service would
+            log.exception("gateway error on %s %s", self.command, self.path)
+            try:
+                self.send_json(
+                    500,
+                    {"__type": "InternalFailure", "message": f"local gateway error: {exc}"},
+                    [("x-amzn-ErrorType", "InternalFailure")],
+                )
+            except OSError:
+                pass
+
+    # ---- moto passthrough ------------------------------------------------------------------------
+    def moto(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        return forward(self.ctx.moto_port, self.command, self.path, body, self.headers.items(), timeout=120)
+
+    def to_moto(self, body: bytes) -> None:
+        status, headers, data = self.moto(body)
+        self.send_bytes(status, data, headers)
+
+    # ---- Lambda ------------------------------------------------------------------------------------
+    def invoke_lambda(self, segment: str, body: bytes) -> None:
+        name = function_name_from_path_segment(segment)
+        invocation_type = (self.headers.get("X-Amz-Invocation-Type") or "RequestResponse").strip()
+        req_id = str(uuid.uuid4())
+        if invocation_type == "DryRun":
+            self.send_bytes(204, b"", [("x-amzn-RequestId", req_id)])
+            return
+        if invocation_type == "Event":
+            threading.Thread(
+                target=self.ctx.invoke_sync, args=(name, body), name=f"invoke-async-{name}", daemon=True
+            ).start()
+            self.send_bytes(202, b"", [("x-amzn-RequestId", req_id)])
+            return
+        status, headers, data = self.ctx.invoke_sync(name, body)
+        self.send_bytes(status, data, headers + [("x-amzn-RequestId", req_id)])
+
+    # ---- ECS -----------------------------------------------------------------------------------------
+    def run_task(self, body: bytes) -> None:
+        req = json.loads(body or b"{}")
+        job_id, attempt = parse_started_by(req.get("startedBy"))
+        strategy = req.get("capacityProviderStrategy") or []
+        provider = strategy[0].get("capacityProvider") if strategy else None
+        awsvpc = (req.get("networkConfiguration") or {}).get("awsvpcConfiguration") or {}
+        subnets = awsvpc.get("subnets") or []
+        subnet = subnets[0] if subnets else None
+        env_names: list[str] = []
+        for co in (req.get("overrides") or {}).get("containerOverrides") or []:
+            env_names += [e.get("name") for e in co.get("environment") or []]
+        entry: dict[str, Any] = {
+            "at": time.time(),
+            "job_id": job_id,
+            "attempt": attempt,
+            "started_by": req.get("startedBy"),
+            "capacity_provider": provider,
+            "launch_type": req.get("launchType"),
+            "subnet": subnet,
+            "subnets": subnets,
+            "security_groups": awsvpc.get("securityGroups"),
+            "assign_public_ip": awsvpc.get("assignPublicIp"),
+            "task_definition": req.get("taskDefinition"),
+            "cpu": (req.get("overrides") or {}).get("cpu"),
+            "memory": (req.get("overrides") or {}).get("memory"),
+            "tags": {t.get("key"): t.get("value") for t in req.get("tags") or []},
+            "env_names": env_names,
+        }
+        ledger = self.ctx.ledger
+        rule = ledger.match_rule(
+            {"job_id": job_id, "attempt": attempt, "capacity_provider": provider, "subnet": subnet}
+        )
+        if rule is not None:
+            entry.update(outcome=rule["kind"], rule_id=rule["id"])
+            ledger.record(entry)
+            log.info("RunTask %s attempt %s %s/%s -> injected %s", job_id, attempt, provider, subnet, rule["kind"])
+            if rule["kind"] == "capacity":
+                self.send_json(
+                    200,
+                    {
+                        "tasks": [],
+                        "failures": [
+                            {
+                                "arn": f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:cluster/{req.get('cluster') or CLUSTER_NAME}",
+                                "reason": rule["reason"],
+                            }
+                        ],
+                    },
+                    [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", str(uuid.uuid4()))],
+                )
+            else:
+                self.send_json(
+                    400,
+                    {"__type": "ThrottlingException", "message": rule["reason"]},
+                    [
+                        ("Content-Type", "application/x-amz-json-1.1"),
+                        ("x-amzn-ErrorType", "ThrottlingException"),
+                        ("x-amzn-RequestId", str(uuid.uuid4())),
+                    ],
+                )
+            return
+
+        # What the real service checks and moto does not.
+        problem = None
+        if strategy and req.get("launchType"):
+            problem = "Specifying both a launch type and capacity provider strategy is not supported."
+        elif len(strategy) > 1 and len({s.get("capacityProvider") for s in strategy}) != len(strategy):
+            problem = "The capacity provider strategy contains duplicate capacity providers."
+        elif provider and ledger.cluster_capacity_providers and provider not in ledger.cluster_capacity_providers:
+            problem = (
+                f"The specified capacity provider strategy cannot contain a capacity provider that is not "
+                f"associated with the cluster. Associate the capacity provider with the cluster or specify a "
+                f"valid capacity provider and try again. ({provider})"
+            )
+        if problem:
+            entry.update(outcome="error", error="InvalidParameterException")
+            ledger.record(entry)
+            self.send_json(
+                400,
+                {"__type": "InvalidParameterException", "message": problem},
+                [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", "InvalidParameterException")],
+            )
+            return
+
+        fwd = dict(req)
+        if strategy:
+            fwd.pop("capacityProviderStrategy", None)
+            fwd["launchType"] = "FARGATE"
+        launch_type = req.get("launchType") or (
+            "FARGATE" if provider in (None, "FARGATE", "FARGATE_SPOT") else "EC2"
+        )
+        status, headers, data = self.moto(json.dumps(fwd).encode())
+        resp = json_or_none(data)
+        if status != 200 or not isinstance(resp, dict):
+            entry.update(outcome="error", status=status, error=(resp or {}).get("__type") if isinstance(resp, dict) else None)
+            ledger.record(entry)
+            log.info("RunTask %s attempt %s -> moto error %s", job_id, attempt, status)
+            self.send_bytes(status, data, headers)
+            return
+        now = time.time()
+        arns = []
+        for task in resp.get("tasks") or []:
+            arn = task.get("taskArn")
+            arns.append(arn)
+            fields: dict[str, Any] = {"launchType": launch_type, "createdAt": now, "startedAt": now}
+            if provider:
+                fields["capacityProviderName"] = provider
+            if subnet and subnet in ledger.subnet_azs:
+                fields["availabilityZone"] = ledger.subnet_azs[subnet]
+            ledger.note_task(arn, **fields)
+            ledger.patch_task(task)
+        entry.update(outcome="started", task_arns=arns, task_arn=arns[0] if arns else None)
+        ledger.record(entry)
+        log.info("RunTask %s attempt %s %s/%s -> started %s", job_id, attempt, provider, subnet, arns)
+        self.send_json(200, resp, [("Content-Type", "application/x-amz-json-1.1")] + _request_id(headers))
+
+    def ecs_patched(self, op: str, body: bytes) -> None:
+        status, headers, data = self.moto(body)
+        resp = json_or_none(data)
+        if status == 200 and isinstance(resp, dict):
+            ledger = self.ctx.ledger
+            if op == "StopTask" and isinstance(resp.get("task"), dict):
+                req = json_or_none(body) or {}
+                ledger.note_stop(resp["task"].get("taskArn", ""), "UserInitiated", req.get("reason"))
+                ledger.patch_task(resp["task"])
+                log.info("StopTask %s (UserInitiated)", resp["task"].get("taskArn"))
+            for task in resp.get("tasks") or []:
+                ledger.patch_task(task)
+            self.send_json(200, resp, [("Content-Type", "application/x-amz-json-1.1")] + _request_id(headers))
+            return
+        self.send_bytes(status, data, headers)
+
+
+def _request_id(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in headers if k.lower() == "x-amzn-requestid"]
+
+
+class Gateway:
+    def __init__(self, moto_port: int, lambda_port: int, ledger: EcsLedger):
+        self.moto_port = moto_port
+        self.lambda_port = lambda_port
+        self.ledger = ledger
+        self.invocations: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def invoke_sync(self, name: str, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Invoke `name` on cargo lambda watch; answer like the Lambda Invoke API."""
+        started = time.time()
+        try:
+            status, _headers, data = forward(
+                self.lambda_port,
+                "POST",
+                f"/2015-03-31/functions/{urllib.parse.quote(name, safe='')}/invocations",
+                body,
+                [("Content-Type", "application/json")],
+                timeout=900,
+            )
+        except OSError as exc:
+            self._note(name, started, 500, "ServiceException")
+            log.error("invoke %s: cargo lambda watch unreachable: %s", name, exc)
+            return (
+                500,
+                [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ServiceException")],
+                json.dumps({"Type": "Service", "Message": f"local Lambda emulator unreachable: {exc}"}).encode(),
+            )
+        base = [("Content-Type", "application/json"), ("X-Amz-Executed-Version", "$LATEST")]
+        if 200 <= status < 300:
+            self._note(name, started, 200, None)
+            return 200, base, data
+        if status == 404:
+            self._note(name, started, 404, "ResourceNotFoundException")
+            return (
+                404,
+                [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ResourceNotFoundException")],
+                json.dumps(
+                    {
+                        "Type": "User",
+                        "Message": f"Function not found: arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}",
+                    }
+                ).encode(),
+            )
+        payload = json_or_none(data)
+        if not (isinstance(payload, dict) and "errorType" in payload):
+            payload = {
+                "errorType": "Runtime.ExitError",
+                "errorMessage": f"local Lambda emulator answered HTTP {status}: {data[:500].decode(errors='replace')}",
+            }
+            data = json.dumps(payload).encode()
+        self._note(name, started, 200, str(payload.get("errorType")))
+        return 200, base + [("X-Amz-Function-Error", "Unhandled")], data
+
+    def _note(self, name: str, started: float, status: int, error: str | None) -> None:
+        took = time.time() - started
+        log.info("invoke %s -> %s%s in %.2fs", name, status, f" ({error})" if error else "", took)
+        with self.lock:
+            self.invocations.append({"function": name, "status": status, "error": error, "seconds": round(took, 3)})
