@@ -1,0 +1,54 @@
+# tasuki — two commands on a fresh machine: `make demo` and `make test`.
+# Everything they need (Python venv with moto and cargo-lambda, npm tools) is installed here.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+VENV := $(CURDIR)/.tasuki/venv
+PY := $(VENV)/bin/python
+export PATH := $(VENV)/bin:$(CURDIR)/tests/node_modules/.bin:$(PATH)
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: help deps build lint test unit e2e demo local-up local-down clean
+
+help:
+	@echo "make demo        play one job through the whole lifecycle locally and print its timeline"
+	@echo "make test        lint, unit/property/adapter tests, then end-to-end tests on the local stack"
+	@echo "make local-up    start the local stack in the background (writes .tasuki/local.env)"
+	@echo "make local-down  stop it"
+
+deps:
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs)"; exit 1; }
+	@scripts/bootstrap.sh
+
+build: deps
+	cargo build --workspace --bins
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	asl-validator --json-path statemachines/runner-job.asl.json
+	shellcheck scripts/*.sh .ci/run
+
+unit: deps
+	cargo test --workspace
+
+e2e: build
+	@trap '$(MAKE) --no-print-directory local-down' EXIT; \
+	$(MAKE) --no-print-directory local-up; \
+	$(PY) -m pytest -q tests/e2e tests/harness/test_harness.py
+
+test: lint unit e2e
+
+demo: build
+	@trap '$(MAKE) --no-print-directory local-down >/dev/null' EXIT; \
+	$(MAKE) --no-print-directory local-up; \
+	$(PY) tests/harness/demo.py
+
+local-up: deps
+	$(PY) tests/harness/local_stack.py up
+
+local-down:
+	@if [ -x "$(PY)" ]; then $(PY) tests/harness/local_stack.py down; fi
+
+clean: local-down
+	rm -rf .tasuki target tests/node_modules
