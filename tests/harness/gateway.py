@@ -259,7 +259,9 @@ class GatewayHandler(BaseHandler):
         req = json.loads(body or b"{}")
         job_id, attempt = parse_started_by(req.get("startedBy"))
         strategy = req.get("capacityProviderStrategy") or []
-        provider = strategy[0].get("capacityProvider") if strategy else None
+        # The capacity the task asks for: a strategy's provider, else the launch type (on-demand
+        # Fargate is `launchType: FARGATE`, reported and matched as capacity provider "FARGATE").
+        provider = strategy[0].get("capacityProvider") if strategy else req.get("launchType")
         awsvpc = (req.get("networkConfiguration") or {}).get("awsvpcConfiguration") or {}
         subnets = awsvpc.get("subnets") or []
         subnet = subnets[0] if subnets else None
@@ -339,10 +341,11 @@ class GatewayHandler(BaseHandler):
             )
             return
 
+        # moto ignores capacityProviderStrategy and places anything but FARGATE on EC2 container
+        # instances (there are none): it always gets `launchType: FARGATE`; the answer is patched.
         fwd = dict(req)
-        if strategy:
-            fwd.pop("capacityProviderStrategy", None)
-            fwd["launchType"] = "FARGATE"
+        fwd.pop("capacityProviderStrategy", None)
+        fwd["launchType"] = "FARGATE"
         launch_type = req.get("launchType") or (
             "FARGATE" if provider in (None, "FARGATE", "FARGATE_SPOT") else "EC2"
         )
@@ -360,7 +363,7 @@ class GatewayHandler(BaseHandler):
             arn = task.get("taskArn")
             arns.append(arn)
             fields: dict[str, Any] = {"launchType": launch_type, "createdAt": now, "startedAt": now}
-            if provider:
+            if strategy and provider:
                 fields["capacityProviderName"] = provider
             if subnet and subnet in ledger.subnet_azs:
                 fields["availabilityZone"] = ledger.subnet_azs[subnet]

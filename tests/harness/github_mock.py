@@ -231,6 +231,7 @@ class World:
             "os": r["os"],
             "status": r["status"],
             "busy": r["busy"],
+            "runner_group_id": r["runner_group_id"],
             "labels": [dict(label) for label in r["labels"]],
         }
 
@@ -393,6 +394,7 @@ class World:
         with self.lock:
             d = self.deliveries[delivery_id]
         status, resp = post_webhook(self.webhook_url, d["body"], d["headers"])
+        wj = json.loads(d["body"]).get("workflow_job") or {}
         entry = {
             "at": time.time(),
             "job_id": d["job_id"],
@@ -400,6 +402,10 @@ class World:
             "delivery_id": delivery_id,
             "status": status,
             "body": resp,
+            "request_sha256": hashlib.sha256(d["body"]).hexdigest(),
+            "signature": d["headers"]["X-Hub-Signature-256"],
+            "workflow_job": {k: wj.get(k) for k in ("id", "run_id", "run_attempt", "status", "conclusion", "labels",
+                                                    "runner_id", "runner_name", "runner_group_id")},
         }
         with self.lock:
             self.webhooks_sent.append(entry)
