@@ -316,3 +316,33 @@ def execution_history(execution_arn: str) -> list[dict[str, Any]]:
         if not token:
             break
     return events
+
+
+# ---- leak check ------------------------------------------------------------------------------------------
+def leak_report(job_ids: Iterable[str] = (), logs: bool = True) -> list[str]:
+    """Where any secret the mock handed out (webhook secret, installation tokens, JIT configs) shows up:
+    execution input/output/history, ECS task descriptions (overrides), DynamoDB items of `job_ids`,
+    webhook answers, and (if `logs`) every file in .tasuki/logs. Empty list: no leak found."""
+    from harness.common import LOG_DIR
+
+    values = [v for v in secrets_for_leak_check() if len(v) >= 16]
+    sources: dict[str, str] = {}
+    for job in job_ids:
+        item = job_item(job)
+        sources[f"job {job}: DynamoDB"] = json.dumps([item, timeline(job)], default=str)
+        sources[f"job {job}: ECS tasks"] = json.dumps(ecs_tasks_for_job(job), default=str)
+        for ex in executions_for_job(job):
+            sources[f"job {job}: execution {ex['name']}"] = json.dumps(
+                [ex, execution_history(ex["executionArn"])], default=str
+            )
+    sources["webhook answers"] = json.dumps([w.get("body") for w in mock_state()["webhooks_sent"]], default=str)
+    if logs and LOG_DIR.is_dir():
+        for path in sorted(LOG_DIR.glob("*.log")):
+            sources[f"log {path.name}"] = path.read_text(errors="replace")
+    findings = []
+    for where, text in sources.items():
+        for value in values:
+            if value in text:
+                kind = "installation token" if value.startswith("ghs_") else "secret"
+                findings.append(f"{where}: contains a {kind} ({value[:6]}…)")
+    return findings

@@ -79,7 +79,7 @@ PLACEHOLDER_RE = re.compile(r"\$\{([^}]*)\}")
 
 def substitute_asl(text: str) -> str:
     """Replace every `${XxxFunctionArn}` by the local Lambda ARN; unknown placeholders are an error."""
-    known = {placeholder_for(b): lambda_arn(b) for b in LAMBDA_BINS}
+    known = {placeholder_for(b): lambda_arn(b) for b in ASL_BINS}
     unknown = sorted({m.group(1) for m in PLACEHOLDER_RE.finditer(text) if m.group(1) not in known})
     if unknown:
         raise ValueError(

@@ -599,3 +599,17 @@ def test_held_job_completes_when_told(stack: dict[str, str], config: dict[str, A
     sent = [w for w in client.mock_state()["webhooks_sent"] if str(w["job_id"]) == job]
     assert [w["action"] for w in sent] == ["queued", "in_progress", "completed"]
     assert sent[-1]["workflow_job"]["conclusion"] == "cancelled" and sent[-1]["workflow_job"]["runner_name"]
+
+
+def test_leak_report_finds_a_secret_planted_in_a_log(stack: dict[str, str]) -> None:
+    from harness.common import LOG_DIR
+
+    token = client.installation_token()
+    planted = LOG_DIR / "zz-planted-by-test.log"
+    planted.write_text(f"oops: Authorization: token {token}\n")
+    try:
+        findings = client.leak_report()
+        assert any("zz-planted-by-test.log" in f and "installation token" in f for f in findings), findings
+    finally:
+        planted.unlink()
+    assert not any("zz-planted-by-test.log" in f for f in client.leak_report())
