@@ -32,6 +32,7 @@ JOB_SECONDS = 1.0
 MAX_HOLD_SECONDS = 3600.0
 EXIT_REASON = "Essential container in task exited"
 PULL_REASON = "CannotPullContainerError: pull access denied"
+SPOT_REASON = "Your Spot Task was interrupted."
 
 
 def iso(ts: float | None = None) -> str:
@@ -201,8 +202,13 @@ class RunnerSimulator:
             return
         self.note("registered", task, runner=runner_name, runner_id=runner["id"])
 
-        # Take the job it was launched for, if GitHub still has it queued.
+        # Take the job it was launched for, if GitHub still has it queued -- or, with behaviour
+        # `assign_to`, another queued job whose labels it matches ("stolen" job).
         with self.world.lock:
+            other = behaviour.get("assign_to")
+            if other is not None and str(other) in self.world.jobs:
+                job_id = str(other)
+                job = self.world.jobs[job_id]
             take = job is not None and job["status"] == "queued"
             if take:
                 job["status"] = "in_progress"
@@ -218,6 +224,11 @@ class RunnerSimulator:
             return
 
         self.world.deliver(job_id, "in_progress", self.world.derived_payload(job, "in_progress"))
+        if attempt in (behaviour.get("spot_interruption") or []):
+            if not stopped.wait(JOB_SECONDS / 2):
+                self.note("spot-interrupted", task, attempt=attempt)
+                self.exit_task(task, "SpotInterruption", SPOT_REASON, 143)
+                stopped.wait(10)
         if behaviour.get("hold"):
             deadline = time.time() + MAX_HOLD_SECONDS
             while time.time() < deadline and not job["complete_event"].is_set() and not stopped.is_set():
