@@ -325,6 +325,15 @@ def cmd_up() -> int:
     PID_FILE.write_text(f"{proc.pid}\n")
     limit = env_seconds("TASUKI_LOCAL_READY_SECONDS", 240)
     say(f"daemon {proc.pid} started; waiting up to {int(limit)} s for it to be ready (log: {daemon_log.relative_to(REPO_ROOT)})")
+    try:
+        return _wait_ready(proc, limit)
+    except KeyboardInterrupt:
+        say("interrupted; tearing down")
+        cmd_down(quiet=True)
+        return 130
+
+
+def _wait_ready(proc: "subprocess.Popen[bytes]", limit: float) -> int:
     deadline = time.monotonic() + limit
     for _ in range(int(limit / 0.25) + 1):
         if READY_FILE.exists():
@@ -379,6 +388,8 @@ class Daemon:
     def wait_until(self, what: str, check: Any, seconds: float, interval: float = 0.25) -> None:
         deadline = time.monotonic() + seconds
         for _ in range(int(seconds / interval) + 1):
+            if self.stopping:
+                raise RuntimeError(f"stopped while waiting for {what}")
             if check():
                 return
             self.check_children()
