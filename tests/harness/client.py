@@ -302,6 +302,15 @@ def executions_for_job(job_id: str) -> list[dict[str, Any]]:
     return [sfn.describe_execution(executionArn=e["executionArn"]) for e in found]
 
 
+def wait_for_executions_done(job_id: str, timeout: float = 60) -> list[dict[str, Any]]:
+    """Wait until the job has at least one execution and none is RUNNING; returns them."""
+    def done() -> Any:
+        execs = executions_for_job(job_id)
+        return execs if execs and all(e["status"] != "RUNNING" for e in execs) else None
+
+    return wait_until(done, timeout, interval=0.5, what=f"executions of job {job_id} finished")
+
+
 def execution_history(execution_arn: str) -> list[dict[str, Any]]:
     sfn = boto("stepfunctions")
     events: list[dict[str, Any]] = []

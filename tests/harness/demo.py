@@ -47,8 +47,7 @@ def main() -> int:
         return 1
     took = time.monotonic() - started
     try:  # let the execution finish (Finalize) and the runner task's stop event be handled
-        client.wait_until(lambda: all(e["status"] != "RUNNING" for e in client.executions_for_job(job)), 30,
-                          what="execution end")
+        client.wait_for_executions_done(job, timeout=30)
     except TimeoutError as exc:
         print(f"demo: {exc}", file=sys.stderr)
 
