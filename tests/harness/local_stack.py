@@ -186,7 +186,7 @@ def cmd_down(quiet: bool = False) -> int:
             say(f"killing {left}")
             signal_pids(left, signal.SIGKILL)
             left = wait_gone(left, 5)
-    for f in (PID_FILE, READY_FILE):
+    for f in (PID_FILE, READY_FILE, LOCAL_ENV_FILE):  # a stale local.env would point at nothing
         try:
             f.unlink()
         except FileNotFoundError:
