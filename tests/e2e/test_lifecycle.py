@@ -229,3 +229,19 @@ def test_the_cli_prints_the_timeline_from_dynamodb(job_ids):
 def test_zz_no_secret_appears_in_logs_history_task_overrides_or_the_table(job_ids):
     assert job_ids, "runs after the lifecycle tests"
     assert client.leak_report(job_ids) == []
+
+
+def test_a_runner_that_takes_another_queued_job_is_paired_by_job_and_its_own_job_gets_a_new_runner(job_ids, config):
+    victim = queue(job_ids, behaviour={"never_register": [1]})
+    client.wait_for_state(victim, "waiting-for-registration", timeout=60)
+    thief = queue(job_ids, behaviour={"assign_to": victim})
+    stolen = client.wait_for_state(victim, "completed", timeout=120)
+    assert stolen["runner_name"] == f"tasuki-{thief}-1", "the job ran on the thief's runner"
+    assert stolen["attempt"] == 1
+    [victims_own] = client.ecs_tasks_for_job(victim)
+    assert victims_own["desiredStatus"] == "STOPPED", "the idle runner launched for it is stopped"
+    item = client.wait_for_state(thief, "completed", timeout=registration_wait(config) + 60)
+    assert item["attempt"] == 2
+    [failed] = [e for e in client.timeline(thief) if e["event"] == "attempt-failed"]
+    assert failed["reason"] == f"RunnerTaken: runner tasuki-{thief}-1 took job {victim} instead"
+    assert not runners_named(f"tasuki-{thief}-1")[0]["deleted_by"] == "api", "a busy runner is never deleted"

@@ -203,12 +203,13 @@ class RunnerSimulator:
         self.note("registered", task, runner=runner_name, runner_id=runner["id"])
 
         # Take the job it was launched for, if GitHub still has it queued -- or, with behaviour
-        # `assign_to`, another queued job whose labels it matches ("stolen" job).
+        # `assign_to`, another job whose labels it matches while that one is still queued ("stolen" job).
         with self.world.lock:
             other = behaviour.get("assign_to")
-            if other is not None and str(other) in self.world.jobs:
+            stolen = self.world.jobs.get(str(other)) if other is not None else None
+            if stolen is not None and stolen["status"] == "queued":
                 job_id = str(other)
-                job = self.world.jobs[job_id]
+                job = stolen
             take = job is not None and job["status"] == "queued"
             if take:
                 job["status"] = "in_progress"

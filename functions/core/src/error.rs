@@ -23,6 +23,9 @@ pub enum StepError {
     /// The runner's task stopped (sent to a waiting execution by `ecs-events`).
     #[error("task stopped: {0}")]
     TaskStopped(String),
+    /// The runner launched for this job took another job (sent by `webhook`): launch another.
+    #[error("runner taken: {0}")]
+    RunnerTaken(String),
     /// The job was cancelled on GitHub (sent to a waiting execution by `webhook`).
     #[error("job cancelled: {0}")]
     JobCancelled(String),
@@ -36,13 +39,14 @@ pub enum StepError {
 
 impl StepError {
     /// Every error name a step can raise; the ASL test checks this against `Retry`/`Catch`.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "JobRefused",
         "CapacityUnavailable",
         "Throttled",
         "LaunchConfigError",
         "GitHubError",
         "TaskStopped",
+        "RunnerTaken",
         "JobCancelled",
         "LifecycleConflict",
         "Transient",
@@ -56,6 +60,7 @@ impl StepError {
             StepError::LaunchConfigError(_) => "LaunchConfigError",
             StepError::GitHubError(_) => "GitHubError",
             StepError::TaskStopped(_) => "TaskStopped",
+            StepError::RunnerTaken(_) => "RunnerTaken",
             StepError::JobCancelled(_) => "JobCancelled",
             StepError::LifecycleConflict(_) => "LifecycleConflict",
             StepError::Transient(_) => "Transient",
@@ -70,6 +75,7 @@ impl StepError {
             | StepError::LaunchConfigError(d)
             | StepError::GitHubError(d)
             | StepError::TaskStopped(d)
+            | StepError::RunnerTaken(d)
             | StepError::JobCancelled(d)
             | StepError::LifecycleConflict(d)
             | StepError::Transient(d) => d,
@@ -99,6 +105,7 @@ mod tests {
             StepError::LaunchConfigError(d()),
             StepError::GitHubError(d()),
             StepError::TaskStopped(d()),
+            StepError::RunnerTaken(d()),
             StepError::JobCancelled(d()),
             StepError::LifecycleConflict(d()),
             StepError::Transient(d()),

@@ -2,7 +2,7 @@
 
 use crate::domain::job::JobRef;
 use crate::domain::lifecycle::{JobState, Position};
-use crate::domain::waits::{Registered, Signal, Signals, Stopped, Wait, WaitPhase};
+use crate::domain::waits::{Registered, Signal, Signals, Stopped, Taken, Wait, WaitPhase};
 use crate::ports::{Commit, JobRecord, LifecycleEvent, LifecycleStore, StoreError};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -104,6 +104,8 @@ struct JobItem {
     #[serde(default)]
     sig_cancelled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    sig_taken: Option<Taken>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     last_happening: Option<String>,
 }
 
@@ -166,6 +168,7 @@ impl JobItem {
                 conclusion: self.sig_conclusion,
                 stopped: self.sig_stopped,
                 cancelled: self.sig_cancelled,
+                taken: self.sig_taken,
             },
             last_happening: self
                 .last_happening
@@ -210,6 +213,7 @@ impl JobItem {
             sig_conclusion: record.signals.conclusion.clone(),
             sig_stopped: record.signals.stopped.clone(),
             sig_cancelled: record.signals.cancelled,
+            sig_taken: record.signals.taken.clone(),
             last_happening: record
                 .last_happening
                 .as_ref()
@@ -502,6 +506,15 @@ impl LifecycleStore for DynamoLifecycleStore {
                     "SET sig_cancelled = :s ADD version :one",
                     "attribute_exists(pk)",
                     values([(":s", AttributeValue::Bool(true)), one]),
+                )
+                .await?
+            }
+            Signal::RunnerTaken(taken) => {
+                self.update_returning(
+                    job_id,
+                    "SET sig_taken = :s ADD version :one",
+                    "attribute_exists(pk)",
+                    values([(":s", encoded(taken)?), one]),
                 )
                 .await?
             }

@@ -5,7 +5,7 @@
 //! writer sees the token if the waiter came first, the waiter sees the signal otherwise — so the
 //! callback is sent exactly by whichever side came second, and never lost.
 
-use crate::domain::job::parse_runner_name;
+use crate::domain::job::runner_name;
 use crate::error::StepError;
 use serde::{Deserialize, Serialize};
 
@@ -31,14 +31,22 @@ pub struct Signals {
     pub conclusion: Option<String>,
     pub stopped: Option<Stopped>,
     pub cancelled: bool,
+    pub taken: Option<Taken>,
 }
 
+/// The job is running: GitHub gave it to this runner (ours or not, launched for it or not).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registered {
     pub runner_name: String,
     pub runner_id: u64,
-    /// The job the runner actually took: GitHub may hand it any job whose labels match.
     pub job_id: u64,
+}
+
+/// The runner launched for this job was given another queued job with matching labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Taken {
+    pub runner_name: String,
+    pub by_job: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +64,7 @@ pub enum Signal {
     Completed { conclusion: String },
     Stopped(Stopped),
     Cancelled,
+    RunnerTaken(Taken),
 }
 
 /// The callback a wait resolves to.
@@ -66,7 +75,11 @@ pub enum Callback {
 }
 
 /// Whether the signals recorded so far resolve this wait.
-pub fn resolve(wait: &Wait, signals: &Signals) -> Option<Callback> {
+///
+/// Lifecycles pair by job id, as GitHub does: a job is running when GitHub says *it* is in progress,
+/// on whichever runner. A runner launched for this job that took another job is lost to this job.
+pub fn resolve(job_id: u64, wait: &Wait, signals: &Signals) -> Option<Callback> {
+    let own_runner = runner_name(job_id, wait.attempt);
     let stopped_now = signals
         .stopped
         .as_ref()
@@ -78,16 +91,22 @@ pub fn resolve(wait: &Wait, signals: &Signals) -> Option<Callback> {
                     "cancelled on GitHub before a runner took it".into(),
                 )));
             }
-            if let Some(registered) = signals
-                .registered
-                .as_ref()
-                .filter(|r| parse_runner_name(&r.runner_name).map(|(_, a)| a) == Some(wait.attempt))
-            {
+            if let Some(registered) = &signals.registered {
                 return Some(Callback::Success(serde_json::json!({
                     "runner_name": registered.runner_name,
                     "runner_id": registered.runner_id,
                     "job_id": registered.job_id,
                 })));
+            }
+            if let Some(taken) = signals
+                .taken
+                .as_ref()
+                .filter(|t| t.runner_name == own_runner)
+            {
+                return Some(Callback::Failure(StepError::RunnerTaken(format!(
+                    "runner {} took job {} instead",
+                    taken.runner_name, taken.by_job
+                ))));
             }
             stopped_now.map(|s| Callback::Failure(StepError::TaskStopped(s.reason.clone())))
         }
@@ -97,8 +116,13 @@ pub fn resolve(wait: &Wait, signals: &Signals) -> Option<Callback> {
                     serde_json::json!({ "conclusion": conclusion }),
                 ));
             }
+            // Only a crash of the runner this job is running on fails the job.
+            let running_on_own = signals
+                .registered
+                .as_ref()
+                .is_some_and(|r| r.runner_name == own_runner);
             stopped_now
-                .filter(|s| !s.clean_exit)
+                .filter(|s| !s.clean_exit && running_on_own)
                 .map(|s| Callback::Failure(StepError::TaskStopped(s.reason.clone())))
         }
     }
@@ -116,9 +140,9 @@ mod tests {
         }
     }
 
-    fn registered(attempt: u32) -> Option<Registered> {
+    fn on_runner(name: &str) -> Option<Registered> {
         Some(Registered {
-            runner_name: format!("tasuki-7-{attempt}"),
+            runner_name: name.into(),
             runner_id: 9,
             job_id: 7,
         })
@@ -135,31 +159,54 @@ mod tests {
     #[test]
     fn nothing_recorded_resolves_nothing() {
         assert_eq!(
-            resolve(&wait(WaitPhase::Registration, 1), &Signals::default()),
+            resolve(7, &wait(WaitPhase::Registration, 1), &Signals::default()),
             None
         );
         assert_eq!(
-            resolve(&wait(WaitPhase::Completion, 1), &Signals::default()),
+            resolve(7, &wait(WaitPhase::Completion, 1), &Signals::default()),
             None
         );
     }
 
     #[test]
-    fn registration_of_this_attempts_runner_succeeds() {
-        let signals = Signals {
-            registered: registered(2),
+    fn the_job_running_on_any_runner_ends_the_registration_wait() {
+        for runner in ["tasuki-7-2", "tasuki-8-1", "someone's runner"] {
+            let signals = Signals {
+                registered: on_runner(runner),
+                ..Default::default()
+            };
+            let Some(Callback::Success(output)) =
+                resolve(7, &wait(WaitPhase::Registration, 2), &signals)
+            else {
+                panic!("expected success on {runner}");
+            };
+            assert_eq!(output["runner_name"], runner);
+            assert_eq!(output["job_id"], 7);
+        }
+    }
+
+    #[test]
+    fn a_runner_taken_by_another_job_fails_only_its_own_attempt() {
+        let taken = Signals {
+            taken: Some(Taken {
+                runner_name: "tasuki-7-1".into(),
+                by_job: 8,
+            }),
             ..Default::default()
         };
-        let Some(Callback::Success(output)) = resolve(&wait(WaitPhase::Registration, 2), &signals)
-        else {
-            panic!("expected success");
+        assert!(matches!(
+            resolve(7, &wait(WaitPhase::Registration, 1), &taken),
+            Some(Callback::Failure(StepError::RunnerTaken(_)))
+        ));
+        assert_eq!(resolve(7, &wait(WaitPhase::Registration, 2), &taken), None);
+        let and_running = Signals {
+            registered: on_runner("tasuki-8-1"),
+            ..taken
         };
-        assert_eq!(output["runner_id"], 9);
-        assert_eq!(
-            resolve(&wait(WaitPhase::Registration, 3), &signals),
-            None,
-            "an older runner is not ours"
-        );
+        assert!(matches!(
+            resolve(7, &wait(WaitPhase::Registration, 1), &and_running),
+            Some(Callback::Success(_))
+        ));
     }
 
     #[test]
@@ -169,10 +216,13 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            resolve(&wait(WaitPhase::Registration, 1), &signals),
+            resolve(7, &wait(WaitPhase::Registration, 1), &signals),
             Some(Callback::Failure(StepError::TaskStopped(_)))
         ));
-        assert_eq!(resolve(&wait(WaitPhase::Registration, 2), &signals), None);
+        assert_eq!(
+            resolve(7, &wait(WaitPhase::Registration, 2), &signals),
+            None
+        );
     }
 
     #[test]
@@ -183,32 +233,43 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            resolve(&wait(WaitPhase::Registration, 1), &signals),
+            resolve(7, &wait(WaitPhase::Registration, 1), &signals),
             Some(Callback::Failure(StepError::JobCancelled(_)))
         ));
     }
 
     #[test]
-    fn a_clean_exit_does_not_fail_a_running_job_but_a_crash_does() {
+    fn only_a_crash_of_the_runner_the_job_runs_on_fails_it() {
         let clean = Signals {
             stopped: stopped(1, true),
+            registered: on_runner("tasuki-7-1"),
             ..Default::default()
         };
-        assert_eq!(resolve(&wait(WaitPhase::Completion, 1), &clean), None);
+        assert_eq!(resolve(7, &wait(WaitPhase::Completion, 1), &clean), None);
         let crash = Signals {
             stopped: stopped(1, false),
+            registered: on_runner("tasuki-7-1"),
             ..Default::default()
         };
         assert!(matches!(
-            resolve(&wait(WaitPhase::Completion, 1), &crash),
+            resolve(7, &wait(WaitPhase::Completion, 1), &crash),
             Some(Callback::Failure(_))
         ));
+        let elsewhere = Signals {
+            registered: on_runner("tasuki-8-1"),
+            ..crash.clone()
+        };
+        assert_eq!(
+            resolve(7, &wait(WaitPhase::Completion, 1), &elsewhere),
+            None,
+            "its own idle task is not the job's"
+        );
         let done = Signals {
             conclusion: Some("success".into()),
             ..crash
         };
         assert_eq!(
-            resolve(&wait(WaitPhase::Completion, 1), &done),
+            resolve(7, &wait(WaitPhase::Completion, 1), &done),
             Some(Callback::Success(
                 serde_json::json!({"conclusion": "success"})
             ))

@@ -94,7 +94,7 @@ pub async fn deliver(
     let Some(wait) = &record.wait else {
         return Ok(None);
     };
-    let Some(callback) = waits::resolve(wait, &record.signals) else {
+    let Some(callback) = waits::resolve(record.job.job_id, wait, &record.signals) else {
         return Ok(None);
     };
     let delivered = match &callback {

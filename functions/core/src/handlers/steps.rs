@@ -468,13 +468,23 @@ impl Confirm {
     }
 }
 
-/// Stops the attempt's task and deletes its runner, whatever state they are in.
+/// Stops the attempt's task and deletes its runner — unless GitHub gave that runner another job,
+/// which it is now serving.
 async fn release(
     launcher: &dyn TaskLauncher,
     registry: &dyn RunnerRegistry,
     state: &ExecutionState,
+    signals: &crate::domain::waits::Signals,
     why: &str,
 ) -> Result<(), StepError> {
+    let serving_another = match (&state.runner, &signals.taken) {
+        (Some(runner), Some(taken)) => taken.runner_name == runner.name,
+        _ => false,
+    };
+    if serving_another {
+        tracing::info!("runner serves another job; its task is left to finish it");
+        return Ok(());
+    }
     if let Some(task) = &state.task {
         launcher.stop(&task.task_arn, why).await?;
     }
@@ -504,7 +514,14 @@ impl Cleanup {
                     StepError::LifecycleConflict(format!("job {job_id} not found"))
                 })?;
             let reason = attempt_failure_reason(&state, &self.config, &record.signals);
-            release(&*self.launcher, &*self.registry, &state, &reason).await?;
+            release(
+                &*self.launcher,
+                &*self.registry,
+                &state,
+                &record.signals,
+                &reason,
+            )
+            .await?;
             if let Some(wait) = &record.wait {
                 self.store.disarm(job_id, &wait.token).await?;
             }
@@ -551,6 +568,13 @@ pub fn attempt_failure_reason(
                 .or_else(|| error.message())
                 .unwrap_or_else(|| "the task stopped before its runner registered".into())
         ),
+        "RunnerTaken" => match &signals.taken {
+            Some(taken) => format!(
+                "RunnerTaken: runner {} took job {} instead",
+                taken.runner_name, taken.by_job
+            ),
+            None => "RunnerTaken".to_string(),
+        },
         name => match error.message() {
             Some(message) => format!("{name}: {message}"),
             None => name.to_string(),
@@ -603,7 +627,14 @@ impl Finalize {
             let why = happening.reason().unwrap_or("job finished").to_string();
             // The last attempt's resources were already released by Cleanup when candidates ran out.
             if input.outcome != Outcome::Exhausted {
-                release(&*self.launcher, &*self.registry, &state, &why).await?;
+                release(
+                    &*self.launcher,
+                    &*self.registry,
+                    &state,
+                    &record.signals,
+                    &why,
+                )
+                .await?;
             }
             if let Some(wait) = &record.wait {
                 self.store.disarm(job_id, &wait.token).await?;

@@ -4,7 +4,7 @@ use super::deliver;
 use crate::domain::config::Config;
 use crate::domain::job::{parse_runner_name, JobRef, WorkflowJobAction, WorkflowJobEvent};
 use crate::domain::labels::is_ours;
-use crate::domain::waits::{Registered, Signal};
+use crate::domain::waits::{Registered, Signal, Taken};
 use crate::error::StepError;
 use crate::ports::{Executions, LifecycleStore};
 use crate::signature::WebhookSecret;
@@ -50,38 +50,8 @@ pub enum Decision {
     Malformed(String),
     Ignore(String),
     Queue(JobRef),
-    Signal { job_id: u64, signal: SignalKind },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum SignalKind {
-    Registered {
-        runner_name: String,
-        runner_id: u64,
-        took_job: u64,
-    },
-    Completed {
-        conclusion: String,
-    },
-    Cancelled,
-}
-
-impl SignalKind {
-    fn into_signal(self) -> Signal {
-        match self {
-            SignalKind::Registered {
-                runner_name,
-                runner_id,
-                took_job,
-            } => Signal::Registered(Registered {
-                runner_name,
-                runner_id,
-                job_id: took_job,
-            }),
-            SignalKind::Completed { conclusion } => Signal::Completed { conclusion },
-            SignalKind::Cancelled => Signal::Cancelled,
-        }
-    }
+    /// Signals for jobs: the job GitHub reports on, and the job a stolen runner was launched for.
+    Signal(Vec<(u64, Signal)>),
 }
 
 pub fn decide(secret: &WebhookSecret, request: &WebhookRequest) -> Decision {
@@ -105,41 +75,48 @@ pub fn decide(secret: &WebhookSecret, request: &WebhookRequest) -> Decision {
     if !is_ours(&job.labels) {
         return Decision::Ignore("no tasuki label".into());
     }
-    let ours = job.runner_name.as_deref().and_then(parse_runner_name);
     match event.action {
         WorkflowJobAction::Queued => match JobRef::from_event(&event) {
             Some(job) => Decision::Queue(job),
             None => Decision::Malformed("no installation: is the GitHub App installed?".into()),
         },
-        WorkflowJobAction::InProgress => match (ours, job.runner_id) {
-            (Some((launched_for, _)), Some(runner_id)) => Decision::Signal {
-                job_id: launched_for,
-                signal: SignalKind::Registered {
-                    runner_name: job.runner_name.clone().unwrap_or_default(),
+        WorkflowJobAction::InProgress => {
+            let (Some(runner_name), Some(runner_id)) = (job.runner_name.clone(), job.runner_id)
+            else {
+                return Decision::Malformed("in_progress without runner_name/runner_id".into());
+            };
+            let mut signals = vec![(
+                job.id,
+                Signal::Registered(Registered {
+                    runner_name: runner_name.clone(),
                     runner_id,
-                    took_job: job.id,
-                },
-            },
-            _ => Decision::Ignore(format!(
-                "taken by runner {:?}, which tasuki did not launch",
-                job.runner_name
-            )),
-        },
-        WorkflowJobAction::Completed => match (ours, job.conclusion.as_deref()) {
-            (Some((launched_for, _)), conclusion) => Decision::Signal {
-                job_id: launched_for,
-                signal: SignalKind::Completed {
-                    conclusion: conclusion.unwrap_or("unknown").to_string(),
-                },
-            },
-            (None, Some("cancelled")) | (None, None) if job.runner_name.is_none() => {
-                Decision::Signal {
                     job_id: job.id,
-                    signal: SignalKind::Cancelled,
+                }),
+            )];
+            // GitHub gives a runner any queued job its labels match: pair by job, not by intent.
+            if let Some((launched_for, _)) = parse_runner_name(&runner_name) {
+                if launched_for != job.id {
+                    signals.push((
+                        launched_for,
+                        Signal::RunnerTaken(Taken {
+                            runner_name,
+                            by_job: job.id,
+                        }),
+                    ));
                 }
             }
-            _ => Decision::Ignore("completed on a runner tasuki did not launch".into()),
-        },
+            Decision::Signal(signals)
+        }
+        WorkflowJobAction::Completed => {
+            let signal = match (&job.runner_name, job.conclusion.as_deref()) {
+                // Ended before any runner took it (cancelled, or skipped).
+                (None, _) => Signal::Cancelled,
+                (Some(_), conclusion) => Signal::Completed {
+                    conclusion: conclusion.unwrap_or("unknown").to_string(),
+                },
+            };
+            Decision::Signal(vec![(job.id, signal)])
+        }
         WorkflowJobAction::Waiting | WorkflowJobAction::Other => {
             Decision::Ignore("action not used".into())
         }
@@ -204,23 +181,30 @@ impl Webhook {
                     )
                 })
             }
-            Decision::Signal { job_id, signal } => {
-                tracing::Span::current().record("job_id", job_id);
-                let Some(record) = self.store.signal(job_id, &signal.into_signal()).await? else {
-                    return Ok(WebhookResponse::new(200, "ignored", "unknown job"));
-                };
-                let delivered = deliver(&*self.executions, &record).await?;
-                Ok(WebhookResponse {
-                    job_id: Some(job_id),
-                    ..WebhookResponse::new(
-                        202,
-                        "accepted",
-                        if delivered.is_some() {
-                            "callback sent"
-                        } else {
-                            "signal recorded"
-                        },
-                    )
+            Decision::Signal(signals) => {
+                let mut outcome = None;
+                for (job_id, signal) in signals {
+                    let Some(record) = self.store.signal(job_id, &signal).await? else {
+                        continue;
+                    };
+                    let delivered = deliver(&*self.executions, &record).await?;
+                    tracing::info!(job_id, signal = ?signal, delivered = delivered.is_some(), "signal");
+                    outcome.get_or_insert((job_id, delivered.is_some()));
+                }
+                Ok(match outcome {
+                    None => WebhookResponse::new(200, "ignored", "unknown job"),
+                    Some((job_id, delivered)) => WebhookResponse {
+                        job_id: Some(job_id),
+                        ..WebhookResponse::new(
+                            202,
+                            "accepted",
+                            if delivered {
+                                "callback sent"
+                            } else {
+                                "signal recorded"
+                            },
+                        )
+                    },
                 })
             }
         }
@@ -331,21 +315,25 @@ mod tests {
     }
 
     #[test]
-    fn in_progress_signals_the_job_the_runner_was_launched_for() {
+    fn in_progress_marks_the_job_running_and_a_stolen_runner_taken() {
         let body = payload("workflow_job.in_progress.3.json", |v| {
             v["workflow_job"]["labels"] = serde_json::json!(["tasuki"]);
             v["workflow_job"]["runner_name"] = "tasuki-99-2".into();
             v["workflow_job"]["runner_id"] = 17.into();
         });
-        let Decision::Signal { job_id, signal } = decide(&secret(), &request("workflow_job", body))
-        else {
+        let Decision::Signal(signals) = decide(&secret(), &request("workflow_job", body)) else {
             panic!()
         };
-        assert_eq!(job_id, 99);
-        assert!(matches!(
-            signal,
-            SignalKind::Registered { runner_id: 17, .. }
-        ));
+        let job = signals[0].0;
+        assert!(
+            matches!(&signals[0].1, Signal::Registered(r) if r.runner_id == 17 && r.job_id == job)
+        );
+        let taken = Taken {
+            runner_name: "tasuki-99-2".into(),
+            by_job: job,
+        };
+        assert_eq!(signals[1], (99, Signal::RunnerTaken(taken)));
+        assert_eq!(signals.len(), 2);
     }
 
     #[test]
@@ -359,10 +347,7 @@ mod tests {
         });
         assert_eq!(
             decide(&secret(), &request("workflow_job", body)),
-            Decision::Signal {
-                job_id: 5,
-                signal: SignalKind::Cancelled
-            }
+            Decision::Signal(vec![(5, Signal::Cancelled)])
         );
     }
 
