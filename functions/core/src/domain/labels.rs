@@ -124,7 +124,7 @@ fn parse(labels: &[String], config: &Config) -> Result<RunnerSpec, Refusal> {
     Ok(RunnerSpec {
         size,
         arch: arch.map_or(Arch::X64, |(a, _)| a),
-        spot_allowed: spot.map_or(true, |(s, _)| s),
+        spot_allowed: spot.is_none_or(|(s, _)| s),
         docker,
         extra_security_groups,
     })

@@ -183,9 +183,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn walk(steps: &[Happening]) -> Result<Position, IllegalTransition> {
-        steps
-            .iter()
-            .try_fold(Position::RECEIVED, |pos, h| next(pos, h))
+        steps.iter().try_fold(Position::RECEIVED, next)
     }
 
     fn launch(attempt: u32) -> Happening {

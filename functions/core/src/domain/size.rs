@@ -28,14 +28,14 @@ impl Size {
     pub fn new(cpu: u32, memory_gb: u32) -> Result<Self, SizeError> {
         // Fargate's table for whole vCPUs; EC2 capacity uses the same task-level sizes.
         let (range, step, allowed) = match cpu {
-            1 => (2..=8, 1, "1 vCPU: 2-8 GB"),
-            2 => (4..=16, 1, "2 vCPU: 4-16 GB"),
-            4 => (8..=30, 1, "4 vCPU: 8-30 GB"),
-            8 => (16..=60, 4, "8 vCPU: 16-60 GB in steps of 4"),
-            16 => (32..=120, 8, "16 vCPU: 32-120 GB in steps of 8"),
-            _ => (1..=0, 1, "vCPU must be 1, 2, 4, 8 or 16"),
+            1 => (Some(2..=8), 1, "1 vCPU: 2-8 GB"),
+            2 => (Some(4..=16), 1, "2 vCPU: 4-16 GB"),
+            4 => (Some(8..=30), 1, "4 vCPU: 8-30 GB"),
+            8 => (Some(16..=60), 4, "8 vCPU: 16-60 GB in steps of 4"),
+            16 => (Some(32..=120), 8, "16 vCPU: 32-120 GB in steps of 8"),
+            _ => (None, 1, "vCPU must be 1, 2, 4, 8 or 16"),
         };
-        if range.contains(&memory_gb) && memory_gb % step == 0 {
+        if range.is_some_and(|r| r.contains(&memory_gb)) && memory_gb.is_multiple_of(step) {
             Ok(Self { cpu, memory_gb })
         } else {
             Err(SizeError::Unservable {

@@ -18,6 +18,7 @@ fn moto_server() -> PathBuf {
 }
 
 /// The endpoint of one moto server per test binary; it exits when the test process does.
+#[allow(clippy::zombie_processes)]
 pub fn endpoint() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
     ENDPOINT.get_or_init(|| {
