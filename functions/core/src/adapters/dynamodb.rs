@@ -480,61 +480,31 @@ impl LifecycleStore for DynamoLifecycleStore {
     }
 
     async fn signal(&self, job_id: u64, signal: &Signal) -> Result<Option<JobRecord>, StoreError> {
-        let one = (":one", number(1));
-        let updated = match signal {
-            Signal::Registered(registered) => {
-                self.update_returning(
-                    job_id,
-                    "SET sig_registered = :s ADD version :one",
-                    "attribute_exists(pk)",
-                    values([(":s", encoded(registered)?), one]),
-                )
-                .await?
-            }
+        let (attribute, value) = match signal {
+            Signal::Registered(registered) => ("sig_registered", encoded(registered)?),
             Signal::Completed { conclusion } => {
-                self.update_returning(
-                    job_id,
-                    "SET sig_conclusion = :s ADD version :one",
-                    "attribute_exists(pk)",
-                    values([(":s", AttributeValue::S(conclusion.clone())), one]),
-                )
-                .await?
+                ("sig_conclusion", AttributeValue::S(conclusion.clone()))
             }
-            Signal::Cancelled => {
-                self.update_returning(
-                    job_id,
-                    "SET sig_cancelled = :s ADD version :one",
-                    "attribute_exists(pk)",
-                    values([(":s", AttributeValue::Bool(true)), one]),
-                )
-                .await?
-            }
-            Signal::RunnerTaken(taken) => {
-                self.update_returning(
-                    job_id,
-                    "SET sig_taken = :s ADD version :one",
-                    "attribute_exists(pk)",
-                    values([(":s", encoded(taken)?), one]),
-                )
-                .await?
-            }
-            Signal::Stopped(stopped) => {
-                // A late event about an older attempt must not hide a newer attempt's stop.
-                let written = self
-                    .update_returning(
-                        job_id,
-                        "SET sig_stopped = :s ADD version :one",
-                        "attribute_exists(pk) AND (attribute_not_exists(sig_stopped) OR sig_stopped.attempt <= :a)",
-                        values([(":s", encoded(stopped)?), (":a", number(stopped.attempt)), one]),
-                    )
-                    .await?;
-                match written {
-                    Some(record) => Some(record),
-                    None => self.get(job_id).await?,
-                }
-            }
+            Signal::Cancelled => ("sig_cancelled", AttributeValue::Bool(true)),
+            Signal::RunnerTaken(taken) => ("sig_taken", encoded(taken)?),
+            Signal::Stopped(stopped) => ("sig_stopped", encoded(stopped)?),
         };
-        Ok(updated)
+        let mut condition = "attribute_exists(pk)".to_string();
+        let mut expression_values = values([(":s", value), (":one", number(1))]);
+        if let Signal::Stopped(stopped) = signal {
+            // A late event about an older attempt must not hide a newer attempt's stop.
+            condition += " AND (attribute_not_exists(sig_stopped) OR sig_stopped.attempt <= :a)";
+            expression_values.insert(":a".into(), number(stopped.attempt));
+        }
+        let expression = format!("SET {attribute} = :s ADD version :one");
+        match self
+            .update_returning(job_id, &expression, &condition, expression_values)
+            .await?
+        {
+            Some(record) => Ok(Some(record)),
+            // Unknown job, or an outdated stop: the job as it is (None when unknown).
+            None => self.get(job_id).await,
+        }
     }
 
     async fn timeline(&self, job_id: u64) -> Result<Vec<LifecycleEvent>, StoreError> {

@@ -368,6 +368,18 @@ pub fn launch_request(config: &Config, state: &ExecutionState) -> Result<LaunchR
     })
 }
 
+/// Stores the task token, then answers it at once if a signal already came in.
+async fn arm(
+    store: &dyn LifecycleStore,
+    executions: &dyn Executions,
+    job_id: u64,
+    wait: &Wait,
+) -> Result<(), StepError> {
+    let record = store.arm(job_id, wait).await?;
+    deliver(executions, &record).await?;
+    Ok(())
+}
+
 /// WaitForRegistration (`.waitForTaskToken`): arms the registration wait.
 pub struct WaitForRegistration {
     pub config: Arc<Config>,
@@ -408,9 +420,7 @@ impl WaitForRegistration {
                 phase: WaitPhase::Registration,
                 attempt,
             };
-            let record = self.store.arm(job_id, &wait).await?;
-            deliver(&*self.executions, &record).await?;
-            Ok(())
+            arm(&*self.store, &*self.executions, job_id, &wait).await
         }
         .instrument(span)
         .await
@@ -459,9 +469,7 @@ impl Confirm {
                 phase: WaitPhase::Completion,
                 attempt,
             };
-            let record = self.store.arm(job_id, &wait).await?;
-            deliver(&*self.executions, &record).await?;
-            Ok(())
+            arm(&*self.store, &*self.executions, job_id, &wait).await
         }
         .instrument(span)
         .await
@@ -513,7 +521,7 @@ impl Cleanup {
                 self.store.get(job_id).await?.ok_or_else(|| {
                     StepError::LifecycleConflict(format!("job {job_id} not found"))
                 })?;
-            let reason = attempt_failure_reason(&state, &self.config, &record.signals);
+            let reason = failure_reason(&state, &self.config, &record.signals);
             release(
                 &*self.launcher,
                 &*self.registry,
@@ -541,14 +549,14 @@ impl Cleanup {
     }
 }
 
-/// A readable reason for a failed attempt, from the caught error and what ECS told us.
-pub fn attempt_failure_reason(
+/// A readable reason for a failed attempt or job, from the caught error and what ECS and GitHub told us.
+pub fn failure_reason(
     state: &ExecutionState,
     config: &Config,
     signals: &crate::domain::waits::Signals,
 ) -> String {
     let Some(error) = &state.error else {
-        return "attempt failed for an unknown reason".into();
+        return "failed for an unknown reason".into();
     };
     let attempt = state.attempt.map(|a| a.number).unwrap_or(0);
     let stop_reason = signals
@@ -669,24 +677,6 @@ pub fn final_happening(
     config: &Config,
     signals: &crate::domain::waits::Signals,
 ) -> Happening {
-    let caught = || {
-        state
-            .error
-            .as_ref()
-            .map(|e| match e.error.as_str() {
-                "TaskStopped" => format!(
-                    "TaskStopped: {}",
-                    signals
-                        .stopped
-                        .as_ref()
-                        .map(|s| s.reason.clone())
-                        .or_else(|| e.message())
-                        .unwrap_or_default()
-                ),
-                name => format!("{name}: {}", e.message().unwrap_or_default()),
-            })
-            .unwrap_or_else(|| "unknown failure".into())
-    };
     match outcome {
         Outcome::Completed => match state.completion.as_ref().map(|c| c.conclusion.as_str()) {
             Some("cancelled") => Happening::Cancel {
@@ -708,7 +698,9 @@ pub fn final_happening(
                 config.timeouts.job_seconds
             ),
         },
-        Outcome::Failed | Outcome::Exhausted => Happening::Fail { reason: caught() },
+        Outcome::Failed | Outcome::Exhausted => Happening::Fail {
+            reason: failure_reason(state, config, signals),
+        },
     }
 }
 
@@ -776,7 +768,7 @@ mod tests {
     #[test]
     fn failure_reasons_read_lambda_causes_and_ecs_stop_reasons() {
         let cause = r#"{"errorType":"CapacityUnavailable","errorMessage":"capacity unavailable: FARGATE_SPOT in us-east-1b"}"#;
-        let reason = attempt_failure_reason(
+        let reason = failure_reason(
             &state(Some(("CapacityUnavailable", cause))),
             &example(),
             &Signals::default(),
@@ -786,7 +778,7 @@ mod tests {
             "CapacityUnavailable: capacity unavailable: FARGATE_SPOT in us-east-1b"
         );
 
-        let timeout = attempt_failure_reason(
+        let timeout = failure_reason(
             &state(Some(("States.Timeout", ""))),
             &example(),
             &Signals::default(),
@@ -804,8 +796,7 @@ mod tests {
             }),
             ..Signals::default()
         };
-        let stopped =
-            attempt_failure_reason(&state(Some(("TaskStopped", ""))), &example(), &signals);
+        let stopped = failure_reason(&state(Some(("TaskStopped", ""))), &example(), &signals);
         assert_eq!(
             stopped,
             "TaskStopped: TaskFailedToStart: CannotPullContainerError"
