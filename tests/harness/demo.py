@@ -10,6 +10,8 @@ overrides, DynamoDB or the logs. Needs `make local-up` (the Makefile's `demo` ta
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -70,6 +72,13 @@ def main() -> int:
     print("Step Functions executions:")
     for ex in client.executions_for_job(job):
         print(f"  {ex['name']}: {ex['status']}")
+
+    # What an operator sees: the same timeline through the `tasuki` CLI, from DynamoDB.
+    cli = Path(__file__).resolve().parents[2] / "target" / "debug" / "tasuki"
+    print(f"\n$ tasuki jobs show {job}")
+    shown = subprocess.run([str(cli), "jobs", "show", job], env={**os.environ, **env},
+                           capture_output=True, text=True, timeout=60)
+    print(shown.stdout or shown.stderr, end="")
 
     leaks = client.leak_report([job])
     if leaks:
