@@ -245,3 +245,12 @@ def test_a_runner_that_takes_another_queued_job_is_paired_by_job_and_its_own_job
     [failed] = [e for e in client.timeline(thief) if e["event"] == "attempt-failed"]
     assert failed["reason"] == f"RunnerTaken: runner tasuki-{thief}-1 took job {victim} instead"
     assert not runners_named(f"tasuki-{thief}-1")[0]["deleted_by"] == "api", "a busy runner is never deleted"
+
+
+def test_a_lost_in_progress_webhook_does_not_strand_the_job(job_ids):
+    job = queue(job_ids, behaviour={"lose_in_progress": True})
+    item = client.wait_for_state(job, "completed", timeout=120)
+    assert item["attempt"] == 1 and item["conclusion"] == "success"
+    assert item["runner_name"] == f"tasuki-{job}-1"
+    assert [w["action"] for w in client.mock_state()["webhooks_sent"] if str(w["job_id"]) == job] == [
+        "queued", "completed"]

@@ -714,7 +714,8 @@ class GitHubHandler(BaseHandler):
         behaviour = body.get("behaviour") or {}
         if not isinstance(behaviour, dict):
             raise HttpError(422, "behaviour must be an object")
-        unknown = set(behaviour) - {"never_register", "stop_early", "conclusion", "hold", "spot_interruption", "assign_to"}
+        unknown = set(behaviour) - {"never_register", "stop_early", "conclusion", "hold", "spot_interruption", "assign_to",
+                                     "lose_in_progress"}
         if unknown:
             raise HttpError(422, f"unknown behaviour key(s): {sorted(unknown)}")
         job = self.world.new_job(labels, bool(body.get("private", True)), repository, behaviour)

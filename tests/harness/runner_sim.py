@@ -224,7 +224,11 @@ class RunnerSimulator:
                 runner["status"] = "offline"
             return
 
-        self.world.deliver(job_id, "in_progress", self.world.derived_payload(job, "in_progress"))
+        if behaviour.get("lose_in_progress"):
+            # GitHub gave up on the in_progress delivery: only `completed` will tell.
+            self.note("in_progress webhook lost", task, runner=runner_name)
+        else:
+            self.world.deliver(job_id, "in_progress", self.world.derived_payload(job, "in_progress"))
         if attempt in (behaviour.get("spot_interruption") or []):
             if not stopped.wait(JOB_SECONDS / 2):
                 self.note("spot-interrupted", task, attempt=attempt)

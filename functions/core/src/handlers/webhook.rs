@@ -2,7 +2,9 @@
 
 use super::deliver;
 use crate::domain::config::Config;
-use crate::domain::job::{parse_runner_name, JobRef, WorkflowJobAction, WorkflowJobEvent};
+use crate::domain::job::{
+    parse_runner_name, JobRef, WorkflowJob, WorkflowJobAction, WorkflowJobEvent,
+};
 use crate::domain::labels::is_ours;
 use crate::domain::waits::{Registered, Signal, Taken};
 use crate::error::StepError;
@@ -80,47 +82,55 @@ pub fn decide(secret: &WebhookSecret, request: &WebhookRequest) -> Decision {
             Some(job) => Decision::Queue(job),
             None => Decision::Malformed("no installation: is the GitHub App installed?".into()),
         },
-        WorkflowJobAction::InProgress => {
-            let (Some(runner_name), Some(runner_id)) = (job.runner_name.clone(), job.runner_id)
-            else {
-                return Decision::Malformed("in_progress without runner_name/runner_id".into());
-            };
-            let mut signals = vec![(
-                job.id,
-                Signal::Registered(Registered {
-                    runner_name: runner_name.clone(),
-                    runner_id,
-                    job_id: job.id,
-                }),
-            )];
-            // GitHub gives a runner any queued job its labels match: pair by job, not by intent.
-            if let Some((launched_for, _)) = parse_runner_name(&runner_name) {
-                if launched_for != job.id {
-                    signals.push((
-                        launched_for,
-                        Signal::RunnerTaken(Taken {
-                            runner_name,
-                            by_job: job.id,
-                        }),
-                    ));
-                }
+        WorkflowJobAction::InProgress => match running_on(job) {
+            Some(signals) => Decision::Signal(signals),
+            None => Decision::Malformed("in_progress without runner_name/runner_id".into()),
+        },
+        WorkflowJobAction::Completed => match job.runner_name {
+            // Ended before any runner took it (cancelled, or skipped).
+            None => Decision::Signal(vec![(job.id, Signal::Cancelled)]),
+            // Also says where it ran, in case the in_progress delivery was lost.
+            Some(_) => {
+                let mut signals = running_on(job).unwrap_or_default();
+                signals.push((
+                    job.id,
+                    Signal::Completed {
+                        conclusion: job.conclusion.clone().unwrap_or_else(|| "unknown".into()),
+                    },
+                ));
+                Decision::Signal(signals)
             }
-            Decision::Signal(signals)
-        }
-        WorkflowJobAction::Completed => {
-            let signal = match (&job.runner_name, job.conclusion.as_deref()) {
-                // Ended before any runner took it (cancelled, or skipped).
-                (None, _) => Signal::Cancelled,
-                (Some(_), conclusion) => Signal::Completed {
-                    conclusion: conclusion.unwrap_or("unknown").to_string(),
-                },
-            };
-            Decision::Signal(vec![(job.id, signal)])
-        }
+        },
         WorkflowJobAction::Waiting | WorkflowJobAction::Other => {
             Decision::Ignore("action not used".into())
         }
     }
+}
+
+/// The job runs on this runner; if tasuki launched the runner for another job, that job lost it.
+/// GitHub gives a runner any queued job its labels match: pair by job, not by intent.
+fn running_on(job: &WorkflowJob) -> Option<Vec<(u64, Signal)>> {
+    let (runner_name, runner_id) = (job.runner_name.clone()?, job.runner_id?);
+    let mut signals = vec![(
+        job.id,
+        Signal::Registered(Registered {
+            runner_name: runner_name.clone(),
+            runner_id,
+            job_id: job.id,
+        }),
+    )];
+    if let Some((launched_for, _)) = parse_runner_name(&runner_name) {
+        if launched_for != job.id {
+            signals.push((
+                launched_for,
+                Signal::RunnerTaken(Taken {
+                    runner_name,
+                    by_job: job.id,
+                }),
+            ));
+        }
+    }
+    Some(signals)
 }
 
 pub struct Webhook {
@@ -349,6 +359,31 @@ mod tests {
             decide(&secret(), &request("workflow_job", body)),
             Decision::Signal(vec![(5, Signal::Cancelled)])
         );
+    }
+
+    #[test]
+    fn a_completed_job_also_says_where_it_ran_in_case_in_progress_was_lost() {
+        let body = payload("workflow_job.completed.1.json", |v| {
+            v["workflow_job"]["labels"] = serde_json::json!(["tasuki"]);
+            v["workflow_job"]["id"] = 5.into();
+            v["workflow_job"]["runner_name"] = "tasuki-5-1".into();
+            v["workflow_job"]["runner_id"] = 3.into();
+            v["workflow_job"]["conclusion"] = "failure".into();
+        });
+        let Decision::Signal(signals) = decide(&secret(), &request("workflow_job", body)) else {
+            panic!()
+        };
+        assert!(matches!(&signals[0], (5, Signal::Registered(r)) if r.runner_id == 3));
+        assert_eq!(
+            signals[1],
+            (
+                5,
+                Signal::Completed {
+                    conclusion: "failure".into()
+                }
+            )
+        );
+        assert_eq!(signals.len(), 2);
     }
 
     #[test]
