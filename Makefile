@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(CURDIR)/tests/node_modules/.bin:$(PATH)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: help deps build lint test unit e2e demo local-up local-down clean
+.PHONY: help deps build lint test unit e2e demo local-up local-down schema clean
 
 help:
 	@echo "make demo        play one job through the whole lifecycle locally and print its timeline"
@@ -43,6 +43,10 @@ demo: build
 	@trap '$(MAKE) --no-print-directory local-down >/dev/null' EXIT; \
 	$(MAKE) --no-print-directory local-up; \
 	$(PY) tests/harness/demo.py
+
+# The deployment file's JSON Schema is generated from the Rust type; a unit test checks it is current.
+schema:
+	cargo run -q -p tasuki-cli -- config schema > infra/tasuki.config.schema.json
 
 local-up: deps
 	$(PY) tests/harness/local_stack.py up

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 use std::process::ExitCode;
 use tasuki_core::adapters::dynamodb::DynamoLifecycleStore;
+use tasuki_core::domain::deploy::DeployConfig;
 use tasuki_core::ports::{JobRecord, LifecycleEvent, LifecycleStore};
 
 #[derive(Parser)]
@@ -29,6 +30,17 @@ enum Command {
     /// Jobs and their lifecycles.
     #[command(subcommand)]
     Jobs(Jobs),
+    /// The deployment file (`tasuki.config.json`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the file's JSON Schema (generated from the Rust type).
+    Schema,
+    /// Validate a deployment file; errors name the field.
+    Check { path: std::path::PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -98,9 +110,15 @@ struct JobTimeline {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let store = DynamoLifecycleStore::new(aws_sdk_dynamodb::Client::new(&sdk), &cli.table, 1);
-    match run(cli.command, &store).await {
+    let result = match cli.command {
+        Command::Config(command) => config_command(&command),
+        Command::Jobs(jobs) => {
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let client = aws_sdk_dynamodb::Client::new(&sdk);
+            jobs_command(jobs, &DynamoLifecycleStore::new(client, &cli.table, 1)).await
+        }
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("tasuki: {message}");
@@ -109,9 +127,22 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, store: &DynamoLifecycleStore) -> Result<(), String> {
+fn config_command(command: &ConfigCommand) -> Result<(), String> {
     match command {
-        Command::Jobs(Jobs::Ls { json, limit }) => {
+        ConfigCommand::Schema => print!("{}", DeployConfig::json_schema()),
+        ConfigCommand::Check { path } => {
+            let json = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            DeployConfig::from_json(&json).map_err(|e| format!("{}: {e}", path.display()))?;
+            println!("{}: valid", path.display());
+        }
+    }
+    Ok(())
+}
+
+async fn jobs_command(jobs: Jobs, store: &DynamoLifecycleStore) -> Result<(), String> {
+    match jobs {
+        Jobs::Ls { json, limit } => {
             let jobs: Vec<JobSummary> = store
                 .list(limit)
                 .await
@@ -128,7 +159,7 @@ async fn run(command: Command, store: &DynamoLifecycleStore) -> Result<(), Strin
                 print!("{}", render_list(&jobs));
             }
         }
-        Command::Jobs(Jobs::Show { job_id, json }) => {
+        Jobs::Show { job_id, json } => {
             let record = store
                 .get(job_id)
                 .await

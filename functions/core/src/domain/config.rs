@@ -1,11 +1,14 @@
 //! The one deployment config, loaded and validated once at Lambda init.
 
 use crate::domain::size::Size;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Where a runner task gets its compute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capacity {
     FargateSpot,
@@ -27,7 +30,9 @@ impl Capacity {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     X64,
@@ -73,7 +78,7 @@ pub struct GitHubConfig {
     pub webhook_secret_arn: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessConfig {
     /// Owners (orgs or users) whose repositories are served; `*` serves any.
@@ -95,7 +100,7 @@ pub struct RunnerConfig {
     pub extra_labels: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SizesConfig {
     /// An alias or a size, used when the job names none.
@@ -144,10 +149,14 @@ impl TaskDefinitions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
+    /// How long a launched runner has to register before the next candidate is tried.
+    #[schemars(range(min = 1))]
     pub registration_seconds: u32,
+    /// How long a job may run once its runner registered.
+    #[schemars(range(min = 1))]
     pub job_seconds: u32,
 }
 
@@ -164,7 +173,7 @@ pub enum ConfigError {
     Invalid { field: String, message: String },
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         field: field.to_string(),
         message: message.into(),
@@ -200,48 +209,10 @@ impl Config {
         if !self.state_machine_arn.starts_with("arn:") {
             return Err(invalid("state_machine_arn", "must be an ARN"));
         }
-        if !(self.github.api_url.starts_with("https://")
-            || self.github.api_url.starts_with("http://127.0.0.1"))
-        {
-            return Err(invalid(
-                "github.api_url",
-                "must be https:// (or http://127.0.0.1 for the local stack)",
-            ));
-        }
-        if self.access.orgs.is_empty() && self.access.repositories.is_empty() {
-            return Err(invalid(
-                "access",
-                "serves nothing: list orgs or repositories (\"*\" for any)",
-            ));
-        }
-        if let Some(bad) = self
-            .access
-            .repositories
-            .iter()
-            .find(|r| *r != "*" && r.split('/').filter(|p| !p.is_empty()).count() != 2)
-        {
-            return Err(invalid(
-                "access.repositories",
-                format!("`{bad}` is not `owner/name`"),
-            ));
-        }
-        for name in self.sizes.aliases.keys() {
-            if name.is_empty() || name.parse::<Size>().is_ok() || !is_label_word(name) {
-                return Err(invalid(
-                    &format!("sizes.aliases.{name}"),
-                    "an alias is a lowercase word (letters, digits, '-') that is not itself a size",
-                ));
-            }
-        }
-        self.default_size()
-            .ok_or_else(|| invalid("sizes.default", "is neither an alias nor a size"))?;
-        if self.capacity_order.is_empty() {
-            return Err(invalid("capacity_order", "must list at least one capacity"));
-        }
-        let distinct: BTreeSet<_> = self.capacity_order.iter().collect();
-        if distinct.len() != self.capacity_order.len() {
-            return Err(invalid("capacity_order", "lists a capacity twice"));
-        }
+        check_api_url("github.api_url", &self.github.api_url, true)?;
+        check_access(&self.access)?;
+        check_sizes(&self.sizes)?;
+        check_capacity_order(&self.capacity_order)?;
         if self.network.subnets.is_empty() {
             return Err(invalid(
                 "network.subnets",
@@ -265,35 +236,12 @@ impl Config {
                 "must list at least one group",
             ));
         }
-        let groups = self
-            .network
-            .security_groups
-            .iter()
-            .map(|g| ("network.security_groups", g))
-            .chain(
-                self.network
-                    .security_group_allowlist
-                    .iter()
-                    .map(|g| ("network.security_group_allowlist", g)),
-            );
-        for (field, group) in groups {
-            if !group.starts_with("sg-") {
-                return Err(invalid(
-                    field,
-                    format!("`{group}` is not a security group id"),
-                ));
-            }
-        }
-        let t = self.timeouts;
-        if t.registration_seconds == 0 || t.job_seconds == 0 {
-            return Err(invalid("timeouts", "must be positive"));
-        }
-        if t.registration_seconds >= t.job_seconds {
-            return Err(invalid(
-                "timeouts.registration_seconds",
-                "must be shorter than timeouts.job_seconds",
-            ));
-        }
+        check_security_groups("network.security_groups", &self.network.security_groups)?;
+        check_security_groups(
+            "network.security_group_allowlist",
+            &self.network.security_group_allowlist,
+        )?;
+        check_timeouts(self.timeouts)?;
         if self.retention_days == 0 {
             return Err(invalid("retention_days", "must be positive"));
         }
@@ -327,6 +275,94 @@ impl Config {
                 .iter()
                 .any(|r| r == "*" || r.eq_ignore_ascii_case(&full_name))
     }
+}
+
+/// `https://`, or plain HTTP on 127.0.0.1 where the local stack is allowed.
+pub(crate) fn check_api_url(
+    field: &str,
+    url: &str,
+    local_allowed: bool,
+) -> Result<(), ConfigError> {
+    if url.starts_with("https://") || (local_allowed && url.starts_with("http://127.0.0.1")) {
+        Ok(())
+    } else if local_allowed {
+        Err(invalid(
+            field,
+            "must be https:// (or http://127.0.0.1 for the local stack)",
+        ))
+    } else {
+        Err(invalid(field, "must be https://"))
+    }
+}
+
+pub(crate) fn check_access(access: &AccessConfig) -> Result<(), ConfigError> {
+    if access.orgs.is_empty() && access.repositories.is_empty() {
+        return Err(invalid(
+            "access",
+            "serves nothing: list orgs or repositories (\"*\" for any)",
+        ));
+    }
+    if let Some(bad) = access
+        .repositories
+        .iter()
+        .find(|r| *r != "*" && r.split('/').filter(|p| !p.is_empty()).count() != 2)
+    {
+        return Err(invalid(
+            "access.repositories",
+            format!("`{bad}` is not `owner/name`"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_sizes(sizes: &SizesConfig) -> Result<(), ConfigError> {
+    for name in sizes.aliases.keys() {
+        if name.is_empty() || name.parse::<Size>().is_ok() || !is_label_word(name) {
+            return Err(invalid(
+                &format!("sizes.aliases.{name}"),
+                "an alias is a lowercase word (letters, digits, '-') that is not itself a size",
+            ));
+        }
+    }
+    let default = sizes.default.to_ascii_lowercase();
+    if !sizes.aliases.contains_key(&default) && default.parse::<Size>().is_err() {
+        return Err(invalid("sizes.default", "is neither an alias nor a size"));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_capacity_order(order: &[Capacity]) -> Result<(), ConfigError> {
+    if order.is_empty() {
+        return Err(invalid("capacity_order", "must list at least one capacity"));
+    }
+    let distinct: BTreeSet<_> = order.iter().collect();
+    if distinct.len() != order.len() {
+        return Err(invalid("capacity_order", "lists a capacity twice"));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_security_groups(field: &str, groups: &[String]) -> Result<(), ConfigError> {
+    match groups.iter().find(|g| !g.starts_with("sg-")) {
+        Some(group) => Err(invalid(
+            field,
+            format!("`{group}` is not a security group id"),
+        )),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn check_timeouts(t: Timeouts) -> Result<(), ConfigError> {
+    if t.registration_seconds == 0 || t.job_seconds == 0 {
+        return Err(invalid("timeouts", "must be positive"));
+    }
+    if t.registration_seconds >= t.job_seconds {
+        return Err(invalid(
+            "timeouts.registration_seconds",
+            "must be shorter than timeouts.job_seconds",
+        ));
+    }
+    Ok(())
 }
 
 fn is_label_word(name: &str) -> bool {

@@ -1,4 +1,5 @@
 pub mod config;
+pub mod deploy;
 pub mod job;
 pub mod labels;
 pub mod lifecycle;

@@ -88,6 +88,20 @@ impl TryFrom<String> for Size {
     }
 }
 
+impl schemars::JsonSchema for Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "`<N>cpu-<M>gb` that Fargate can serve, e.g. `4cpu-8gb`",
+            "pattern": "^(1|2|4|8|16)cpu-[0-9]{1,3}gb$"
+        })
+    }
+}
+
 impl From<Size> for String {
     fn from(size: Size) -> Self {
         size.to_string()

@@ -1,0 +1,260 @@
+//! The deployment file users write (`tasuki.config.json`). Its JSON Schema is generated from this
+//! type and checked in at `infra/tasuki.config.schema.json`; `cdk synth` validates against it.
+
+use crate::domain::config::{
+    check_access, check_api_url, check_capacity_order, check_security_groups, check_sizes,
+    check_timeouts, invalid, AccessConfig, Arch, Capacity, ConfigError, SizesConfig, Timeouts,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "tasuki deployment config")]
+pub struct DeployConfig {
+    /// Editors' hint: `./tasuki.config.schema.json`.
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    pub github: DeployGitHub,
+    pub access: AccessConfig,
+    pub runner: DeployRunner,
+    pub sizes: SizesConfig,
+    /// Launch candidates try capacities in this order, each in every AZ.
+    #[serde(default = "default_capacity_order")]
+    #[schemars(length(min = 1))]
+    pub capacity_order: Vec<Capacity>,
+    pub network: DeployNetwork,
+    /// EC2 capacity (needed by `docker` jobs); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ec2: Option<Ec2Capacity>,
+    pub timeouts: Timeouts,
+    /// Days a finished job's lifecycle stays in DynamoDB (TTL).
+    #[serde(default = "default_retention_days")]
+    #[schemars(range(min = 1))]
+    pub retention_days: u32,
+    /// Days CloudWatch keeps Lambda, state machine and runner logs.
+    #[serde(default = "default_log_retention_days")]
+    #[schemars(range(min = 1))]
+    pub log_retention_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployGitHub {
+    #[schemars(range(min = 1))]
+    pub app_id: u64,
+    /// `https://api.github.com`, or GitHub Enterprise Server's `https://<host>/api/v3`.
+    #[serde(default = "default_api_url")]
+    #[schemars(regex(pattern = r"^https://"))]
+    pub api_url: String,
+    /// Secrets Manager secret holding the GitHub App's private key (PEM).
+    #[schemars(length(min = 1))]
+    pub private_key_secret_name: String,
+    /// Secrets Manager secret holding the webhook secret.
+    #[schemars(length(min = 1))]
+    pub webhook_secret_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRunner {
+    #[serde(default = "default_group_id")]
+    #[schemars(range(min = 1))]
+    pub group_id: u64,
+    /// Labels every runner gets besides the job's own.
+    #[serde(default)]
+    pub extra_labels: Vec<String>,
+    /// The runner image (see runner-image/README.md).
+    #[schemars(length(min = 1))]
+    pub image: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployNetwork {
+    pub vpc: VpcChoice,
+    /// Security groups a job may add with an `sg-…` label.
+    #[serde(default)]
+    pub security_group_allowlist: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum VpcChoice {
+    /// A new VPC with private subnets in `max_azs` zones.
+    Create {
+        #[schemars(range(min = 1, max = 6))]
+        max_azs: u8,
+    },
+    /// An existing VPC: one private subnet per AZ (with egress to GitHub).
+    Import {
+        #[schemars(regex(pattern = r"^vpc-[0-9a-f]+$"))]
+        vpc_id: String,
+        #[schemars(length(min = 1))]
+        subnets: BTreeMap<String, String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ec2Capacity {
+    /// Instance types of the Spot ASG per architecture.
+    #[schemars(length(min = 1))]
+    pub instance_types: BTreeMap<Arch, Vec<String>>,
+    #[schemars(range(min = 1))]
+    pub max_instances: u32,
+}
+
+fn default_capacity_order() -> Vec<Capacity> {
+    vec![Capacity::FargateSpot, Capacity::Fargate]
+}
+
+fn default_retention_days() -> u32 {
+    90
+}
+
+fn default_log_retention_days() -> u32 {
+    30
+}
+
+fn default_api_url() -> String {
+    "https://api.github.com".into()
+}
+
+fn default_group_id() -> u64 {
+    1
+}
+
+impl DeployConfig {
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        let deserializer = &mut serde_json::Deserializer::from_str(json);
+        let config: DeployConfig = serde_path_to_error::deserialize(deserializer)
+            .map_err(|e| invalid(&e.path().to_string(), e.into_inner().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_api_url("github.api_url", &self.github.api_url, false)?;
+        check_access(&self.access)?;
+        check_sizes(&self.sizes)?;
+        check_capacity_order(&self.capacity_order)?;
+        if self.capacity_order.contains(&Capacity::Ec2) && self.ec2.is_none() {
+            return Err(invalid(
+                "ec2",
+                "capacity_order lists ec2, but no ec2 capacity is configured",
+            ));
+        }
+        if let Some(ec2) = &self.ec2 {
+            if ec2.instance_types.is_empty() || ec2.instance_types.values().any(Vec::is_empty) {
+                return Err(invalid(
+                    "ec2.instance_types",
+                    "name at least one instance type per architecture",
+                ));
+            }
+        }
+        match &self.network.vpc {
+            VpcChoice::Create { max_azs } if !(1..=6).contains(max_azs) => {
+                return Err(invalid("network.vpc.create.max_azs", "must be 1 to 6"));
+            }
+            VpcChoice::Import { vpc_id, subnets } => {
+                if !vpc_id.starts_with("vpc-") {
+                    return Err(invalid("network.vpc.import.vpc_id", "is not a VPC id"));
+                }
+                if subnets.is_empty() {
+                    return Err(invalid(
+                        "network.vpc.import.subnets",
+                        "must map at least one AZ to a subnet",
+                    ));
+                }
+                if let Some((az, _)) = subnets.iter().find(|(_, s)| !s.starts_with("subnet-")) {
+                    return Err(invalid(
+                        &format!("network.vpc.import.subnets.{az}"),
+                        "is not a subnet id",
+                    ));
+                }
+            }
+            VpcChoice::Create { .. } => {}
+        }
+        check_security_groups(
+            "network.security_group_allowlist",
+            &self.network.security_group_allowlist,
+        )?;
+        check_timeouts(self.timeouts)?;
+        if self.runner.image.trim().is_empty() {
+            return Err(invalid("runner.image", "must name the runner image"));
+        }
+        Ok(())
+    }
+
+    /// The JSON Schema of this file, as checked in at `infra/tasuki.config.schema.json`.
+    pub fn json_schema() -> String {
+        let schema = schemars::schema_for!(DeployConfig);
+        serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> serde_json::Value {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../infra/tasuki.config.example.json"
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).expect(path)).unwrap()
+    }
+
+    fn field_of(value: serde_json::Value) -> String {
+        match DeployConfig::from_json(&value.to_string()) {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_checked_in_schema_is_generated_from_this_type() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../infra/tasuki.config.schema.json"
+        );
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            checked_in == DeployConfig::json_schema(),
+            "{path} is stale: run `make schema`"
+        );
+    }
+
+    #[test]
+    fn the_example_deploy_config_is_valid() {
+        let config = DeployConfig::from_json(&example().to_string()).unwrap();
+        assert_eq!(config.github.api_url, "https://api.github.com");
+        assert!(config.capacity_order.contains(&Capacity::FargateSpot));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut v = example();
+        v["timeouts"]["registration_seconds"] = 0.into();
+        assert_eq!(field_of(v), "timeouts");
+        let mut v = example();
+        v["capacity_order"] = serde_json::json!(["fargate", "lambda"]);
+        assert_eq!(field_of(v), "capacity_order[1]");
+        let mut v = example();
+        v["network"]["vpc"] =
+            serde_json::json!({"import": {"vpc_id": "vpc-1", "subnets": {"a": "sg-1"}}});
+        assert_eq!(field_of(v), "network.vpc.import.subnets.a");
+        let mut v = example();
+        v["capacity_order"] = serde_json::json!(["ec2"]);
+        v.as_object_mut().unwrap().remove("ec2");
+        assert_eq!(field_of(v), "ec2");
+        let mut v = example();
+        v["github"]["api_url"] = "http://ghe.internal".into();
+        assert_eq!(field_of(v), "github.api_url");
+        let mut v = example();
+        v["sizes"]["aliases"]["small"] = "2cpu-64gb".into();
+        assert_eq!(field_of(v), "sizes.aliases.small");
+    }
+}
