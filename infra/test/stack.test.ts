@@ -1,0 +1,527 @@
+// The stack synthesized offline from tasuki.config.example.json: what it creates and what each piece may do.
+
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { before, describe, it } from 'node:test';
+import { BINS, substitutionVariable } from '../lib/lambdas';
+import { ASL_PATH, DIND_IMAGE, JOB_CONTEXT_KEY, RUNNER_CONTAINER, RUNNER_WORK_DIR, aslSubstitutions } from '../lib/stack';
+import { FAKE, type Json, type Synth, asList, exampleConfig, iamStatements, resolver, resourcesOfType, synth } from './helpers';
+
+let s: Synth;
+let t: Json;
+let resolve: (v: Json) => Json;
+
+before(() => {
+  s = synth();
+  t = s.template;
+  resolve = resolver(t).resolve;
+});
+
+const logicalId = (construct: Json): string => s.stack.getLogicalId(construct.node.defaultChild);
+const getAtt = (construct: Json, attribute = 'Arn') => ({ 'Fn::GetAtt': [logicalId(construct), attribute] });
+const ref = (construct: Json) => ({ Ref: logicalId(construct) });
+const functionOf = (bin: string) => t.Resources[logicalId(s.stack.functions[bin as keyof typeof s.stack.functions])];
+
+describe('Lambdas', () => {
+  it('every bin is a function: arm64, 128 MB, provided.al2023, its own log group', () => {
+    const fns = resourcesOfType(t, 'AWS::Lambda::Function').filter(([, r]) => r.Properties.Description?.startsWith('tasuki '));
+    assert.deepEqual(fns.map(([, r]) => r.Properties.Description).sort(), BINS.map((b) => `tasuki ${b}`).sort());
+    for (const bin of BINS) {
+      const p = functionOf(bin).Properties;
+      assert.deepEqual(p.Architectures, ['arm64'], bin);
+      assert.equal(p.MemorySize, 128, bin);
+      assert.equal(p.Runtime, 'provided.al2023', bin);
+      assert.equal(p.Handler, 'bootstrap', bin);
+      assert.equal(t.Resources[p.LoggingConfig.LogGroup.Ref].Type, 'AWS::Logs::LogGroup', bin);
+      assert.equal(t.Resources[p.LoggingConfig.LogGroup.Ref].Properties.RetentionInDays, 30, bin);
+    }
+  });
+
+  it('every function gets TASUKI_CONFIG: the runtime Config, built from the file and the resources', () => {
+    const config = exampleConfig();
+    const expected = {
+      table_name: resolve(ref(s.stack.table)),
+      state_machine_arn: `arn:aws:states:${FAKE.region}:${FAKE.account}:stateMachine:Tasuki-runner-job`,
+      github: {
+        api_url: 'https://api.github.com',
+        app_id: 424242,
+        private_key_secret_arn: `arn:aws:secretsmanager:${FAKE.region}:${FAKE.account}:secret:tasuki/github-app-private-key`,
+        webhook_secret_arn: `arn:aws:secretsmanager:${FAKE.region}:${FAKE.account}:secret:tasuki/webhook-secret`,
+      },
+      access: config.access,
+      runner: { group_id: 1, kms_key_id: resolve(getAtt(s.stack.runnerKey)), extra_labels: [] },
+      sizes: config.sizes,
+      capacity_order: ['fargate-spot', 'fargate', 'ec2'],
+      timeouts: { registration_seconds: 300, job_seconds: 21600 },
+      retention_days: 90,
+    };
+    const envs = BINS.map((bin) => functionOf(bin).Properties.Environment.Variables);
+    for (const [i, env] of envs.entries()) {
+      assert.deepEqual(Object.keys(env), ['TASUKI_CONFIG'], BINS[i]);
+      assert.deepEqual(env, envs[0], 'every Lambda reads the same config');
+    }
+    const runtime = JSON.parse(resolve(envs[0].TASUKI_CONFIG));
+    assert.deepEqual(
+      Object.keys(runtime).sort(),
+      ['access', 'capacity_order', 'ecs', 'github', 'network', 'retention_days', 'runner', 'sizes', 'state_machine_arn', 'table_name', 'timeouts'],
+    );
+    for (const [key, value] of Object.entries(expected)) assert.deepEqual(runtime[key], value, key);
+
+    // Network: the VPC's private subnets by AZ, the runner security group.
+    const subnets = resourcesOfType(t, 'AWS::EC2::Subnet').filter(([, r]) =>
+      r.Properties.Tags.some((tag: Json) => tag.Key === 'aws-cdk:subnet-type' && tag.Value === 'Private'),
+    );
+    assert.equal(subnets.length, 2);
+    assert.deepEqual(
+      runtime.network.subnets,
+      Object.fromEntries(subnets.map(([id, r]) => [resolve(r.Properties.AvailabilityZone), resolve({ Ref: id })])),
+    );
+    assert.deepEqual(Object.keys(runtime.network.subnets), ['us-east-1a', 'us-east-1b']);
+    const [sgId] = resourcesOfType(t, 'AWS::EC2::SecurityGroup').find(([, r]) => r.Properties.GroupDescription.startsWith('tasuki runner tasks'))!;
+    assert.deepEqual(runtime.network.security_groups, [resolve({ 'Fn::GetAtt': [sgId, 'GroupId'] })]);
+    assert.deepEqual(runtime.network.security_group_allowlist, []);
+
+    // ECS: the cluster, container `runner`, a task definition per arch (and per arch with docker).
+    assert.equal(runtime.ecs.cluster, resolve(ref(s.stack.cluster)));
+    assert.equal(runtime.ecs.container_name, 'runner');
+    assert.deepEqual(runtime.ecs.task_definitions, {
+      x64: `arn:aws:ecs:${FAKE.region}:${FAKE.account}:task-definition/Tasuki-runner-x64:1`,
+      arm64: `arn:aws:ecs:${FAKE.region}:${FAKE.account}:task-definition/Tasuki-runner-arm64:1`,
+      x64_docker: `arn:aws:ecs:${FAKE.region}:${FAKE.account}:task-definition/Tasuki-runner-x64-docker:1`,
+      arm64_docker: `arn:aws:ecs:${FAKE.region}:${FAKE.account}:task-definition/Tasuki-runner-arm64-docker:1`,
+    });
+    const providers = resourcesOfType(t, 'AWS::ECS::CapacityProvider').map(([id]) => resolve({ Ref: id }));
+    assert.deepEqual(Object.keys(runtime.ecs.ec2_capacity_providers).sort(), ['arm64', 'x64']);
+    assert.deepEqual(Object.values(runtime.ecs.ec2_capacity_providers).sort(), providers.sort());
+  });
+
+  it("the runtime config matches the checked-in snapshot the Rust side parses (UPDATE_SNAPSHOTS=1 rewrites it)", () => {
+    const runtime = JSON.parse(resolve(functionOf('webhook').Properties.Environment.Variables.TASUKI_CONFIG));
+    const snapshot = path.join(__dirname, 'runtime-config.example.json');
+    const text = JSON.stringify(runtime, null, 2) + '\n';
+    if (process.env.UPDATE_SNAPSHOTS === '1') fs.writeFileSync(snapshot, text);
+    assert.equal(fs.readFileSync(snapshot, 'utf8'), text, `${snapshot} is stale: rerun with UPDATE_SNAPSHOTS=1`);
+  });
+
+  it('the environment stays under 4 KB even with long generated names', () => {
+    const env = functionOf('webhook').Properties.Environment.Variables;
+    const long = resolver(t, 'x'.repeat(80)).resolve(env);
+    const bytes = Object.entries(long).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(String(v)), 0);
+    const typical = Buffer.byteLength(resolve(env.TASUKI_CONFIG));
+    assert.ok(bytes < 4096, `TASUKI_CONFIG would be ${bytes} bytes`);
+    assert.ok(typical < 3072, `TASUKI_CONFIG is ${typical} bytes with typical names`);
+  });
+
+  it('the webhook is a public Function URL (HMAC is checked in the handler) with a concurrency guard', () => {
+    const [, url] = resourcesOfType(t, 'AWS::Lambda::Url')[0];
+    assert.equal(resourcesOfType(t, 'AWS::Lambda::Url').length, 1);
+    assert.equal(url.Properties.AuthType, 'NONE');
+    assert.deepEqual(url.Properties.TargetFunctionArn, getAtt(s.stack.functions.webhook));
+    assert.equal(functionOf('webhook').Properties.ReservedConcurrentExecutions, 25);
+    for (const bin of BINS.filter((b) => b !== 'webhook')) {
+      assert.equal(functionOf(bin).Properties.ReservedConcurrentExecutions, undefined, bin);
+    }
+    const permissions = resourcesOfType(t, 'AWS::Lambda::Permission').map(([, r]) => r.Properties);
+    const publicOnes = permissions.filter((p) => p.Principal === '*');
+    assert.deepEqual(publicOnes.map((p) => p.FunctionName), [getAtt(s.stack.functions.webhook), getAtt(s.stack.functions.webhook)]);
+    assert.ok(publicOnes.every((p) => p.FunctionUrlAuthType === 'NONE' || p.InvokedViaFunctionUrl === true));
+  });
+});
+
+describe('State machine', () => {
+  it('its definition is statemachines/runner-job.asl.json, each ${XxxFunctionArn} the right function', () => {
+    const [, sm] = resourcesOfType(t, 'AWS::StepFunctions::StateMachine')[0];
+    const p = sm.Properties;
+    const asl = JSON.parse(fs.readFileSync(ASL_PATH, 'utf8'));
+    const uploaded = JSON.parse(fs.readFileSync(s.assetPath(p.DefinitionS3Location.Key.replace(/\.json$/, '')), 'utf8'));
+    assert.deepEqual(uploaded, asl);
+    const variables = [...new Set([...JSON.stringify(asl).matchAll(/\$\{(\w+)\}/g)].map((m) => m[1]))].sort();
+    assert.deepEqual(Object.keys(p.DefinitionSubstitutions).sort(), variables);
+    const steps = BINS.filter((b) => b !== 'webhook' && b !== 'ecs-events');
+    assert.deepEqual(variables, steps.map(substitutionVariable).sort());
+    for (const bin of steps) {
+      assert.deepEqual(p.DefinitionSubstitutions[substitutionVariable(bin)], getAtt(s.stack.functions[bin]), bin);
+    }
+    // After substitution (as CloudFormation does it), every Lambda task names a step function's ARN.
+    const substituted = JSON.parse(
+      JSON.stringify(asl).replace(/\$\{(\w+)\}/g, (_, v: string) => resolve(p.DefinitionSubstitutions[v])),
+    );
+    const arns = new Set(steps.map((b) => resolve(getAtt(s.stack.functions[b]))));
+    const named = Object.values(substituted.States as Record<string, Json>)
+      .filter((state) => state.Type === 'Task')
+      .map((state) => state.Parameters.FunctionName);
+    assert.ok(named.length >= steps.length);
+    assert.ok(named.every((arn: string) => arns.has(arn)), 'every task invokes a step function');
+    assert.deepEqual(new Set(named), arns, 'every step function is invoked');
+  });
+
+  it('has a fixed name (its ARN is built, not referenced), logs without execution data, and X-Ray', () => {
+    const [, sm] = resourcesOfType(t, 'AWS::StepFunctions::StateMachine')[0];
+    const p = sm.Properties;
+    assert.equal(p.StateMachineName, 'Tasuki-runner-job');
+    assert.equal(p.StateMachineType, 'STANDARD');
+    assert.deepEqual(p.TracingConfiguration, { Enabled: true });
+    assert.equal(p.LoggingConfiguration.IncludeExecutionData, false);
+    assert.equal(p.LoggingConfiguration.Level, 'ALL');
+    const logGroup = t.Resources[p.LoggingConfiguration.Destinations[0].CloudWatchLogsLogGroup.LogGroupArn['Fn::GetAtt'][0]];
+    assert.equal(logGroup.Properties.LogGroupName, '/aws/vendedlogs/states/Tasuki-runner-job');
+    assert.equal(resolve(t.Outputs.StateMachineArn.Value), `arn:aws:states:${FAKE.region}:${FAKE.account}:stateMachine:Tasuki-runner-job`);
+  });
+
+  it("outputs the console URL pattern of a job's execution", () => {
+    assert.equal(
+      resolve(t.Outputs.ExecutionConsoleUrlPattern.Value),
+      `https://${FAKE.region}.console.aws.amazon.com/states/home?region=${FAKE.region}#/v2/executions/details/` +
+        `arn:aws:states:${FAKE.region}:${FAKE.account}:execution:Tasuki-runner-job:<job_id>-<run_attempt>`,
+    );
+    assert.match(resolve(t.Outputs.WebhookUrl.Value), /^https:\/\/.+\.lambda-url\..+\.on\.aws\/$/);
+  });
+
+  it('an ASL placeholder that names no Lambda fails synth', () => {
+    const fake = Object.fromEntries(BINS.map((b) => [b, { functionArn: `arn:${b}` }])) as Json;
+    const dir = fs.mkdtempSync(path.join(s.outdir, 'asl-'));
+    const bad = path.join(dir, 'bad.asl.json');
+    fs.writeFileSync(bad, JSON.stringify({ StartAt: 'X', States: { X: { Type: 'Task', Resource: '${BogusFunctionArn}', End: true } } }));
+    assert.throws(() => aslSubstitutions(fake, bad), /\$\{BogusFunctionArn\} names no Lambda bin/);
+    assert.deepEqual(Object.keys(aslSubstitutions(fake)).sort(), BINS.filter((b) => !['webhook', 'ecs-events'].includes(b)).map(substitutionVariable).sort());
+  });
+});
+
+describe('DynamoDB', () => {
+  it('is the lifecycle table of docs/contracts.md: pk/sk, GSI by-state-deadline, TTL expires_at, PITR, encrypted, on demand', () => {
+    const tables = resourcesOfType(t, 'AWS::DynamoDB::Table');
+    assert.equal(tables.length, 1);
+    const p = tables[0][1].Properties;
+    assert.deepEqual(p.KeySchema, [
+      { AttributeName: 'pk', KeyType: 'HASH' },
+      { AttributeName: 'sk', KeyType: 'RANGE' },
+    ]);
+    assert.deepEqual(
+      [...p.AttributeDefinitions].sort((a: Json, b: Json) => a.AttributeName.localeCompare(b.AttributeName)),
+      [
+        { AttributeName: 'deadline', AttributeType: 'N' },
+        { AttributeName: 'gsi_state', AttributeType: 'S' },
+        { AttributeName: 'pk', AttributeType: 'S' },
+        { AttributeName: 'sk', AttributeType: 'S' },
+      ],
+    );
+    assert.deepEqual(p.GlobalSecondaryIndexes, [
+      {
+        IndexName: 'by-state-deadline',
+        KeySchema: [
+          { AttributeName: 'gsi_state', KeyType: 'HASH' },
+          { AttributeName: 'deadline', KeyType: 'RANGE' },
+        ],
+        Projection: { ProjectionType: 'ALL' },
+      },
+    ]);
+    assert.deepEqual(p.TimeToLiveSpecification, { AttributeName: 'expires_at', Enabled: true });
+    assert.deepEqual(p.PointInTimeRecoverySpecification, { PointInTimeRecoveryEnabled: true });
+    assert.deepEqual(p.SSESpecification, { SSEEnabled: true });
+    assert.equal(p.BillingMode, 'PAY_PER_REQUEST');
+    assert.equal(p.DeletionProtectionEnabled, true);
+    assert.equal(tables[0][1].DeletionPolicy, 'Retain');
+  });
+});
+
+describe('ECS', () => {
+  it('the cluster has Fargate, Fargate Spot and an EC2 Spot provider per arch', () => {
+    const [, assoc] = resourcesOfType(t, 'AWS::ECS::ClusterCapacityProviderAssociations')[0];
+    const names = assoc.Properties.CapacityProviders;
+    assert.ok(names.includes('FARGATE') && names.includes('FARGATE_SPOT'));
+    const ec2 = resourcesOfType(t, 'AWS::ECS::CapacityProvider');
+    assert.equal(ec2.length, 2);
+    for (const [id, cp] of ec2) {
+      assert.ok(names.some((n: Json) => n.Ref === id));
+      assert.equal(cp.Properties.AutoScalingGroupProvider.ManagedScaling.Status, 'ENABLED');
+    }
+    for (const [, asg] of resourcesOfType(t, 'AWS::AutoScaling::AutoScalingGroup')) {
+      const p = asg.Properties;
+      assert.equal(p.MinSize, '0');
+      assert.equal(p.MaxSize, '10');
+      assert.equal(p.MixedInstancesPolicy.InstancesDistribution.OnDemandPercentageAboveBaseCapacity, 0, 'Spot only');
+      assert.equal(p.MixedInstancesPolicy.InstancesDistribution.OnDemandBaseCapacity, 0);
+    }
+    const types = resourcesOfType(t, 'AWS::AutoScaling::AutoScalingGroup')
+      .map(([, asg]) => asg.Properties.MixedInstancesPolicy.LaunchTemplate.Overrides.map((o: Json) => o.InstanceType))
+      .flat()
+      .sort();
+    assert.deepEqual(types, ['m7g.xlarge', 'm7i.xlarge']);
+  });
+
+  it('container instances: encrypted volumes, IMDSv2 with hop limit 1, tasks blocked from IMDS', () => {
+    const templates = resourcesOfType(t, 'AWS::EC2::LaunchTemplate');
+    assert.equal(templates.length, 2);
+    for (const [, lt] of templates) {
+      const d = lt.Properties.LaunchTemplateData;
+      assert.ok(d.BlockDeviceMappings.length > 0);
+      assert.ok(d.BlockDeviceMappings.every((b: Json) => b.Ebs.Encrypted === true));
+      assert.deepEqual(d.MetadataOptions, { HttpPutResponseHopLimit: 1, HttpTokens: 'required' });
+      const userData = resolve(d.UserData['Fn::Base64']);
+      assert.match(userData, /ECS_AWSVPC_BLOCK_IMDS=true/);
+      assert.equal(userData.match(/ECS_CLUSTER=/g).length, 1);
+    }
+  });
+
+  it('runner task definitions: one per arch on Fargate, `runner` container, the configured image, no environment', () => {
+    const tds = resourcesOfType(t, 'AWS::ECS::TaskDefinition');
+    const fargate = tds.filter(([, r]) => (r.Properties.RequiresCompatibilities ?? []).includes('FARGATE'));
+    assert.deepEqual(
+      fargate.map(([, r]) => [r.Properties.Family, r.Properties.RuntimePlatform.CpuArchitecture]).sort(),
+      [
+        ['Tasuki-runner-arm64', 'ARM64'],
+        ['Tasuki-runner-x64', 'X86_64'],
+      ],
+    );
+    for (const [, r] of fargate) {
+      const p = r.Properties;
+      assert.equal(p.NetworkMode, 'awsvpc');
+      assert.deepEqual(p.ContainerDefinitions.map((c: Json) => c.Name), [RUNNER_CONTAINER]);
+      const [c] = p.ContainerDefinitions;
+      assert.equal(c.Image, exampleConfig().runner.image);
+      assert.equal(c.Privileged, undefined);
+      assert.equal(c.Environment, undefined, 'run-task passes everything as overrides');
+      assert.equal(c.LogConfiguration.LogDriver, 'awslogs');
+      assert.deepEqual(p.TaskRoleArn, getAtt(s.stack.node.findChild('RunnerTaskRole')));
+    }
+  });
+
+  it('docker jobs: only on EC2, dockerd the only privileged container, talking over localhost', () => {
+    const tds = resourcesOfType(t, 'AWS::ECS::TaskDefinition');
+    const privileged = tds.flatMap(([, r]) => r.Properties.ContainerDefinitions.filter((c: Json) => c.Privileged));
+    assert.deepEqual(privileged.map((c: Json) => c.Name), ['dockerd', 'dockerd']);
+    const dind = tds.filter(([, r]) => r.Properties.ContainerDefinitions.some((c: Json) => c.Name === 'dockerd'));
+    assert.equal(dind.length, 2);
+    for (const [, r] of dind) {
+      const p = r.Properties;
+      assert.deepEqual(p.RequiresCompatibilities, ['EC2']);
+      assert.equal(p.NetworkMode, 'awsvpc');
+      const byName = Object.fromEntries(p.ContainerDefinitions.map((c: Json) => [c.Name, c]));
+      assert.deepEqual(Object.keys(byName).sort(), ['dockerd', RUNNER_CONTAINER]);
+      const { dockerd, runner } = byName;
+      assert.equal(dockerd.Image, DIND_IMAGE);
+      assert.ok(dockerd.Command.includes('--host=tcp://127.0.0.1:2375'), 'dockerd listens on loopback only');
+      assert.equal(runner.Privileged, undefined);
+      assert.deepEqual(runner.Environment, [{ Name: 'DOCKER_HOST', Value: 'tcp://127.0.0.1:2375' }]);
+      assert.deepEqual(runner.DependsOn, [{ ContainerName: 'dockerd', Condition: 'HEALTHY' }]);
+      const work = (c: Json) => c.MountPoints.find((m: Json) => m.ContainerPath === RUNNER_WORK_DIR)?.SourceVolume;
+      assert.equal(work(runner), 'work');
+      assert.equal(work(dockerd), 'work');
+    }
+  });
+
+  it('the runner task role may only kms:Decrypt the runner key with a tasuki:job-id encryption context', () => {
+    const role = logicalId(s.stack.node.findChild('RunnerTaskRole'));
+    const statements = iamStatements(t).filter((x) => x.role === role);
+    assert.equal(statements.length, 1);
+    const [{ statement }] = statements;
+    assert.equal(statement.Action, 'kms:Decrypt');
+    assert.deepEqual(statement.Resource, getAtt(s.stack.runnerKey));
+    assert.deepEqual(statement.Condition, {
+      'ForAllValues:StringEquals': { 'kms:EncryptionContextKeys': [JOB_CONTEXT_KEY] },
+      Null: { 'kms:EncryptionContextKeys': 'false' },
+    });
+  });
+
+  it('runner security group: no inbound rules', () => {
+    for (const [, sg] of resourcesOfType(t, 'AWS::EC2::SecurityGroup')) {
+      assert.equal(sg.Properties.SecurityGroupIngress, undefined, sg.Properties.GroupDescription);
+    }
+    assert.equal(resourcesOfType(t, 'AWS::EC2::SecurityGroupIngress').length, 0);
+  });
+});
+
+describe('EventBridge, KMS', () => {
+  it('ECS Task State Change (STOPPED) of this cluster → ecs-events', () => {
+    const rules = resourcesOfType(t, 'AWS::Events::Rule');
+    assert.equal(rules.length, 1);
+    const p = rules[0][1].Properties;
+    assert.deepEqual(p.EventPattern, {
+      source: ['aws.ecs'],
+      'detail-type': ['ECS Task State Change'],
+      detail: { clusterArn: [getAtt(s.stack.cluster)], lastStatus: ['STOPPED'] },
+    });
+    assert.deepEqual(p.Targets.map((x: Json) => x.Arn), [getAtt(s.stack.functions['ecs-events'])]);
+  });
+
+  it('the runner key rotates and is kept on stack deletion', () => {
+    const keys = resourcesOfType(t, 'AWS::KMS::Key');
+    assert.equal(keys.length, 1);
+    assert.equal(keys[0][1].Properties.EnableKeyRotation, true);
+    assert.equal(keys[0][1].DeletionPolicy, 'Retain');
+  });
+});
+
+// ---- IAM --------------------------------------------------------------------------------------------
+
+/** Actions whose API has no resource-level permission: the only ones allowed on "*". */
+const UNSCOPABLE = new Set([
+  // Step Functions log delivery (CDK's StateMachine logging)
+  'logs:CreateLogDelivery',
+  'logs:GetLogDelivery',
+  'logs:UpdateLogDelivery',
+  'logs:DeleteLogDelivery',
+  'logs:ListLogDeliveries',
+  'logs:PutResourcePolicy',
+  'logs:DescribeResourcePolicies',
+  'logs:DescribeLogGroups',
+  // X-Ray
+  'xray:PutTraceSegments',
+  'xray:PutTelemetryRecords',
+  'xray:GetSamplingRules',
+  'xray:GetSamplingTargets',
+  // ECS agent on container instances
+  'ecs:DiscoverPollEndpoint',
+]);
+
+describe('IAM: least privilege', () => {
+  it('no statement has a wildcard action, and "*" resources only for actions that cannot be scoped', () => {
+    const statements = iamStatements(t);
+    assert.ok(statements.length > 20);
+    for (const { owner, statement } of statements) {
+      assert.equal(statement.Effect, 'Allow', owner);
+      for (const action of asList<string>(statement.Action)) {
+        assert.ok(!action.includes('*'), `${owner}: wildcard action ${action}`);
+      }
+      assert.equal(statement.NotAction, undefined, owner);
+      assert.equal(statement.NotResource, undefined, owner);
+      if (asList(statement.Resource).includes('*')) {
+        for (const action of asList<string>(statement.Action)) {
+          assert.ok(UNSCOPABLE.has(action), `${owner}: ${action} on "*" could be scoped`);
+        }
+      }
+    }
+  });
+
+  it('no managed policies, except the AWS basic execution role of CDK\'s own custom resource (default SG lockdown)', () => {
+    for (const [id, role] of resourcesOfType(t, 'AWS::IAM::Role')) {
+      const managed = role.Properties.ManagedPolicyArns ?? [];
+      if (id.startsWith('CustomVpcRestrictDefaultSGCustomResourceProvider')) {
+        assert.deepEqual(managed, [{ 'Fn::Sub': 'arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole' }]);
+      } else {
+        assert.deepEqual(managed, [], id);
+      }
+    }
+  });
+
+  // What each Lambda may do, and on what: docs/contracts.md and the handlers' use of the ports.
+  const tableArn = () => getAtt(s.stack.table);
+  const smArn = () => resolve(t.Outputs.StateMachineArn.Value);
+  const secret = (name: string) => `arn:aws:secretsmanager:${FAKE.region}:${FAKE.account}:secret:${name}-??????`;
+  const GET_PUT = ['dynamodb:GetItem', 'dynamodb:PutItem'];
+  const GET_PUT_UPDATE = [...GET_PUT, 'dynamodb:UpdateItem'];
+  const CALLBACKS = ['states:SendTaskFailure', 'states:SendTaskSuccess'];
+  const expected: Record<string, () => [string[], Json, Json?][]> = {
+    webhook: () => [
+      [GET_PUT_UPDATE, tableArn()],
+      [[...CALLBACKS, 'states:StartExecution'], smArn()],
+      [['secretsmanager:GetSecretValue'], [secret('tasuki/webhook-secret')]],
+    ],
+    validate: () => [[GET_PUT, tableArn()]],
+    'resolve-labels': () => [[GET_PUT, tableArn()]],
+    'issue-token': () => [
+      [GET_PUT, tableArn()],
+      [['secretsmanager:GetSecretValue'], [secret('tasuki/github-app-private-key')]],
+      [['kms:Encrypt'], getAtt(s.stack.runnerKey), { 'ForAllValues:StringEquals': { 'kms:EncryptionContextKeys': [JOB_CONTEXT_KEY] }, Null: { 'kms:EncryptionContextKeys': 'false' } }],
+    ],
+    'run-task': () => [
+      [['ecs:RunTask'], resourcesOfType(t, 'AWS::ECS::TaskDefinition').map(([id]) => ({ Ref: id })).sort(byJson), { ArnEquals: { 'ecs:cluster': getAtt(s.stack.cluster) } }],
+      [['ecs:TagResource'], clusterTasks(), { StringEquals: { 'ecs:CreateAction': 'RunTask' } }],
+      [
+        ['iam:PassRole'],
+        [getAtt(s.stack.node.findChild('RunnerExecutionRole')), getAtt(s.stack.node.findChild('RunnerTaskRole'))],
+        { StringEquals: { 'iam:PassedToService': 'ecs-tasks.amazonaws.com' } },
+      ],
+    ],
+    'wait-for-registration': () => [
+      [GET_PUT_UPDATE, tableArn()],
+      [CALLBACKS, smArn()],
+    ],
+    confirm: () => [
+      [GET_PUT_UPDATE, tableArn()],
+      [CALLBACKS, smArn()],
+    ],
+    cleanup: () => [
+      [GET_PUT_UPDATE, tableArn()],
+      [['secretsmanager:GetSecretValue'], [secret('tasuki/github-app-private-key')]],
+      [['ecs:StopTask'], clusterTasks(), { ArnEquals: { 'ecs:cluster': getAtt(s.stack.cluster) } }],
+    ],
+    finalize: () => [
+      [[...GET_PUT, 'dynamodb:Query', 'dynamodb:UpdateItem'], tableArn()],
+      [['secretsmanager:GetSecretValue'], [secret('tasuki/github-app-private-key')]],
+      [['ecs:StopTask'], clusterTasks(), { ArnEquals: { 'ecs:cluster': getAtt(s.stack.cluster) } }],
+    ],
+    'ecs-events': () => [
+      [['dynamodb:GetItem', 'dynamodb:UpdateItem'], tableArn()],
+      [CALLBACKS, smArn()],
+    ],
+  };
+  const byJson = (a: Json, b: Json) => JSON.stringify(a).localeCompare(JSON.stringify(b));
+  const clusterTasks = () => `arn:aws:ecs:${FAKE.region}:${FAKE.account}:task/${resolve(ref(s.stack.cluster))}/*`;
+
+  for (const bin of BINS) {
+    it(`${bin}: its own log group and exactly the listed grants`, () => {
+      const fn = functionOf(bin);
+      const role = fn.Properties.Role['Fn::GetAtt'][0];
+      const statements = iamStatements(t).filter((x) => x.role === role).map((x) => x.statement);
+      const [logs, ...rest] = statements;
+      assert.deepEqual(logs.Action, ['logs:CreateLogStream', 'logs:PutLogEvents']);
+      assert.deepEqual(logs.Resource, { 'Fn::GetAtt': [fn.Properties.LoggingConfig.LogGroup.Ref, 'Arn'] });
+      // Resources compared as sorted lists; built ARNs (Fn::Join) compared resolved.
+      const resources = (r: Json) =>
+        asList<Json>(r)
+          .map((x) => (typeof x === 'object' && 'Fn::Join' in x ? resolve(x) : x))
+          .sort(byJson);
+      const actual = rest.map((st) => [asList<string>(st.Action).sort(), resources(st.Resource), st.Condition]);
+      const want = expected[bin]().map(([actions, resource, condition]) => [[...actions].sort(), resources(resource), condition]);
+      assert.deepEqual(actual, want);
+      // Only the right secrets, only where they are read.
+      const secretNames = JSON.stringify(statements).match(/secret:[^"?]+/g) ?? [];
+      const reads = { webhook: ['secret:tasuki/webhook-secret-'], 'issue-token': ['secret:tasuki/github-app-private-key-'], cleanup: ['secret:tasuki/github-app-private-key-'], finalize: ['secret:tasuki/github-app-private-key-'] } as Record<string, string[]>;
+      assert.deepEqual(secretNames, reads[bin] ?? [], bin);
+    });
+  }
+
+  it('the state machine may invoke exactly the step functions (unqualified ARNs), plus logs delivery and X-Ray', () => {
+    const role = logicalId(s.stack.stateMachine.role);
+    const statements = iamStatements(t).filter((x) => x.role === role).map((x) => x.statement);
+    const invoke = statements.filter((st) => asList(st.Action).includes('lambda:InvokeFunction'));
+    assert.equal(invoke.length, 1);
+    assert.deepEqual(asList(invoke[0].Action), ['lambda:InvokeFunction']);
+    const steps = BINS.filter((b) => b !== 'webhook' && b !== 'ecs-events');
+    assert.deepEqual(
+      [...invoke[0].Resource].sort(byJson),
+      steps.map((b) => getAtt(s.stack.functions[b])).sort(byJson),
+    );
+    for (const st of statements.filter((x) => x !== invoke[0])) {
+      assert.deepEqual(asList(st.Resource), ['*']);
+      assert.ok(asList<string>(st.Action).every((a) => UNSCOPABLE.has(a)));
+    }
+  });
+
+  it('container instances: the ECS agent only, on this cluster', () => {
+    const roles = resourcesOfType(t, 'AWS::IAM::Role').filter(([, r]) =>
+      JSON.stringify(r.Properties.AssumeRolePolicyDocument).includes('ec2.amazonaws.com'),
+    );
+    assert.equal(roles.length, 2);
+    for (const [id] of roles) {
+      const actions = iamStatements(t)
+        .filter((x) => x.role === id)
+        .flatMap((x) => asList<string>(x.statement.Action))
+        .sort();
+      assert.deepEqual(actions, [
+        'ecs:DeregisterContainerInstance',
+        'ecs:DiscoverPollEndpoint',
+        'ecs:Poll',
+        'ecs:PutSystemLogEvents',
+        'ecs:RegisterContainerInstance',
+        'ecs:StartTelemetrySession',
+        'ecs:SubmitAttachmentStateChanges',
+        'ecs:SubmitContainerStateChange',
+        'ecs:SubmitTaskStateChange',
+        'ecs:UpdateContainerInstancesState',
+      ]);
+    }
+  });
+});
