@@ -11,7 +11,7 @@ import { ConfigError } from '../lib/config';
 import { INFRA_DIR, buildApp } from '../lib/app';
 
 function main(): void {
-  const cli = new App(); // reads the CLI's -c context
+  const cli = new App({ autoSynth: false }); // only reads the CLI's -c context
   const context = (key: string): string | undefined => cli.node.tryGetContext(key);
   const configPath = path.resolve(context('config') ?? process.env.TASUKI_CONFIG_PATH ?? path.join(INFRA_DIR, 'tasuki.config.json'));
   const lambdaCode = context('lambdaCode') ?? 'rust';

@@ -1,0 +1,164 @@
+// Other configs: an imported VPC, no EC2 capacity, a private ECR image, GitHub Enterprise Server;
+// cdk-nag wired into the app; `cdk synth` refusing a bad file with the field named.
+
+import * as assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { before, describe, it } from 'node:test';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import { INFRA_DIR, buildApp } from '../lib/app';
+import { FAKE, type Json, type Synth, exampleConfig, iamStatements, resolver, resourcesOfType, synth } from './helpers';
+
+describe('an imported VPC, Fargate only, a private ECR image, GitHub Enterprise Server', () => {
+  let s: Synth;
+  let t: Json;
+  let runtime: Json;
+  const image = '111122223333.dkr.ecr.eu-west-1.amazonaws.com/ci/tasuki-runner:2.330.0';
+
+  before(() => {
+    const config = exampleConfig();
+    config.network = {
+      vpc: {
+        import: {
+          vpc_id: 'vpc-0123456789abcdef0',
+          subnets: { 'eu-west-1b': 'subnet-0bbbbbbbbbbbbbbbb', 'eu-west-1a': 'subnet-0aaaaaaaaaaaaaaaa' },
+        },
+      },
+      security_group_allowlist: ['sg-0db'],
+    };
+    delete config.ec2;
+    config.capacity_order = ['fargate-spot', 'fargate'];
+    config.runner.image = image;
+    config.github.api_url = 'https://ghe.example.com/api/v3';
+    s = synth({ config, stackName: 'TasukiGhe', webhookReservedConcurrency: 0 });
+    t = s.template;
+    const [, webhook] = resourcesOfType(t, 'AWS::Lambda::Function').find(([, r]) => r.Properties.Description === 'tasuki webhook')!;
+    runtime = JSON.parse(resolver(t).resolve(webhook.Properties.Environment.Variables.TASUKI_CONFIG));
+  });
+
+  it('synthesizes with no finding (cdk-nag, CloudFormation validation, construct warnings)', () => {
+    const report = JSON.parse(fs.readFileSync(path.join(s.outdir, 'validation-report.json'), 'utf8'));
+    assert.deepEqual(report.pluginReports, []);
+  });
+
+  it('creates no VPC and hands the given subnets (by AZ) to run-task', () => {
+    assert.equal(resourcesOfType(t, 'AWS::EC2::VPC').length, 0);
+    assert.equal(resourcesOfType(t, 'AWS::EC2::Subnet').length, 0);
+    assert.deepEqual(runtime.network.subnets, { 'eu-west-1a': 'subnet-0aaaaaaaaaaaaaaaa', 'eu-west-1b': 'subnet-0bbbbbbbbbbbbbbbb' });
+    assert.deepEqual(runtime.network.security_group_allowlist, ['sg-0db']);
+    const [, sg] = resourcesOfType(t, 'AWS::EC2::SecurityGroup')[0];
+    assert.equal(sg.Properties.VpcId, 'vpc-0123456789abcdef0');
+  });
+
+  it('without ec2 there is no EC2 capacity and no dind task definition (docker jobs are refused)', () => {
+    assert.equal(resourcesOfType(t, 'AWS::AutoScaling::AutoScalingGroup').length, 0);
+    assert.equal(resourcesOfType(t, 'AWS::ECS::CapacityProvider').length, 0);
+    assert.deepEqual(Object.keys(runtime.ecs.task_definitions).sort(), ['arm64', 'x64']);
+    assert.deepEqual(runtime.ecs.ec2_capacity_providers, {});
+    assert.deepEqual(runtime.capacity_order, ['fargate-spot', 'fargate']);
+    const privileged = resourcesOfType(t, 'AWS::ECS::TaskDefinition').flatMap(([, r]) =>
+      r.Properties.ContainerDefinitions.filter((c: Json) => c.Privileged),
+    );
+    assert.deepEqual(privileged, []);
+  });
+
+  it('GitHub Enterprise Server: the API URL reaches the Lambdas', () => {
+    assert.equal(runtime.github.api_url, 'https://ghe.example.com/api/v3');
+    assert.equal(runtime.state_machine_arn, `arn:aws:states:${FAKE.region}:${FAKE.account}:stateMachine:TasukiGhe-runner-job`);
+  });
+
+  it('a private ECR image: the execution role may pull exactly that repository', () => {
+    const [, td] = resourcesOfType(t, 'AWS::ECS::TaskDefinition')[0];
+    assert.equal(resolver(t).resolve(td.Properties.ContainerDefinitions[0].Image), image);
+    const execRole = td.Properties.ExecutionRoleArn['Fn::GetAtt'][0];
+    const statements = iamStatements(t).filter((x) => x.role === execRole).map((x) => x.statement);
+    const pull = statements.find((st) => [st.Action].flat().includes('ecr:BatchGetImage'));
+    assert.ok(pull);
+    assert.equal(resolver(t).resolve(pull.Resource), 'arn:aws:ecr:eu-west-1:111122223333:repository/ci/tasuki-runner');
+    const token = statements.find((st) => [st.Action].flat().includes('ecr:GetAuthorizationToken'));
+    assert.deepEqual([token.Action].flat(), ['ecr:GetAuthorizationToken'], 'the only action on "*"');
+    assert.equal(token.Resource, '*');
+  });
+
+  it('webhookReservedConcurrency 0 reserves none', () => {
+    const [, webhook] = resourcesOfType(t, 'AWS::Lambda::Function').find(([, r]) => r.Properties.Description === 'tasuki webhook')!;
+    assert.equal(webhook.Properties.ReservedConcurrentExecutions, undefined);
+  });
+});
+
+describe('cdk-nag (AwsSolutions)', () => {
+  it('the example synthesizes with no unacknowledged finding, and every acknowledgement has a reason', () => {
+    const s = synth();
+    const report = JSON.parse(fs.readFileSync(path.join(s.outdir, 'validation-report.json'), 'utf8'));
+    assert.deepEqual(report.pluginReports.flatMap((p: Json) => p.violations ?? []), []);
+    // Acknowledgements are construct metadata: { "<rule id>": "<reason>" }.
+    const acknowledged: [string, string][] = [];
+    const nodes: Json[] = [s.stack];
+    while (nodes.length > 0) {
+      const node = nodes.pop();
+      for (const entry of node.node.metadata) {
+        if (entry.type === 'aws:cdk:acknowledged-rules') acknowledged.push(...(Object.entries(entry.data) as [string, string][]));
+      }
+      nodes.push(...node.node.children);
+    }
+    const ours = acknowledged.filter(([id]) => id.includes('AwsSolutions'));
+    assert.ok(ours.length >= 8, JSON.stringify(acknowledged));
+    for (const [id, reason] of ours) {
+      assert.ok(reason.length > 40, `${id}: acknowledged without a real reason (${reason})`);
+    }
+  });
+
+  it('is wired into the app: an unacknowledged finding fails synth', () => {
+    const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'tasuki-nag-'));
+    const { app, stack } = buildApp({ configPath: path.join(INFRA_DIR, 'tasuki.config.example.json'), lambdaCode: 'placeholder', outdir });
+    new dynamodb.Table(stack, 'NoPitr', { partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING } });
+    assert.throws(() => app.synth(), /Validation failed/);
+    const report = fs.readFileSync(path.join(outdir, 'validation-report.json'), 'utf8');
+    assert.match(report, /AwsSolutions-DDB3/);
+  });
+});
+
+describe('bin/tasuki.ts (what `cdk synth` runs)', () => {
+  function run(context: Record<string, string>, env: Record<string, string> = {}) {
+    const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'tasuki-bin-'));
+    const result = spawnSync(process.execPath, ['--import', 'tsx', path.join(INFRA_DIR, 'bin', 'tasuki.ts')], {
+      cwd: INFRA_DIR,
+      env: { ...process.env, ...env, CDK_OUTDIR: outdir, CDK_CONTEXT_JSON: JSON.stringify(context) },
+      encoding: 'utf8',
+    });
+    return { ...result, outdir };
+  }
+
+  it('a bad config fails synth with the field named, and no stack trace', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tasuki-bad-'));
+    const bad = exampleConfig();
+    bad.timeouts.registration_seconds = 0;
+    bad.capacity_order = ['fargate', 'quantum'];
+    const file = path.join(dir, 'tasuki.config.json');
+    fs.writeFileSync(file, JSON.stringify(bad));
+    const r = run({ config: file, lambdaCode: 'placeholder' });
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(
+      r.stderr.trim(),
+      [
+        'tasuki.config.json: /capacity_order/1 must be one of "fargate-spot", "fargate", "ec2"',
+        'tasuki.config.json: /timeouts/registration_seconds must be >= 1',
+      ].join('\n'),
+    );
+  });
+
+  it('reads the config path from TASUKI_CONFIG_PATH and synthesizes', () => {
+    const r = run({ lambdaCode: 'placeholder', stackName: 'TasukiEnv' }, { TASUKI_CONFIG_PATH: path.join(INFRA_DIR, 'tasuki.config.example.json') });
+    assert.equal(r.status, 0, r.stderr);
+    const manifest = JSON.parse(fs.readFileSync(path.join(r.outdir, 'manifest.json'), 'utf8'));
+    assert.equal(manifest.artifacts.TasukiEnv?.type, 'aws:cloudformation:stack', 'the cloud assembly lists the stack');
+  });
+
+  it('without a config file, says which file it wanted', () => {
+    const r = run({ lambdaCode: 'placeholder', config: '/nonexistent/tasuki.config.json' });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /tasuki\.config\.json: cannot read \/nonexistent\/tasuki\.config\.json .*copy tasuki\.config\.example\.json/);
+  });
+});
