@@ -33,6 +33,8 @@ export const JOB_CONTEXT_KEY = 'tasuki:job-id';
 
 /** Where the runner works; shared with the dind sidecar so `docker run -v $PWD:…` sees the checkout. */
 export const RUNNER_WORK_DIR = '/home/runner/_work';
+/** The runner's node & co.; the daemon mounts it into job containers (`container:`) for JavaScript actions. */
+export const RUNNER_EXTERNALS_DIR = '/home/runner/externals';
 
 /** The Docker daemon of `docker` jobs, from ECR Public's mirror of Docker's official image (no Docker Hub pull limits). */
 export const DIND_IMAGE = 'public.ecr.aws/docker/library/docker:28-dind';
@@ -631,8 +633,11 @@ export class TasukiStack extends Stack {
   /**
    * The task definition of `docker` jobs on EC2: the runner container unprivileged, and a `dockerd`
    * sidecar — the only privileged container — reached over localhost (awsvpc: one network namespace).
-   * The runner's work directory is a task volume mounted at the same path in both, so bind mounts
-   * from job steps resolve.
+   * The runner's work directory and externals are task volumes mounted at the same paths in both, so
+   * bind mounts from job steps, job containers and container actions resolve in the daemon. Docker
+   * fills an empty volume from the image of the first container that mounts it over existing content:
+   * the runner's (the dockerd image has neither path), so the volumes take the runner's files and owner
+   * (runner-image/README.md).
    */
   private dindTaskDefinition(
     arch: Arch,
@@ -655,6 +660,7 @@ export class TasukiStack extends Stack {
       ],
       volumes: [
         { name: 'work', dockerVolumeConfiguration: { scope: ecs.Scope.TASK, driver: 'local' } },
+        { name: 'externals', dockerVolumeConfiguration: { scope: ecs.Scope.TASK, driver: 'local' } },
         { name: 'docker', dockerVolumeConfiguration: { scope: ecs.Scope.TASK, driver: 'local' } },
       ],
     });
@@ -679,6 +685,7 @@ export class TasukiStack extends Stack {
     dockerd.addMountPoints(
       { containerPath: '/var/lib/docker', sourceVolume: 'docker', readOnly: false },
       { containerPath: RUNNER_WORK_DIR, sourceVolume: 'work', readOnly: false },
+      { containerPath: RUNNER_EXTERNALS_DIR, sourceVolume: 'externals', readOnly: true },
     );
     const runner = td.addContainer(RUNNER_CONTAINER, {
       containerName: RUNNER_CONTAINER,
@@ -689,7 +696,10 @@ export class TasukiStack extends Stack {
       environment: { DOCKER_HOST },
       logging: ecs.LogDrivers.awsLogs({ logGroup, streamPrefix: `${arch}-docker` }),
     });
-    runner.addMountPoints({ containerPath: RUNNER_WORK_DIR, sourceVolume: 'work', readOnly: false });
+    runner.addMountPoints(
+      { containerPath: RUNNER_WORK_DIR, sourceVolume: 'work', readOnly: false },
+      { containerPath: RUNNER_EXTERNALS_DIR, sourceVolume: 'externals', readOnly: false },
+    );
     runner.addContainerDependencies({ container: dockerd, condition: ecs.ContainerDependencyCondition.HEALTHY });
     Validations.of(td).acknowledge({
       id: 'AwsSolutions-ECS2',

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { BINS, substitutionVariable } from '../lib/lambdas';
-import { ASL_PATH, DIND_IMAGE, JOB_CONTEXT_KEY, RUNNER_CONTAINER, RUNNER_WORK_DIR, aslSubstitutions } from '../lib/stack';
+import { ASL_PATH, DIND_IMAGE, JOB_CONTEXT_KEY, RUNNER_CONTAINER, RUNNER_EXTERNALS_DIR, RUNNER_WORK_DIR, aslSubstitutions } from '../lib/stack';
 import { FAKE, type Json, type Synth, asList, exampleConfig, iamStatements, resolver, resourcesOfType, synth } from './helpers';
 
 let s: Synth;
@@ -305,9 +305,11 @@ describe('ECS', () => {
       assert.equal(runner.Privileged, undefined);
       assert.deepEqual(runner.Environment, [{ Name: 'DOCKER_HOST', Value: 'tcp://127.0.0.1:2375' }]);
       assert.deepEqual(runner.DependsOn, [{ ContainerName: 'dockerd', Condition: 'HEALTHY' }]);
-      const work = (c: Json) => c.MountPoints.find((m: Json) => m.ContainerPath === RUNNER_WORK_DIR)?.SourceVolume;
-      assert.equal(work(runner), 'work');
-      assert.equal(work(dockerd), 'work');
+      const volume = (c: Json, dir: string) => c.MountPoints.find((m: Json) => m.ContainerPath === dir)?.SourceVolume;
+      for (const [dir, name] of [[RUNNER_WORK_DIR, 'work'], [RUNNER_EXTERNALS_DIR, 'externals']]) {
+        assert.equal(volume(runner, dir), name, `runner ${dir}`);
+        assert.equal(volume(dockerd, dir), name, `dockerd ${dir}`);
+      }
     }
   });
 

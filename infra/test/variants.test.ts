@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import { RustFunction } from 'cargo-lambda-cdk';
 import { INFRA_DIR, buildApp } from '../lib/app';
 import { FAKE, type Json, type Synth, exampleConfig, iamStatements, resolver, resourcesOfType, synth } from './helpers';
 
@@ -117,6 +118,24 @@ describe('cdk-nag (AwsSolutions)', () => {
     assert.throws(() => app.synth(), /Validation failed/);
     const report = fs.readFileSync(path.join(outdir, 'validation-report.json'), 'utf8');
     assert.match(report, /AwsSolutions-DDB3/);
+  });
+});
+
+describe('Lambda code for deploys', () => {
+  it('is cargo-lambda-cdk RustFunction per bin of the workspace (bundling skipped here: no Rust build)', () => {
+    const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'tasuki-rust-'));
+    const { app, stack } = buildApp({
+      configPath: path.join(INFRA_DIR, 'tasuki.config.example.json'),
+      lambdaCode: 'rust',
+      outdir,
+      context: { 'aws:cdk:bundling-stacks': [] },
+    });
+    app.synth();
+    for (const [bin, fn] of Object.entries(stack.functions)) {
+      assert.ok(fn instanceof RustFunction, bin);
+      assert.equal(fn.architecture.name, 'arm64', bin);
+      assert.equal(fn.runtime.name, 'provided.al2023', bin);
+    }
   });
 });
 
