@@ -4,7 +4,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { describe, it } from 'node:test';
 import { ConfigError, SCHEMA_PATH, loadDeployConfig, sizeProblem, validateDeployConfig } from '../lib/config';
-import { EXAMPLE_CONFIG, type Json, exampleConfig } from './helpers';
+import { EXAMPLE_CONFIG, type Json, exampleConfig, tempDir } from './helpers';
 
 function problems(edit: (config: Json) => void): string[] {
   const config = exampleConfig();
@@ -118,7 +118,7 @@ describe('tasuki.config.json', () => {
 
   it('an unreadable or non-JSON file is named', () => {
     assert.throws(() => loadDeployConfig('/nonexistent/tasuki.config.json'), /tasuki\.config\.json: cannot read/);
-    const bad = `${fs.mkdtempSync('/tmp/tasuki-')}/tasuki.config.json`;
+    const bad = `${tempDir('config')}/tasuki.config.json`;
     fs.writeFileSync(bad, '{"github": ');
     assert.throws(() => loadDeployConfig(bad), /tasuki\.config\.json: not JSON/);
   });

@@ -10,6 +10,14 @@ import type { TasukiStack } from '../lib/stack';
 
 export const EXAMPLE_CONFIG = path.join(INFRA_DIR, 'tasuki.config.example.json');
 
+/** One temporary directory per test process, removed when it exits. */
+const TMP_ROOT = fs.mkdtempSync(path.join(os.tmpdir(), 'tasuki-infra-test-'));
+process.on('exit', () => fs.rmSync(TMP_ROOT, { recursive: true, force: true }));
+
+export function tempDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(TMP_ROOT, `${prefix}-`));
+}
+
 export type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 export interface Synth {
@@ -22,7 +30,7 @@ export interface Synth {
 
 /** Synthesizes the app as `bin/tasuki.ts` would, with placeholder Lambda code, into a temp dir. */
 export function synth(options: Partial<TasukiAppOptions> & { config?: Json } = {}): Synth {
-  const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'tasuki-synth-'));
+  const outdir = tempDir('synth');
   let configPath = options.configPath ?? EXAMPLE_CONFIG;
   if (options.config !== undefined) {
     configPath = path.join(outdir, 'tasuki.config.json');

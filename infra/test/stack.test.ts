@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { BINS, substitutionVariable } from '../lib/lambdas';
 import { ASL_PATH, DIND_IMAGE, JOB_CONTEXT_KEY, RUNNER_CONTAINER, RUNNER_EXTERNALS_DIR, RUNNER_WORK_DIR, aslSubstitutions } from '../lib/stack';
-import { FAKE, type Json, type Synth, asList, exampleConfig, iamStatements, resolver, resourcesOfType, synth } from './helpers';
+import { FAKE, type Json, type Synth, asList, exampleConfig, iamStatements, resolver, resourcesOfType, synth, tempDir } from './helpers';
 
 let s: Synth;
 let t: Json;
@@ -180,7 +180,7 @@ describe('State machine', () => {
 
   it('an ASL placeholder that names no Lambda fails synth', () => {
     const fake = Object.fromEntries(BINS.map((b) => [b, { functionArn: `arn:${b}` }])) as Json;
-    const dir = fs.mkdtempSync(path.join(s.outdir, 'asl-'));
+    const dir = tempDir('asl');
     const bad = path.join(dir, 'bad.asl.json');
     fs.writeFileSync(bad, JSON.stringify({ StartAt: 'X', States: { X: { Type: 'Task', Resource: '${BogusFunctionArn}', End: true } } }));
     assert.throws(() => aslSubstitutions(fake, bad), /\$\{BogusFunctionArn\} names no Lambda bin/);

@@ -4,13 +4,12 @@
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import { RustFunction } from 'cargo-lambda-cdk';
 import { INFRA_DIR, buildApp } from '../lib/app';
-import { FAKE, type Json, type Synth, exampleConfig, iamStatements, resolver, resourcesOfType, synth } from './helpers';
+import { FAKE, type Json, type Synth, exampleConfig, iamStatements, resolver, resourcesOfType, synth, tempDir } from './helpers';
 
 describe('an imported VPC, Fargate only, a private ECR image, GitHub Enterprise Server', () => {
   let s: Synth;
@@ -112,7 +111,7 @@ describe('cdk-nag (AwsSolutions)', () => {
   });
 
   it('is wired into the app: an unacknowledged finding fails synth', () => {
-    const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'tasuki-nag-'));
+    const outdir = tempDir('nag');
     const { app, stack } = buildApp({ configPath: path.join(INFRA_DIR, 'tasuki.config.example.json'), lambdaCode: 'placeholder', outdir });
     new dynamodb.Table(stack, 'NoPitr', { partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING } });
     assert.throws(() => app.synth(), /Validation failed/);
@@ -123,7 +122,7 @@ describe('cdk-nag (AwsSolutions)', () => {
 
 describe('Lambda code for deploys', () => {
   it('is cargo-lambda-cdk RustFunction per bin of the workspace (bundling skipped here: no Rust build)', () => {
-    const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'tasuki-rust-'));
+    const outdir = tempDir('rust');
     const { app, stack } = buildApp({
       configPath: path.join(INFRA_DIR, 'tasuki.config.example.json'),
       lambdaCode: 'rust',
@@ -141,7 +140,7 @@ describe('Lambda code for deploys', () => {
 
 describe('bin/tasuki.ts (what `cdk synth` runs)', () => {
   function run(context: Record<string, string>, env: Record<string, string> = {}) {
-    const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'tasuki-bin-'));
+    const outdir = tempDir('bin');
     const result = spawnSync(process.execPath, ['--import', 'tsx', path.join(INFRA_DIR, 'bin', 'tasuki.ts')], {
       cwd: INFRA_DIR,
       env: { ...process.env, ...env, CDK_OUTDIR: outdir, CDK_CONTEXT_JSON: JSON.stringify(context) },
@@ -151,7 +150,7 @@ describe('bin/tasuki.ts (what `cdk synth` runs)', () => {
   }
 
   it('a bad config fails synth with the field named, and no stack trace', () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tasuki-bad-'));
+    const dir = tempDir('bad');
     const bad = exampleConfig();
     bad.timeouts.registration_seconds = 0;
     bad.capacity_order = ['fargate', 'quantum'];
