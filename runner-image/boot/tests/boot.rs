@@ -190,9 +190,10 @@ impl Boot {
             assert!(ready, "the fake runner never got ready");
             kill(child.id() as i32, signal);
         }
+        // Connections to the fake KMS stay open, unanswered, until the boot program has exited.
+        let mut held = Vec::new();
         if let Some((listener, signal)) = &self.signal_when_connected {
             listener.set_nonblocking(true).unwrap();
-            let mut held = Vec::new();
             let connected = wait_until(&mut child, &record, || match listener.accept() {
                 Ok((stream, _)) => {
                     held.push(stream);
@@ -205,6 +206,7 @@ impl Boot {
         }
 
         let code = wait_for_exit(&mut child, &record);
+        drop(held);
         Run {
             code,
             stdout: stdout.join().unwrap(),
@@ -365,7 +367,7 @@ fn a_credential_sealed_for_another_job_is_refused_and_the_runner_never_starts() 
 }
 
 #[test]
-fn a_missing_credential_fails_clearly_before_calling_kms() {
+fn a_missing_credential_fails_clearly_and_starts_nothing() {
     let run = Boot::new(84, None).run();
     run.assert_refused(78, "TASUKI_JIT_CONFIG_CIPHERTEXT is not set");
 }
