@@ -8,11 +8,17 @@ PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(CURDIR)/tests/node_modules/.bin:$(PATH)
 export CARGO_TERM_COLOR ?= never
 
+.DEFAULT_GOAL := help
+include infra/infra.mk
+include runner-image/image.mk
+
 .PHONY: help deps build lint test unit e2e demo local-up local-down schema clean
 
 help:
 	@echo "make demo        play one job through the whole lifecycle locally and print its timeline"
 	@echo "make test        lint, unit/property/adapter tests, then end-to-end tests on the local stack"
+	@echo "make infra-test  CDK app: offline synth, template tests, cdk-nag, cfn-lint"
+	@echo "make image-test  runner image: hadolint on the Dockerfile, shellcheck on its scripts"
 	@echo "make local-up    start the local stack in the background (writes .tasuki/local.env)"
 	@echo "make local-down  stop it"
 
@@ -37,12 +43,14 @@ e2e: build
 	$(MAKE) --no-print-directory local-up; \
 	$(PY) -m pytest -q tests/e2e tests/harness/test_harness.py
 
-test: lint unit e2e
+test: lint unit infra-test image-test e2e
 
 demo: build
 	@trap '$(MAKE) --no-print-directory local-down >/dev/null' EXIT; \
 	$(MAKE) --no-print-directory local-up; \
 	$(PY) tests/harness/demo.py
+
+image-test: deps
 
 # The deployment file's JSON Schema is generated from the Rust type; a unit test checks it is current.
 schema:
@@ -55,4 +63,4 @@ local-down:
 	@if [ -x "$(PY)" ]; then $(PY) tests/harness/local_stack.py down; fi
 
 clean: local-down
-	rm -rf .tasuki target tests/node_modules
+	rm -rf .tasuki target tests/node_modules infra/node_modules infra/cdk.out

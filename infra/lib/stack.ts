@@ -203,7 +203,13 @@ export class TasukiStack extends Stack {
         essential: true,
         // Fargate Spot gives 2 minutes after SIGTERM; let the runner finish its step or deregister.
         stopTimeout: Duration.seconds(120),
+        // tasuki-boot calls KMS and must know the region without instance metadata.
+        environment: { AWS_REGION: this.region },
         logging: ecs.LogDrivers.awsLogs({ logGroup: runnerLogs, streamPrefix: arch }),
+      });
+      Validations.of(td).acknowledge({
+        id: 'AwsSolutions-ECS2',
+        reason: 'The only environment value is AWS_REGION: no secret. The job credential comes as a KMS ciphertext in RunTask overrides.',
       });
       taskDefinitions[arch] = td;
     }
@@ -693,7 +699,7 @@ export class TasukiStack extends Stack {
       essential: true,
       memoryReservationMiB: 512,
       stopTimeout: Duration.seconds(120),
-      environment: { DOCKER_HOST },
+      environment: { DOCKER_HOST, AWS_REGION: this.region },
       logging: ecs.LogDrivers.awsLogs({ logGroup, streamPrefix: `${arch}-docker` }),
     });
     runner.addMountPoints(
@@ -703,7 +709,7 @@ export class TasukiStack extends Stack {
     runner.addContainerDependencies({ container: dockerd, condition: ecs.ContainerDependencyCondition.HEALTHY });
     Validations.of(td).acknowledge({
       id: 'AwsSolutions-ECS2',
-      reason: 'The only environment values are DOCKER_HOST (loopback address) and an empty DOCKER_TLS_CERTDIR: no secrets.',
+      reason: 'The only environment values are DOCKER_HOST (loopback address), AWS_REGION and an empty DOCKER_TLS_CERTDIR: no secrets.',
     });
     return td;
   }

@@ -74,11 +74,11 @@ describe('tasuki.config.json', () => {
       ['/network/vpc/create/max_azs must be <= 6'],
     );
     assert.deepEqual(
-      problems((c) => (c.network.vpc = { import: { vpc_id: 'vpc-0abc', subnets: { 'us-east-1a': 'sg-1' } } })),
+      problems((c) => (c.network.vpc = { import: { vpc_id: 'vpc-0123456789abcdef0', subnets: { 'us-east-1a': 'sg-1' } } })),
       ['/network/vpc/import/subnets/us-east-1a is not a subnet id'],
     );
     assert.deepEqual(
-      problems((c) => (c.network.vpc = { import: { vpc_id: 'vpc-0abc' } })),
+      problems((c) => (c.network.vpc = { import: { vpc_id: 'vpc-0123456789abcdef0' } })),
       ['/network/vpc/import/subnets is required'],
     );
   });
@@ -103,8 +103,14 @@ describe('tasuki.config.json', () => {
     ]);
     assert.deepEqual(problems((c) => (c.access.repositories = ['nope'])), ['/access/repositories/0 `nope` is not `owner/name`']);
     assert.match(problems((c) => (c.log_retention_days = 10))[0], /^\/log_retention_days must be one of CloudWatch Logs' retention periods: 1, 3, 5, 7, 14, 30/);
+  });
+
+  it('rejects ids that are not AWS ids, from the schema generated in Rust', () => {
     assert.deepEqual(problems((c) => (c.network.security_group_allowlist = ['db'])), [
-      '/network/security_group_allowlist/0 `db` is not a security group id',
+      '/network/security_group_allowlist/0 must match pattern "^sg-([0-9a-f]{8}|[0-9a-f]{17})$"',
+    ]);
+    assert.deepEqual(problems((c) => (c.network.vpc = { import: { vpc_id: 'vpc-0abc', subnets: { a: 'subnet-0123456789abcdef0' } } })), [
+      '/network/vpc/import/vpc_id must match pattern "^vpc-([0-9a-f]{8}|[0-9a-f]{17})$"',
     ]);
   });
 

@@ -264,7 +264,7 @@ describe('ECS', () => {
     }
   });
 
-  it('runner task definitions: one per arch on Fargate, `runner` container, the configured image, no environment', () => {
+  it('runner task definitions: one per arch on Fargate, `runner` container, the configured image, only the region in env', () => {
     const tds = resourcesOfType(t, 'AWS::ECS::TaskDefinition');
     const fargate = tds.filter(([, r]) => (r.Properties.RequiresCompatibilities ?? []).includes('FARGATE'));
     assert.deepEqual(
@@ -281,7 +281,7 @@ describe('ECS', () => {
       const [c] = p.ContainerDefinitions;
       assert.equal(c.Image, exampleConfig().runner.image);
       assert.equal(c.Privileged, undefined);
-      assert.equal(c.Environment, undefined, 'run-task passes everything as overrides');
+      assert.deepEqual(c.Environment, [{ Name: 'AWS_REGION', Value: { Ref: 'AWS::Region' } }], 'the job comes as overrides; tasuki-boot needs the region');
       assert.equal(c.LogConfiguration.LogDriver, 'awslogs');
       assert.deepEqual(p.TaskRoleArn, getAtt(s.stack.node.findChild('RunnerTaskRole')));
     }
@@ -303,7 +303,10 @@ describe('ECS', () => {
       assert.equal(dockerd.Image, DIND_IMAGE);
       assert.ok(dockerd.Command.includes('--host=tcp://127.0.0.1:2375'), 'dockerd listens on loopback only');
       assert.equal(runner.Privileged, undefined);
-      assert.deepEqual(runner.Environment, [{ Name: 'DOCKER_HOST', Value: 'tcp://127.0.0.1:2375' }]);
+      assert.deepEqual(runner.Environment, [
+        { Name: 'DOCKER_HOST', Value: 'tcp://127.0.0.1:2375' },
+        { Name: 'AWS_REGION', Value: { Ref: 'AWS::Region' } },
+      ]);
       assert.deepEqual(runner.DependsOn, [{ ContainerName: 'dockerd', Condition: 'HEALTHY' }]);
       const volume = (c: Json, dir: string) => c.MountPoints.find((m: Json) => m.ContainerPath === dir)?.SourceVolume;
       for (const [dir, name] of [[RUNNER_WORK_DIR, 'work'], [RUNNER_EXTERNALS_DIR, 'externals']]) {

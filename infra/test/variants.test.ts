@@ -26,7 +26,7 @@ describe('an imported VPC, Fargate only, a private ECR image, GitHub Enterprise 
           subnets: { 'eu-west-1b': 'subnet-0bbbbbbbbbbbbbbbb', 'eu-west-1a': 'subnet-0aaaaaaaaaaaaaaaa' },
         },
       },
-      security_group_allowlist: ['sg-0db'],
+      security_group_allowlist: ['sg-0123456789abcdef1'],
     };
     delete config.ec2;
     config.capacity_order = ['fargate-spot', 'fargate'];
@@ -47,7 +47,7 @@ describe('an imported VPC, Fargate only, a private ECR image, GitHub Enterprise 
     assert.equal(resourcesOfType(t, 'AWS::EC2::VPC').length, 0);
     assert.equal(resourcesOfType(t, 'AWS::EC2::Subnet').length, 0);
     assert.deepEqual(runtime.network.subnets, { 'eu-west-1a': 'subnet-0aaaaaaaaaaaaaaaa', 'eu-west-1b': 'subnet-0bbbbbbbbbbbbbbbb' });
-    assert.deepEqual(runtime.network.security_group_allowlist, ['sg-0db']);
+    assert.deepEqual(runtime.network.security_group_allowlist, ['sg-0123456789abcdef1']);
     const [, sg] = resourcesOfType(t, 'AWS::EC2::SecurityGroup')[0];
     assert.equal(sg.Properties.VpcId, 'vpc-0123456789abcdef0');
   });

@@ -410,6 +410,15 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_runtime_config_the_cdk_stack_builds_is_valid() {
+        // infra/test keeps this snapshot of TASUKI_CONFIG current (resolved with fake values).
+        let json = include_str!("../../../../infra/test/runtime-config.example.json");
+        let config = Config::from_json(json).expect("the stack's TASUKI_CONFIG is a valid Config");
+        assert!(config.state_machine_arn.contains(":stateMachine:"));
+        assert!(!config.network.subnets.is_empty());
+    }
+
+    #[test]
     fn the_example_config_is_valid() {
         let config = example();
         assert_eq!(config.default_size(), Some(Size::new(2, 4).unwrap()));

@@ -33,7 +33,7 @@ pub struct DeployConfig {
     #[serde(default = "default_retention_days")]
     #[schemars(range(min = 1))]
     pub retention_days: u32,
-    /// Days CloudWatch keeps Lambda, state machine and runner logs.
+    /// Days CloudWatch keeps Lambda, state machine and runner logs (a period CloudWatch offers).
     #[serde(default = "default_log_retention_days")]
     #[schemars(range(min = 1))]
     pub log_retention_days: u32,
@@ -76,6 +76,7 @@ pub struct DeployNetwork {
     pub vpc: VpcChoice,
     /// Security groups a job may add with an `sg-…` label.
     #[serde(default)]
+    #[schemars(inner(regex(pattern = r"^sg-([0-9a-f]{8}|[0-9a-f]{17})$")))]
     pub security_group_allowlist: Vec<String>,
 }
 
@@ -89,7 +90,7 @@ pub enum VpcChoice {
     },
     /// An existing VPC: one private subnet per AZ (with egress to GitHub).
     Import {
-        #[schemars(regex(pattern = r"^vpc-[0-9a-f]+$"))]
+        #[schemars(regex(pattern = r"^vpc-([0-9a-f]{8}|[0-9a-f]{17})$"))]
         vpc_id: String,
         #[schemars(length(min = 1))]
         subnets: BTreeMap<String, String>,
@@ -105,6 +106,12 @@ pub struct Ec2Capacity {
     #[schemars(range(min = 1))]
     pub max_instances: u32,
 }
+
+/// The retention periods CloudWatch Logs accepts.
+const LOG_RETENTION_DAYS: [u32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
 
 fn default_capacity_order() -> Vec<Capacity> {
     vec![Capacity::FargateSpot, Capacity::Fargate]
@@ -182,6 +189,12 @@ impl DeployConfig {
             &self.network.security_group_allowlist,
         )?;
         check_timeouts(self.timeouts)?;
+        if !LOG_RETENTION_DAYS.contains(&self.log_retention_days) {
+            return Err(invalid(
+                "log_retention_days",
+                format!("CloudWatch keeps logs for one of {LOG_RETENTION_DAYS:?} days"),
+            ));
+        }
         if self.runner.image.trim().is_empty() {
             return Err(invalid("runner.image", "must name the runner image"));
         }
@@ -256,5 +269,8 @@ mod tests {
         let mut v = example();
         v["sizes"]["aliases"]["small"] = "2cpu-64gb".into();
         assert_eq!(field_of(v), "sizes.aliases.small");
+        let mut v = example();
+        v["log_retention_days"] = 31.into();
+        assert_eq!(field_of(v), "log_retention_days");
     }
 }
