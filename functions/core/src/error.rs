@@ -83,6 +83,7 @@ impl StepError {
     }
 }
 
+#[cfg(feature = "aws")]
 impl From<StepError> for lambda_runtime::Diagnostic {
     fn from(error: StepError) -> Self {
         lambda_runtime::Diagnostic {
@@ -119,8 +120,11 @@ mod tests {
         for (error, name) in variants.into_iter().zip(StepError::NAMES) {
             assert_eq!(error.name(), name);
             assert_eq!(serde_json::to_value(&error).unwrap()["error"], name);
-            let diagnostic: lambda_runtime::Diagnostic = error.into();
-            assert_eq!(diagnostic.error_type, name);
+            #[cfg(feature = "aws")]
+            {
+                let diagnostic: lambda_runtime::Diagnostic = error.into();
+                assert_eq!(diagnostic.error_type, name);
+            }
         }
     }
 }

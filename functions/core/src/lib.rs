@@ -1,11 +1,14 @@
 //! tasuki core: the job lifecycle domain (pure), the ports it needs, and their AWS/GitHub adapters.
 
+#[cfg(feature = "aws")]
 pub mod adapters;
 pub mod domain;
 pub mod error;
+#[cfg(feature = "aws")]
 pub mod handlers;
 pub mod ports;
 pub mod signature;
+#[cfg(feature = "aws")]
 pub mod telemetry;
 
 pub use error::StepError;
