@@ -261,16 +261,7 @@ async fn ls_lists_jobs_newest_first() {
 
 #[tokio::test]
 async fn sealed_credentials_open_only_with_their_jobs_context() {
-    let sdk = support::sdk().await;
-    let kms = aws_sdk_kms::Client::new(&sdk);
-    let key = kms
-        .create_key()
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id;
+    let (kms, key) = support::kms_key(&support::sdk().await).await;
     let sealer = KmsSealer::new(kms.clone(), &key);
     let ciphertext = sealer
         .seal(77, &Sensitive::new("JIT-CONFIG-PLAINTEXT"))

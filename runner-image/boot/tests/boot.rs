@@ -42,15 +42,7 @@ fn seal(job_id: u64) -> Sealed {
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (key_id, ciphertext) = runtime.block_on(async {
-        let kms = aws_sdk_kms::Client::new(&support::sdk().await);
-        let key_id = kms
-            .create_key()
-            .send()
-            .await
-            .unwrap()
-            .key_metadata
-            .unwrap()
-            .key_id;
+        let (kms, key_id) = support::kms_key(&support::sdk().await).await;
         let ciphertext = KmsSealer::new(kms, &key_id)
             .seal(job_id, &Sensitive::new(&plaintext))
             .await

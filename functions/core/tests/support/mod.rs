@@ -60,6 +60,20 @@ pub async fn sdk() -> aws_config::SdkConfig {
         .await
 }
 
+/// A fresh KMS key in moto: its client and key id.
+pub async fn kms_key(sdk: &aws_config::SdkConfig) -> (aws_sdk_kms::Client, String) {
+    let kms = aws_sdk_kms::Client::new(sdk);
+    let key_id = kms
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    (kms, key_id)
+}
+
 /// A fresh, uniquely named lifecycle table with the production schema.
 pub async fn table(sdk: &aws_config::SdkConfig) -> String {
     use aws_sdk_dynamodb::types::*;
