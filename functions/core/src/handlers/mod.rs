@@ -5,7 +5,7 @@ pub mod steps;
 pub mod webhook;
 
 use crate::domain::config::Config;
-use crate::domain::lifecycle::{self, Happening, JobState};
+use crate::domain::lifecycle::{self, Happening, JobState, Position};
 use crate::domain::waits::{self, Callback};
 use crate::error::StepError;
 use crate::ports::{Commit, Executions, JobRecord, LifecycleStore, StoreError};
@@ -41,22 +41,28 @@ pub struct Effects {
     pub conclusion: Option<String>,
 }
 
-/// Applies one lifecycle transition with a conditional write, re-reading on a lost race.
-/// A retried step repeating the transition it already made is a no-op.
+/// The job as stored; a job the store does not know is a lifecycle conflict.
+pub async fn existing_job(store: &dyn LifecycleStore, job_id: u64) -> Result<JobRecord, StepError> {
+    Ok(store
+        .get(job_id)
+        .await?
+        .ok_or(StoreError::NotFound(job_id))?)
+}
+
+/// Applies one lifecycle transition with a conditional write, re-reading on a lost race, and
+/// returns where the job now stands. A retried step repeating the transition it already made is
+/// a no-op.
 pub async fn transition(
     store: &dyn LifecycleStore,
     config: &Config,
     job_id: u64,
     happening: Happening,
     effects: Effects,
-) -> Result<JobRecord, StepError> {
+) -> Result<Position, StepError> {
     for _ in 0..COMMIT_TRIES {
-        let record = store
-            .get(job_id)
-            .await?
-            .ok_or(StoreError::NotFound(job_id))?;
+        let record = existing_job(store, job_id).await?;
         if record.last_happening.as_ref() == Some(&happening) {
-            return Ok(record);
+            return Ok(record.position);
         }
         let to = lifecycle::next(record.position, &happening)
             .map_err(|e| StepError::LifecycleConflict(format!("job {job_id}: {e}")))?;
@@ -72,10 +78,7 @@ pub async fn transition(
         match store.commit(&record, &commit).await {
             Ok(()) => {
                 tracing::info!(job_id, state = %to.state, attempt = to.attempt, "transition");
-                return store
-                    .get(job_id)
-                    .await?
-                    .ok_or(StoreError::NotFound(job_id).into());
+                return Ok(to);
             }
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(e.into()),

@@ -1,7 +1,7 @@
 //! The state machine's Task steps. Each takes the execution state (`{"state": $}`) and returns
 //! a small typed result that the ASL places with `ResultPath`.
 
-use super::{deliver, transition, Effects};
+use super::{deliver, existing_job, transition, Effects};
 use crate::domain::config::Config;
 use crate::domain::job::{runner_name, started_by, JobRef};
 use crate::domain::labels::{self, LabelVerdict};
@@ -517,10 +517,7 @@ impl Cleanup {
         async {
             let job_id = state.job.job_id;
             let attempt = state.attempt()?;
-            let record =
-                self.store.get(job_id).await?.ok_or_else(|| {
-                    StepError::LifecycleConflict(format!("job {job_id} not found"))
-                })?;
+            let record = existing_job(&*self.store, job_id).await?;
             let reason = failure_reason(&state, &self.config, &record.signals);
             release(
                 &*self.launcher,
@@ -604,10 +601,7 @@ impl Finalize {
         let span = state.span("finalize");
         async {
             let job_id = state.job.job_id;
-            let record =
-                self.store.get(job_id).await?.ok_or_else(|| {
-                    StepError::LifecycleConflict(format!("job {job_id} not found"))
-                })?;
+            let record = existing_job(&*self.store, job_id).await?;
             let happening = match input.outcome {
                 Outcome::Exhausted => {
                     let timeline = self.store.timeline(job_id).await?;
@@ -659,9 +653,9 @@ impl Finalize {
                 },
             )
             .await?;
-            tracing::info!(state = %done.position.state, %why, "finalized");
+            tracing::info!(state = %done.state, %why, "finalized");
             Ok(Finalized {
-                state: done.position.state,
+                state: done.state,
                 reason: Some(why),
             })
         }
