@@ -259,6 +259,18 @@ def wait_for_state(job_id: str, states: Iterable[str] | str, timeout: float = 60
         ) from None
 
 
+def _pages(call: Callable[..., dict[str, Any]], field: str, max_pages: int = 1000, **kwargs: Any) -> list[Any]:
+    """Every `field` item of a `nextToken`-paginated AWS call, at most `max_pages` pages."""
+    items: list[Any] = []
+    for _ in range(max_pages):
+        page = call(**kwargs)
+        items += page.get(field, [])
+        kwargs["nextToken"] = page.get("nextToken")
+        if not kwargs["nextToken"]:
+            break
+    return items
+
+
 # ---- ECS and Step Functions -----------------------------------------------------------------------------
 def ecs_tasks_for_job(job_id: str) -> list[dict[str, Any]]:
     """DescribeTasks (with tags) of every task, running or stopped, whose startedBy is `tasuki/<job_id>/...`."""
@@ -266,16 +278,7 @@ def ecs_tasks_for_job(job_id: str) -> list[dict[str, Any]]:
     cluster = env()["TASUKI_CLUSTER"]
     arns: list[str] = []
     for desired in ("RUNNING", "STOPPED"):
-        token = None
-        for _ in range(100):
-            kwargs: dict[str, Any] = {"cluster": cluster, "desiredStatus": desired, "maxResults": 100}
-            if token:
-                kwargs["nextToken"] = token
-            page = ecs.list_tasks(**kwargs)
-            arns += page.get("taskArns", [])
-            token = page.get("nextToken")
-            if not token:
-                break
+        arns += _pages(ecs.list_tasks, "taskArns", 100, cluster=cluster, desiredStatus=desired, maxResults=100)
     arns = list(dict.fromkeys(arns))
     prefix = f"tasuki/{job_id}/"
     out = []
@@ -288,18 +291,10 @@ def ecs_tasks_for_job(job_id: str) -> list[dict[str, Any]]:
 def executions_for_job(job_id: str) -> list[dict[str, Any]]:
     """Step Functions executions of the runner-job state machine named `<job_id>-...` (DescribeExecution of each)."""
     sfn = boto("stepfunctions")
-    found = []
-    token = None
-    for _ in range(100):
-        kwargs: dict[str, Any] = {"stateMachineArn": env()["TASUKI_STATE_MACHINE_ARN"], "maxResults": 1000}
-        if token:
-            kwargs["nextToken"] = token
-        page = sfn.list_executions(**kwargs)
-        found += [e for e in page.get("executions", []) if e["name"].startswith(f"{job_id}-")]
-        token = page.get("nextToken")
-        if not token:
-            break
-    return [sfn.describe_execution(executionArn=e["executionArn"]) for e in found]
+    executions = _pages(sfn.list_executions, "executions", 100,
+                        stateMachineArn=env()["TASUKI_STATE_MACHINE_ARN"], maxResults=1000)
+    return [sfn.describe_execution(executionArn=e["executionArn"])
+            for e in executions if e["name"].startswith(f"{job_id}-")]
 
 
 def wait_for_executions_done(job_id: str, timeout: float = 60) -> list[dict[str, Any]]:
@@ -312,19 +307,8 @@ def wait_for_executions_done(job_id: str, timeout: float = 60) -> list[dict[str,
 
 
 def execution_history(execution_arn: str) -> list[dict[str, Any]]:
-    sfn = boto("stepfunctions")
-    events: list[dict[str, Any]] = []
-    token = None
-    for _ in range(1000):
-        kwargs: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000}
-        if token:
-            kwargs["nextToken"] = token
-        page = sfn.get_execution_history(**kwargs)
-        events += page.get("events", [])
-        token = page.get("nextToken")
-        if not token:
-            break
-    return events
+    return _pages(boto("stepfunctions").get_execution_history, "events", 1000,
+                  executionArn=execution_arn, maxResults=1000)
 
 
 # ---- leak check ------------------------------------------------------------------------------------------

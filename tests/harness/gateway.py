@@ -174,25 +174,10 @@ class GatewayHandler(BaseHandler):
     def ctx(self) -> "Gateway":
         return self.server.ctx  # type: ignore[attr-defined]
 
-    def do_GET(self) -> None:
-        self.handle_any()
-
-    def do_POST(self) -> None:
-        self.handle_any()
-
-    def do_PUT(self) -> None:
-        self.handle_any()
-
-    def do_DELETE(self) -> None:
-        self.handle_any()
-
     def do_HEAD(self) -> None:
-        self.handle_any()
+        self.handle_request()
 
-    def do_PATCH(self) -> None:
-        self.handle_any()
-
-    def handle_any(self) -> None:
+    def handle_request(self) -> None:
         try:
             body = self.read_body()
             path = urllib.parse.urlsplit(self.path).path

@@ -503,22 +503,7 @@ class GitHubHandler(BaseHandler):
     def world(self) -> World:
         return self.server.world  # type: ignore[attr-defined]
 
-    def do_GET(self) -> None:
-        self.dispatch()
-
-    def do_POST(self) -> None:
-        self.dispatch()
-
-    def do_DELETE(self) -> None:
-        self.dispatch()
-
-    def do_PATCH(self) -> None:
-        self.dispatch()
-
-    def do_PUT(self) -> None:
-        self.dispatch()
-
-    def dispatch(self) -> None:
+    def handle_request(self) -> None:
         try:
             self.raw = self.read_body()
             path = re.sub(r"/{2,}", "/", urllib.parse.urlsplit(self.path).path)
