@@ -7,6 +7,7 @@ pub mod error;
 #[cfg(feature = "aws")]
 pub mod handlers;
 pub mod ports;
+pub mod runner_contract;
 pub mod signature;
 #[cfg(feature = "aws")]
 pub mod telemetry;

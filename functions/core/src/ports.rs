@@ -175,7 +175,4 @@ pub trait CredentialSealer: Send + Sync {
     async fn seal(&self, job_id: u64, plaintext: &Sensitive) -> Result<String, StepError>;
 }
 
-/// The KMS encryption context that binds a runner credential to its job.
-pub fn encryption_context(job_id: u64) -> (String, String) {
-    ("tasuki:job-id".to_string(), job_id.to_string())
-}
+pub use crate::runner_contract::encryption_context;
