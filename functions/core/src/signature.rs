@@ -12,6 +12,13 @@ impl WebhookSecret {
         Self(secret.into())
     }
 
+    /// The secret as stored in Secrets Manager. A file made with `openssl rand -hex 32 > f` and stored
+    /// with `--secret-string file://f` ends in a newline the user never pastes into GitHub: surrounding
+    /// whitespace is not part of the secret.
+    pub fn from_stored(stored: &str) -> Self {
+        Self::new(stored.trim().as_bytes())
+    }
+
     /// `sha256=<hex>` over the raw body, as GitHub sends it.
     pub fn sign(&self, body: &[u8]) -> String {
         let mut mac = self.mac();
@@ -47,6 +54,16 @@ impl std::fmt::Debug for WebhookSecret {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_stored_secret_with_a_trailing_newline_verifies_what_github_signs_with_the_pasted_secret() {
+        let pasted = "5f1c0e2a9b7d4c3e8f6a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60";
+        let body = br#"{"action":"queued"}"#;
+        let github = WebhookSecret::new(pasted.as_bytes()).sign(body);
+        let stored = WebhookSecret::from_stored(&format!("{pasted}\n"));
+        assert!(stored.verify(Some(&github), body));
+        assert!(!WebhookSecret::new(format!("{pasted}\n")).verify(Some(&github), body));
+    }
 
     #[test]
     fn matches_githubs_documented_example() {

@@ -63,27 +63,27 @@ impl Aws {
         ))
     }
 
-    pub async fn secret(&self, arn: &str) -> Result<Sensitive, InitError> {
+    pub async fn secret(&self, id: &str) -> Result<Sensitive, InitError> {
         let out = aws_sdk_secretsmanager::Client::new(&self.sdk)
             .get_secret_value()
-            .secret_id(arn)
+            .secret_id(id)
             .send()
             .await
             .map_err(|e| {
                 format!(
-                    "cannot read secret {arn}: {}",
+                    "cannot read secret {id}: {}",
                     aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
                 )
             })?;
         let value = out
             .secret_string
-            .ok_or_else(|| format!("secret {arn} has no string value"))?;
+            .ok_or_else(|| format!("secret {id} has no string value"))?;
         Ok(Sensitive::new(value))
     }
 
     pub async fn registry(&self) -> Result<Arc<github::GitHubApp>, InitError> {
         let github = &self.config.github;
-        let key = self.secret(&github.private_key_secret_arn).await?;
+        let key = self.secret(&github.private_key_secret_id).await?;
         Ok(Arc::new(github::GitHubApp::new(
             &github.api_url,
             github.app_id,
@@ -93,10 +93,10 @@ impl Aws {
     }
 
     pub async fn webhook(&self) -> Result<Webhook, InitError> {
-        let secret = self.secret(&self.config.github.webhook_secret_arn).await?;
+        let secret = self.secret(&self.config.github.webhook_secret_id).await?;
         Ok(Webhook {
             config: self.config.clone(),
-            secret: WebhookSecret::new(secret.expose().as_bytes()),
+            secret: WebhookSecret::from_stored(secret.expose()),
             store: self.store(),
             executions: self.executions(),
         })

@@ -74,8 +74,9 @@ fn default_retention_days() -> u32 {
 pub struct GitHubConfig {
     pub api_url: String,
     pub app_id: u64,
-    pub private_key_secret_arn: String,
-    pub webhook_secret_arn: String,
+    /// Secrets Manager `SecretId`: the secret's name or its complete ARN, never a partial ARN.
+    pub private_key_secret_id: String,
+    pub webhook_secret_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -96,6 +97,8 @@ pub struct AccessConfig {
 pub struct RunnerConfig {
     pub group_id: u64,
     pub kms_key_id: String,
+    /// The runner task role: each job's KMS grant lets it, and only for that job, open the JIT config.
+    pub task_role_arn: String,
     #[serde(default)]
     pub extra_labels: Vec<String>,
 }
@@ -158,6 +161,15 @@ pub struct Timeouts {
     /// How long a job may run once its runner registered.
     #[schemars(range(min = 1))]
     pub job_seconds: u32,
+    /// When every candidate failed for capacity or quota, how long the job keeps waiting (with
+    /// backoff) for new rounds of candidates before it fails; 0 gives up after one round.
+    #[serde(default = "default_capacity_wait_seconds")]
+    #[schemars(range(max = 86400))]
+    pub capacity_wait_seconds: u32,
+}
+
+fn default_capacity_wait_seconds() -> u32 {
+    900
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +222,14 @@ impl Config {
             return Err(invalid("state_machine_arn", "must be an ARN"));
         }
         check_api_url("github.api_url", &self.github.api_url, true)?;
+        check_secret_id(
+            "github.private_key_secret_id",
+            &self.github.private_key_secret_id,
+        )?;
+        check_secret_id("github.webhook_secret_id", &self.github.webhook_secret_id)?;
+        if !self.runner.task_role_arn.starts_with("arn:") {
+            return Err(invalid("runner.task_role_arn", "must be an IAM role ARN"));
+        }
         check_access(&self.access)?;
         check_sizes(&self.sizes)?;
         check_capacity_order(&self.capacity_order)?;
@@ -274,6 +294,32 @@ impl Config {
                 .repositories
                 .iter()
                 .any(|r| r == "*" || r.eq_ignore_ascii_case(&full_name))
+    }
+}
+
+/// A Secrets Manager `SecretId` that finds the secret: its name, or its complete ARN. A partial ARN
+/// (no random suffix) whose name ends in a hyphen and six characters, like
+/// `…:secret:tasuki/webhook-secret`, is read as a complete ARN and is not found
+/// (<https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_GetSecretValue.html>,
+/// `SecretId`); other partial ARNs work by luck, so none is accepted.
+pub(crate) fn check_secret_id(field: &str, id: &str) -> Result<(), ConfigError> {
+    if id.trim().is_empty() {
+        return Err(invalid(field, "must name a secret"));
+    }
+    let Some(rest) = id.strip_prefix("arn:") else {
+        return Ok(());
+    };
+    let name = rest.splitn(6, ':').nth(5).unwrap_or_default();
+    let complete = name.rsplit_once('-').is_some_and(|(_, suffix)| {
+        suffix.len() == 6 && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+    });
+    if complete {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{id} is a partial ARN (no random suffix): give the secret's name or its complete ARN"),
+        ))
     }
 }
 
@@ -356,6 +402,12 @@ pub(crate) fn check_timeouts(t: Timeouts) -> Result<(), ConfigError> {
     if t.registration_seconds == 0 || t.job_seconds == 0 {
         return Err(invalid("timeouts", "must be positive"));
     }
+    if t.capacity_wait_seconds > 86_400 {
+        return Err(invalid(
+            "timeouts.capacity_wait_seconds",
+            "must be at most 86400 (GitHub keeps a job queued for 24 hours)",
+        ));
+    }
     if t.registration_seconds >= t.job_seconds {
         return Err(invalid(
             "timeouts.registration_seconds",
@@ -378,10 +430,11 @@ pub(crate) mod tests {
       "table_name": "tasuki-jobs",
       "state_machine_arn": "arn:aws:states:us-east-1:123456789012:stateMachine:tasuki-runner-job",
       "github": {"api_url": "https://api.github.com", "app_id": 1,
-                 "private_key_secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:key",
-                 "webhook_secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:hook"},
+                 "private_key_secret_id": "tasuki/github-app-private-key",
+                 "webhook_secret_id": "tasuki/webhook-secret"},
       "access": {"orgs": ["octo-org"], "repositories": ["someone/tool"]},
-      "runner": {"group_id": 1, "kms_key_id": "alias/tasuki-runner"},
+      "runner": {"group_id": 1, "kms_key_id": "alias/tasuki-runner",
+                 "task_role_arn": "arn:aws:iam::123456789012:role/tasuki-runner-task"},
       "sizes": {"default": "small", "aliases": {"small": "2cpu-4gb", "large": "8cpu-16gb"}},
       "capacity_order": ["fargate-spot", "fargate", "ec2"],
       "network": {"subnets": {"us-east-1b": "subnet-b", "us-east-1a": "subnet-a"},
@@ -416,6 +469,22 @@ pub(crate) mod tests {
         let config = Config::from_json(json).expect("the stack's TASUKI_CONFIG is a valid Config");
         assert!(config.state_machine_arn.contains(":stateMachine:"));
         assert!(!config.network.subnets.is_empty());
+    }
+
+    #[test]
+    fn secrets_are_named_by_name_or_complete_arn_never_by_partial_arn() {
+        let partial = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tasuki/app-key";
+        assert_eq!(
+            field_of(with(|v| v["github"]["webhook_secret_id"] = partial.into())),
+            "github.webhook_secret_id"
+        );
+        let complete = format!("{partial}-AbCdEf");
+        assert!(with(|v| v["github"]["webhook_secret_id"] = complete.into()).is_ok());
+        assert!(
+            with(|v| v["github"]["webhook_secret_id"] = "tasuki/webhook-secret".into()).is_ok()
+        );
+        // `…:secret:tasuki/webhook-secret` cannot be told from a complete ARN (suffix `secret`):
+        // Secrets Manager cannot either, which is why the stack passes names.
     }
 
     #[test]

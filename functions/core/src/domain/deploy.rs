@@ -68,6 +68,11 @@ pub struct DeployRunner {
     /// The runner image (see runner-image/README.md).
     #[schemars(length(min = 1))]
     pub image: String,
+    /// Seconds a running job gets to finish after its task is told to stop (a Fargate Spot
+    /// interruption gives two minutes; Fargate's `stopTimeout` is at most 120 s).
+    #[serde(default = "default_stop_grace_seconds")]
+    #[schemars(range(min = 1, max = 110))]
+    pub stop_grace_seconds: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -83,10 +88,14 @@ pub struct DeployNetwork {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum VpcChoice {
-    /// A new VPC with private subnets in `max_azs` zones.
+    /// A new VPC with private subnets in `max_azs` zones. The stack is environment-agnostic, so CDK
+    /// sees only two zones: above 2, name them in `availability_zones`.
     Create {
         #[schemars(range(min = 1, max = 6))]
         max_azs: u8,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[schemars(inner(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")))]
+        availability_zones: Vec<String>,
     },
     /// An existing VPC: one private subnet per AZ (with egress to GitHub).
     Import {
@@ -94,6 +103,10 @@ pub enum VpcChoice {
         vpc_id: String,
         #[schemars(length(min = 1))]
         subnets: BTreeMap<String, String>,
+        /// The VPC has an S3 gateway endpoint (image layers from ECR come from S3); without one,
+        /// every image pull through a NAT gateway pays its data processing charge.
+        #[serde(default)]
+        s3_gateway_endpoint: bool,
     },
 }
 
@@ -133,6 +146,10 @@ fn default_group_id() -> u64 {
     1
 }
 
+fn default_stop_grace_seconds() -> u32 {
+    100
+}
+
 impl DeployConfig {
     pub fn from_json(json: &str) -> Result<Self, ConfigError> {
         let deserializer = &mut serde_json::Deserializer::from_str(json);
@@ -162,10 +179,34 @@ impl DeployConfig {
             }
         }
         match &self.network.vpc {
-            VpcChoice::Create { max_azs } if !(1..=6).contains(max_azs) => {
+            VpcChoice::Create { max_azs, .. } if !(1..=6).contains(max_azs) => {
                 return Err(invalid("network.vpc.create.max_azs", "must be 1 to 6"));
             }
-            VpcChoice::Import { vpc_id, subnets } => {
+            VpcChoice::Create {
+                max_azs,
+                availability_zones,
+            } => {
+                if availability_zones.is_empty() && *max_azs > 2 {
+                    return Err(invalid(
+                        "network.vpc.create.availability_zones",
+                        format!("max_azs {max_azs} needs the zones named: the stack is environment-agnostic, so CDK sees only 2 zones and would silently create 2"),
+                    ));
+                }
+                if !availability_zones.is_empty()
+                    && availability_zones.len() != usize::from(*max_azs)
+                {
+                    return Err(invalid(
+                        "network.vpc.create.availability_zones",
+                        format!(
+                            "names {} zones, but max_azs is {max_azs}",
+                            availability_zones.len()
+                        ),
+                    ));
+                }
+            }
+            VpcChoice::Import {
+                vpc_id, subnets, ..
+            } => {
                 if !vpc_id.starts_with("vpc-") {
                     return Err(invalid("network.vpc.import.vpc_id", "is not a VPC id"));
                 }
@@ -182,7 +223,6 @@ impl DeployConfig {
                     ));
                 }
             }
-            VpcChoice::Create { .. } => {}
         }
         check_security_groups(
             "network.security_group_allowlist",
@@ -193,6 +233,12 @@ impl DeployConfig {
             return Err(invalid(
                 "log_retention_days",
                 format!("CloudWatch keeps logs for one of {LOG_RETENTION_DAYS:?} days"),
+            ));
+        }
+        if !(1..=110).contains(&self.runner.stop_grace_seconds) {
+            return Err(invalid(
+                "runner.stop_grace_seconds",
+                "must be 1 to 110 (Fargate stops a container at most 120 s after SIGTERM)",
             ));
         }
         if self.runner.image.trim().is_empty() {
@@ -272,5 +318,23 @@ mod tests {
         let mut v = example();
         v["log_retention_days"] = 31.into();
         assert_eq!(field_of(v), "log_retention_days");
+        let mut v = example();
+        v["runner"]["stop_grace_seconds"] = 120.into();
+        assert_eq!(field_of(v), "runner.stop_grace_seconds");
+    }
+
+    #[test]
+    fn more_than_two_zones_must_be_named_because_the_stack_is_environment_agnostic() {
+        let mut v = example();
+        v["network"]["vpc"] = serde_json::json!({"create": {"max_azs": 3}});
+        assert_eq!(field_of(v), "network.vpc.create.availability_zones");
+        let mut v = example();
+        v["network"]["vpc"] = serde_json::json!({"create": {"max_azs": 3,
+            "availability_zones": ["us-east-1a", "us-east-1b", "us-east-1c"]}});
+        assert!(DeployConfig::from_json(&v.to_string()).is_ok());
+        let mut v = example();
+        v["network"]["vpc"] = serde_json::json!({"create": {"max_azs": 2,
+            "availability_zones": ["us-east-1a"]}});
+        assert_eq!(field_of(v), "network.vpc.create.availability_zones");
     }
 }
