@@ -18,6 +18,11 @@ READY_FILE = STATE_DIR / "local-stack.ready.json"
 FAILED_FILE = STATE_DIR / "local-stack.failed"
 LOCAL_ENV_FILE = STATE_DIR / "local.env"
 LOCAL_CONFIG_FILE = STATE_DIR / "local.config.json"
+# The local deploy config as synthesized (knobs written in), the cloud assembly, and what each of
+# the template's logical ids became in moto (for tests that re-resolve the template).
+LOCAL_DEPLOY_CONFIG_FILE = STATE_DIR / "local.deploy.config.json"
+SYNTH_DIR = STATE_DIR / "cdk.out"
+LOCAL_RESOURCES_FILE = STATE_DIR / "local.resources.json"
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "webhooks"
 DEFAULT_ASL_FILE = REPO_ROOT / "statemachines" / "runner-job.asl.json"
 

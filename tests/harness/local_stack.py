@@ -9,9 +9,16 @@ Ports: TASUKI_LOCAL_PORT_BASE (default 47110): moto = base, gateway = base+1,
 cargo lambda watch = base+2, GitHub mock = base+3. Everything binds to 127.0.0.1.
 Writes .tasuki/local.env (source it) and .tasuki/local.config.json. Logs: .tasuki/logs/.
 
+`up` synthesizes the CDK app (infra/) offline with tests/harness/local.tasuki.config.json into
+.tasuki/cdk.out (skipped when its inputs are unchanged); the daemon creates in moto what the
+template's Lambda environment and state machine refer to, runs the deploy guide's secret commands,
+and starts the Lambdas with the template's environment, resolved (see tests/harness/README.md).
+
 Other knobs (env): TASUKI_LOCAL_READY_SECONDS (240), TASUKI_LOCAL_BUILD_SECONDS (1800),
 TASUKI_LOCAL_ASL_FILE (state machine definition, default statemachines/runner-job.asl.json),
-TASUKI_LOCAL_REGISTRATION_SECONDS (8), TASUKI_LOCAL_LAMBDA_DIR (cargo workspace of the Lambdas,
+TASUKI_LOCAL_REGISTRATION_SECONDS (8) and TASUKI_LOCAL_CAPACITY_WAIT_SECONDS (30, when the deploy
+config's schema has timeouts.capacity_wait_seconds): written into the local deploy config before
+synth; TASUKI_LOCAL_SYNTH_SECONDS (600), TASUKI_LOCAL_LAMBDA_DIR (cargo workspace of the Lambdas,
 default the repo root), TASUKI_LOCAL_LAMBDA_PACKAGE (tasuki-lambdas; empty: build the whole
 workspace), TASUKI_LOCAL_SKIP_BUILD=1, TASUKI_LOCAL_WATCH_RELOAD=1 (let cargo lambda watch rebuild
 on source changes; off by default, see README in this folder).
@@ -41,7 +48,9 @@ from harness.common import (  # noqa: E402
     DUMMY_SECRET_KEY,
     FAILED_FILE,
     LOCAL_CONFIG_FILE,
+    LOCAL_DEPLOY_CONFIG_FILE,
     LOCAL_ENV_FILE,
+    LOCAL_RESOURCES_FILE,
     LOG_DIR,
     MARKER_ENV,
     PID_FILE,
@@ -49,8 +58,7 @@ from harness.common import (  # noqa: E402
     REGION,
     REPO_ROOT,
     STATE_DIR,
-    TABLE_NAME,
-    CLUSTER_NAME,
+    SYNTH_DIR,
     Ports,
     port_accepts,
     port_is_free,
@@ -265,6 +273,46 @@ def cargo_build() -> None:
     say(f"cargo build done in {time.monotonic() - started:.0f} s")
 
 
+def local_deploy_config(ports: Ports) -> dict[str, Any]:
+    """tests/harness/local.tasuki.config.json with the knobs written in (before synth)."""
+    from harness.template import INFRA_DIR, LOCAL_DEPLOY_CONFIG
+
+    config = json.loads(LOCAL_DEPLOY_CONFIG.read_text())
+    config.pop("$schema", None)
+    timeouts = config.setdefault("timeouts", {})
+    raw = os.environ.get("TASUKI_LOCAL_REGISTRATION_SECONDS", "").strip()
+    if raw:
+        timeouts["registration_seconds"] = int(raw)
+    # timeouts.capacity_wait_seconds (default 900) lands with issue 8; a local job should not wait
+    # 15 minutes for capacity. Only written when the deploy config's schema knows the field.
+    schema = json.loads((INFRA_DIR / "tasuki.config.schema.json").read_text())
+    known = ((schema.get("$defs") or {}).get("Timeouts") or {}).get("properties") or {}
+    raw = os.environ.get("TASUKI_LOCAL_CAPACITY_WAIT_SECONDS", "").strip()
+    if "capacity_wait_seconds" in known:
+        timeouts.setdefault("capacity_wait_seconds", int(raw) if raw else 30)
+    elif raw:
+        raise ValueError("TASUKI_LOCAL_CAPACITY_WAIT_SECONDS is set but the deploy config schema has no timeouts.capacity_wait_seconds")
+    return config
+
+
+def cdk_synth(ports: Ports) -> None:
+    """`npx cdk synth -c lambdaCode=placeholder -c config=<local deploy config> -o .tasuki/cdk.out`."""
+    from harness.template import synth
+
+    write_json(LOCAL_DEPLOY_CONFIG_FILE, local_deploy_config(ports))
+    if not shutil.which("npm") or not shutil.which("npx"):
+        raise RuntimeError("npm/npx not found: install Node.js >= 20 (the local stack synthesizes infra/)")
+    log_file = LOG_DIR / "synth.log"
+    log_file.write_text("")
+    limit = env_seconds("TASUKI_LOCAL_SYNTH_SECONDS", 600)
+    say(f"cdk synth of infra/ into {SYNTH_DIR.relative_to(REPO_ROOT)} (log: {log_file.relative_to(REPO_ROOT)}, limit {int(limit)} s)")
+    started = time.monotonic()
+    if synth(LOCAL_DEPLOY_CONFIG_FILE, SYNTH_DIR, log_file, limit=limit):
+        say(f"cdk synth done in {time.monotonic() - started:.0f} s")
+    else:
+        say("cdk synth skipped: infra/, statemachines/ and the local deploy config are unchanged")
+
+
 def cmd_up() -> int:
     STATE_DIR.mkdir(exist_ok=True)
     LOG_DIR.mkdir(exist_ok=True)
@@ -287,13 +335,13 @@ def cmd_up() -> int:
         say("error: port(s) already in use on 127.0.0.1: " + ", ".join(taken)
             + " (set TASUKI_LOCAL_PORT_BASE to use other ports)")
         return 1
-    # fail early on a missing or broken state machine definition
-    from harness.setup_aws import asl_path, load_asl
+    # fail early on a missing or broken state machine definition override
+    from harness.setup_aws import check_asl_override
 
     try:
-        load_asl()
+        check_asl_override()
     except (OSError, ValueError) as exc:
-        say(f"error: {asl_path()}: {exc}")
+        say(f"error: {exc}")
         return 1
     venv_tool("moto_server")
     venv_tool("cargo-lambda")
@@ -306,6 +354,11 @@ def cmd_up() -> int:
             f.unlink()
         except FileNotFoundError:
             pass
+    try:
+        cdk_synth(ports)
+    except (OSError, ValueError, RuntimeError) as exc:
+        say(f"error: {exc}")
+        return 1
     cargo_build()
 
     env = dict(os.environ)
@@ -436,7 +489,8 @@ class Daemon:
         from harness.github_mock import GitHubHandler, World
         from harness.httputil import QuietServer
         from harness.runner_sim import RunnerSimulator
-        from harness.setup_aws import build_config, create_resources, load_asl
+        from harness.setup_aws import create_resources, local_overrides
+        from harness.template import load_template
 
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout
@@ -480,14 +534,26 @@ class Daemon:
             threading.Thread(target=gw_server.serve_forever, name="gateway", daemon=True).start()
             serving.append(gw_server)
 
-            ids = create_resources(p.moto, load_asl())
-            ledger.subnet_azs = {sn: az for az, sn in ids["subnets"].items()}
+            gateway_url = f"http://127.0.0.1:{p.gateway}"
+            deploy_config = json.loads(LOCAL_DEPLOY_CONFIG_FILE.read_text())
+            ids = create_resources(p.moto, gateway_url, SYNTH_DIR, load_template(SYNTH_DIR), deploy_config)
+            ledger.subnet_azs = dict(ids["subnet_azs"])
             ledger.cluster_capacity_providers = set(ids["capacity_providers"])
             github_url = f"http://127.0.0.1:{p.github}"
             webhook_url = f"http://127.0.0.1:{p.lambdas}/lambda-url/webhook/"
-            config = build_config(ids, github_url)
-            write_json(LOCAL_CONFIG_FILE, config)
-            log.info("wrote %s", LOCAL_CONFIG_FILE)
+            # The template's environment, resolved; the only local change is GitHub's API URL.
+            template_env = ids["lambda_env"]
+            function_env = local_overrides(template_env, github_url)
+            write_json(LOCAL_CONFIG_FILE, json.loads(function_env["TASUKI_CONFIG"]))
+            write_json(LOCAL_RESOURCES_FILE, {
+                "cdk_out": str(SYNTH_DIR),
+                "stack_name": ids["stack_name"],
+                "azs": ids["azs"],
+                "locals": ids["locals"],
+                "template_env": template_env,
+                "github_url": github_url,
+            })
+            log.info("wrote %s and %s", LOCAL_CONFIG_FILE, LOCAL_RESOURCES_FILE)
 
             world = World(webhook_url, ids["webhook_secret"], ids["private_key_pem"], ledger, gateway)
             gh_server = QuietServer(("127.0.0.1", p.github), GitHubHandler)
@@ -503,15 +569,16 @@ class Daemon:
             threading.Thread(target=gh_server.serve_forever, name="github-mock", daemon=True).start()
             serving.append(gh_server)
 
-            gateway_url = f"http://127.0.0.1:{p.gateway}"
             lambda_env = dict(
                 base_env,
                 AWS_ENDPOINT_URL=gateway_url,
-                TASUKI_CONFIG_FILE=str(LOCAL_CONFIG_FILE),
                 RUST_LOG=os.environ.get("TASUKI_LOCAL_RUST_LOG", "info"),
                 PATH=f"{Path(sys.executable).parent}{os.pathsep}{base_env.get('PATH', '')}",
             )
-            lambda_env.pop("TASUKI_CONFIG", None)
+            # Nothing but the template's variables reaches the functions' TASUKI_* namespace.
+            for k in [k for k in lambda_env if k.startswith("TASUKI_") and k != MARKER_ENV]:
+                del lambda_env[k]
+            lambda_env.update(function_env)
             watch = [venv_tool("cargo-lambda"), "lambda", "watch", "-A", "127.0.0.1", "-P", str(p.lambdas),
                      "--concurrency", os.environ.get("TASUKI_LOCAL_CONCURRENCY", "4")]
             if os.environ.get("TASUKI_LOCAL_WATCH_RELOAD") != "1":
@@ -539,7 +606,7 @@ class Daemon:
                 return True
 
             self.wait_until("webhook function", webhook_answers, 150, interval=1)
-            notes = list(ids["notes"])
+            notes: list[str] = []
             if warm.get("status", 0) >= 500:
                 raise RuntimeError(f"webhook function answered an unsigned request with HTTP {warm['status']}: {warm.get('body')}")
             log.info("webhook answered an unsigned request with HTTP %s", warm.get("status"))
@@ -557,9 +624,9 @@ class Daemon:
                     "AWS_DEFAULT_REGION": REGION,
                     "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY,
                     "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_KEY,
-                    "TASUKI_TABLE": TABLE_NAME,
+                    "TASUKI_TABLE": ids["table_name"],
                     "TASUKI_STATE_MACHINE_ARN": ids["state_machine_arn"],
-                    "TASUKI_CLUSTER": CLUSTER_NAME,
+                    "TASUKI_CLUSTER": ids["cluster_name"],
                     "TASUKI_WEBHOOK_URL": webhook_url,
                     "TASUKI_WEBHOOK_SECRET": ids["webhook_secret"],
                     "TASUKI_GITHUB_URL": github_url,
@@ -580,7 +647,9 @@ class Daemon:
                     "github": github_url,
                 },
                 "state_machine_arn": ids["state_machine_arn"],
-                "ec2_capacity_providers": ids["ec2_capacity_providers"],
+                "capacity_providers": ids["capacity_providers"],
+                "lambdas_pid": self.children["lambdas"].pid,
+                "cdk_out": str(SYNTH_DIR),
                 "notes": notes,
                 "startup_seconds": time.monotonic() - started,
             }
