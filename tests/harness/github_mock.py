@@ -27,8 +27,9 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from harness import openapi_check
 from harness.common import APP_ID, RUNNER_GROUP_ID, load_fixture
 from harness.gateway import EcsLedger, Gateway
 from harness.httputil import BaseHandler
@@ -36,6 +37,9 @@ from harness.httputil import BaseHandler
 log = logging.getLogger("github")
 
 DOCS = "https://docs.github.com/rest"
+# the runner simulator's behaviours (tests/harness/README.md, "Simulated GitHub jobs and runners")
+BEHAVIOURS = {"never_register", "stop_early", "conclusion", "hold", "spot_interruption", "assign_to",
+              "lose_in_progress", "version_deprecated", "stop_grace_seconds", "waiting"}
 READ_ONLY_LABELS = {"self-hosted", "linux", "x64", "arm64"}
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 
@@ -56,6 +60,72 @@ def b64(data: bytes | str) -> str:
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _be(n: int, length: int) -> str:
+    """A big-endian unsigned integer of `length` bytes, base64: how Newtonsoft writes .NET's byte[]."""
+    return b64(n.to_bytes(length, "big"))
+
+
+def jit_config(runner_id: int, name: str, scope: tuple[str, str], work_folder: str) -> tuple[str, str]:
+    """An `encoded_jit_config` shaped like GitHub's, and the base64 private exponent (for the leak list).
+
+    GitHub's is base64 of a JSON object mapping the runner's config file names to the base64 of each
+    file; the runner writes each file into its root (actions/runner src/Runner.Listener/Runner.cs,
+    `GetJitConfig`: `ConvertFromJson<Dictionary<string, string>>`, `File.WriteAllBytes(Path.Combine(root,
+    key), FromBase64String(value))`). The files, as the runner itself serialises them (StringUtil.ConvertToJson:
+    Newtonsoft, Formatting.Indented, VssCamelCasePropertyNamesContractResolver -> camelCase names):
+    - `.runner`: RunnerSettings (src/Runner.Common/ConfigurationStore.cs: AgentId, AgentName, PoolId,
+      PoolName, Ephemeral, ServerUrl, GitHubUrl, WorkFolder, UseV2Flow, ServerUrlV2);
+    - `.credentials`: CredentialData (src/Runner.Common/CredentialData.cs: Scheme, Data) with the OAuth
+      data ConfigurationManager writes (src/Runner.Listener/Configuration/ConfigurationManager.cs:
+      clientId, authorizationUrl, requireFipsCryptography = bool.ToString() -> "True");
+    - `.credentials_rsaparams`: RSAParametersSerializable (src/Runner.Listener/Configuration/IRSAKeyManager.cs:
+      d, dp, dq, exponent, inverseQ, modulus, p, q as base64 byte arrays) of a fresh 2048-bit key.
+    The whole is ~4.5 KB, like GitHub's (about 4.2 KB and more).
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    priv = key.private_numbers()
+    pub = priv.public_numbers
+    size = (pub.n.bit_length() + 7) // 8  # 256; .NET wants D as long as the modulus, the rest half of it
+    half = (size + 1) // 2
+    rsaparams = {
+        "d": _be(priv.d, size),
+        "dp": _be(priv.dmp1, half),
+        "dq": _be(priv.dmq1, half),
+        "exponent": _be(pub.e, 3),
+        "inverseQ": _be(priv.iqmp, half),
+        "modulus": _be(pub.n, size),
+        "p": _be(priv.p, half),
+        "q": _be(priv.q, half),
+    }
+    service = secrets.token_urlsafe(36).replace("-", "a").replace("_", "b")
+    runner_file = {
+        "agentId": runner_id,
+        "agentName": name,
+        "poolId": 1,
+        "poolName": "Default",
+        "ephemeral": True,  # JIT runners are ephemeral: one job, then GitHub removes them
+        "serverUrl": f"https://pipelinesghubeus{secrets.randbelow(30) + 1}.actions.githubusercontent.com/{service}/",
+        "gitHubUrl": f"https://github.com/{scope[1]}",
+        "workFolder": work_folder,
+        "useV2Flow": True,
+        "serverUrlV2": "https://broker.actions.githubusercontent.com/",
+    }
+    credentials = {
+        "scheme": "OAuth",
+        "data": {
+            "clientId": str(uuid.uuid4()),
+            "authorizationUrl": f"https://vstoken.actions.githubusercontent.com/_apis/oauth2/token/{uuid.uuid4()}",
+            "requireFipsCryptography": "True",
+        },
+    }
+    files = {
+        ".runner": b64(json.dumps(runner_file, indent=2)),
+        ".credentials": b64(json.dumps(credentials, indent=2)),
+        ".credentials_rsaparams": b64(json.dumps(rsaparams, indent=2)),
+    }
+    return b64(json.dumps(files)), rsaparams["d"]
 
 
 def verify_app_jwt(token: str, public_key: Any, app_id: int) -> str | None:
@@ -116,9 +186,74 @@ class World:
         base = (int(time.time()) % 1_000_000) * 1000
         self._next_job_id = 7_000_000_000 + base
         self._next_run_id = 9_000_000_000 + base
+        # GitHub's own descriptions: every REST answer and webhook the mock makes is checked against them
+        self.rest_spec = openapi_check.rest_spec()
+        self.webhook_spec = openapi_check.webhook_spec()
+        self.spec_violations: list[dict[str, Any]] = []  # the mock broke GitHub's description: a mock bug
+        self.invalid_requests: list[dict[str, Any]] = []  # tasuki (or a test) sent what GitHub refuses
         self.queued_fixture = load_fixture("workflow_job.queued.2.json")
         self.in_progress_fixture = load_fixture("workflow_job.in_progress.3.json")
         self.completed_fixture = load_fixture("workflow_job.completed.2.json")
+
+    # ---- GitHub's descriptions --------------------------------------------------------------------
+    def spec_violation(self, problem: str) -> None:
+        """The mock answered or sent something GitHub's description does not allow: a bug in the mock.
+        Logged as an error, listed in /_mock/state `spec_violations` and in /_mock/health `problems`."""
+        log.error("GitHub description violated by the mock: %s", problem)
+        with self.lock:
+            self.spec_violations.append({"at": time.time(), "problem": problem})
+
+    def note_invalid_request(self, method: str, path: str, op: openapi_check.Operation, problems: list[str]) -> None:
+        log.warning("refused %s %s (%s): %s", method, path, op.operation_id, "; ".join(problems))
+        with self.lock:
+            self.invalid_requests.append({"at": time.time(), "method": method, "path": path,
+                                          "operation_id": op.operation_id, "problems": list(problems)})
+
+    def installation(self, installation_id: int, owner: str) -> dict[str, Any]:
+        """An `installation` (REST description, components/schemas/installation) of the tasuki App."""
+        account_id = 100_000 + sum(owner.encode())
+        return {
+            "id": installation_id,
+            "account": {
+                "login": owner,
+                "id": account_id,
+                "node_id": "O_" + b64(owner)[:12],
+                "avatar_url": f"https://avatars.githubusercontent.com/u/{account_id}?v=4",
+                "gravatar_id": "",
+                "url": f"https://api.github.com/users/{owner}",
+                "html_url": f"https://github.com/{owner}",
+                "followers_url": f"https://api.github.com/users/{owner}/followers",
+                "following_url": f"https://api.github.com/users/{owner}/following{{/other_user}}",
+                "gists_url": f"https://api.github.com/users/{owner}/gists{{/gist_id}}",
+                "starred_url": f"https://api.github.com/users/{owner}/starred{{/owner}}{{/repo}}",
+                "subscriptions_url": f"https://api.github.com/users/{owner}/subscriptions",
+                "organizations_url": f"https://api.github.com/users/{owner}/orgs",
+                "repos_url": f"https://api.github.com/users/{owner}/repos",
+                "events_url": f"https://api.github.com/users/{owner}/events{{/privacy}}",
+                "received_events_url": f"https://api.github.com/users/{owner}/received_events",
+                "type": "Organization",
+                "user_view_type": "public",
+                "site_admin": False,
+            },
+            "repository_selection": "all",
+            "access_tokens_url": f"https://api.github.com/app/installations/{installation_id}/access_tokens",
+            "repositories_url": "https://api.github.com/installation/repositories",
+            "html_url": f"https://github.com/organizations/{owner}/settings/installations/{installation_id}",
+            "app_id": APP_ID,
+            "app_slug": "tasuki-local",
+            "target_id": account_id,
+            "target_type": "Organization",
+            "permissions": {"administration": "write", "organization_self_hosted_runners": "write",
+                            "actions": "read", "metadata": "read"},
+            "events": ["workflow_job"],
+            "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": "2024-01-01T00:00:00Z",
+            "single_file_name": None,
+            "has_multiple_single_files": False,
+            "single_file_paths": [],
+            "suspended_by": None,
+            "suspended_at": None,
+        }
 
     # ---- tokens -----------------------------------------------------------------------------------
     def issue_token(self, installation_id: int, permissions: dict[str, str] | None) -> dict[str, Any]:
@@ -186,40 +321,10 @@ class World:
                 "task_arn": None,
                 "booted": False,
             }
-            server_id = secrets.token_hex(8)
-            runner_file = {
-                "agentId": runner_id,
-                "agentName": name,
-                "poolId": 1,
-                "poolName": "Default",
-                "serverUrl": f"https://pipelinesghubeus1.actions.githubusercontent.com/{server_id}/",
-                "gitHubUrl": f"https://github.com/{scope[1]}",
-                "workFolder": body.get("work_folder") or "_work",
-                "useV2Flow": True,
-                "serverUrlV2": f"https://broker.actions.githubusercontent.com/{server_id}/",
-            }
-            credentials = {
-                "scheme": "OAuth",
-                "data": {
-                    "clientId": str(uuid.uuid4()),
-                    "authorizationUrl": f"https://vstoken.actions.githubusercontent.com/_apis/oauth2/token/{server_id}",
-                    "requireFipsCryptography": "False",
-                },
-            }
-            rsa_secret = secrets.token_urlsafe(48)
-            rsaparams = {"d": rsa_secret, "exponent": "AQAB", "modulus": secrets.token_urlsafe(96)}
-            encoded = b64(
-                json.dumps(
-                    {
-                        ".runner": b64(json.dumps(runner_file)),
-                        ".credentials": b64(json.dumps(credentials)),
-                        ".credentials_rsaparams": b64(json.dumps(rsaparams)),
-                    }
-                )
-            )
+            encoded, private_d = jit_config(runner_id, name, scope, body.get("work_folder") or "_work")
             self.runners[runner_id] = runner
             self.jit_configs[name] = encoded
-            self.leak_values += [encoded, rsa_secret]
+            self.leak_values += [encoded, private_d]
             log.info("issued JIT config for runner %s (id %s, %s %s)", name, runner_id, *scope)
             return 201, {"runner": self.public_runner(runner), "encoded_jit_config": encoded}
 
@@ -334,6 +439,12 @@ class World:
             self.jobs[str(job_id)] = job
         return job
 
+    def waiting_payload(self, job: dict[str, Any]) -> dict[str, Any]:
+        p = copy.deepcopy(job["queued_payload"])
+        p["action"] = "waiting"
+        p["workflow_job"]["status"] = "waiting"
+        return p
+
     def derived_payload(self, job: dict[str, Any], action: str, conclusion: str | None = None) -> dict[str, Any]:
         """in_progress / completed payload of `job`, built from the matching fixture."""
         q = job["queued_payload"]
@@ -384,6 +495,9 @@ class World:
             "X-Hub-Signature": "sha1=" + hmac.new(self.webhook_secret.encode(), body, hashlib.sha1).hexdigest(),
             "X-Hub-Signature-256": sign(self.webhook_secret, body),
         }
+        # checked against @octokit/openapi-webhooks (webhooks.workflow-job-<action>) before it is sent
+        for problem in self.webhook_spec.check("workflow_job", payload, headers):
+            self.spec_violation(problem)
         with self.lock:
             self.deliveries[delivery_id] = {"job_id": job_id, "action": action, "body": body, "headers": headers}
             if job_id in self.jobs:
@@ -438,6 +552,9 @@ class World:
                 ],
                 "run_task_requests": ledger["run_task_requests"],
                 "fault_rules": ledger["fault_rules"],
+                "spec_violations": copy.deepcopy(self.spec_violations),
+                "invalid_requests": copy.deepcopy(self.invalid_requests),
+                "spec_version": self.rest_spec.version,
                 "issued_jit_configs_count": len(self.jit_configs),
                 "installation_tokens_count": len(self.tokens),
                 "webhooks_sent": copy.deepcopy(self.webhooks_sent),
@@ -463,20 +580,22 @@ def post_webhook(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, A
 
 
 REPO = r"(?P<owner>[^/]+)/(?P<repo>[^/]+)"
-ROUTES: list[tuple[str, re.Pattern[str], str]] = [
-    ("POST", re.compile(r"^/app/installations/(?P<iid>\d+)/access_tokens$"), "access_tokens"),
-    ("GET", re.compile(r"^/app/installations/(?P<iid>\d+)$"), "get_installation"),
-    ("GET", re.compile(rf"^/repos/{REPO}/installation$"), "repo_installation"),
-    ("POST", re.compile(rf"^/repos/{REPO}/actions/runners/generate-jitconfig$"), "jit_repo"),
-    ("POST", re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runners/generate-jitconfig$"), "jit_org"),
-    ("GET", re.compile(rf"^/repos/{REPO}/actions/runners$"), "list_runners_repo"),
-    ("GET", re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runners$"), "list_runners_org"),
-    ("GET", re.compile(rf"^/repos/{REPO}/actions/runners/(?P<rid>\d+)$"), "get_runner_repo"),
-    ("DELETE", re.compile(rf"^/repos/{REPO}/actions/runners/(?P<rid>\d+)$"), "delete_runner_repo"),
-    ("GET", re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runners/(?P<rid>\d+)$"), "get_runner_org"),
-    ("DELETE", re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runners/(?P<rid>\d+)$"), "delete_runner_org"),
-    ("GET", re.compile(rf"^/repos/{REPO}/actions/jobs/(?P<job>\d+)$"), "get_job"),
-    # control API
+# (method, path, handler, credential GitHub wants: "jwt" = the App's JWT, "token" = an installation token)
+ROUTES: list[tuple[str, re.Pattern[str], str, str | None]] = [
+    ("POST", re.compile(r"^/app/installations/(?P<iid>\d+)/access_tokens$"), "access_tokens", "jwt"),
+    ("GET", re.compile(r"^/app/installations/(?P<iid>\d+)$"), "get_installation", "jwt"),
+    ("GET", re.compile(rf"^/repos/{REPO}/installation$"), "repo_installation", "jwt"),
+    ("POST", re.compile(rf"^/repos/{REPO}/actions/runners/generate-jitconfig$"), "jit_repo", "token"),
+    ("POST", re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runners/generate-jitconfig$"), "jit_org", "token"),
+    ("GET", re.compile(rf"^/repos/{REPO}/actions/runners$"), "list_runners_repo", "token"),
+    ("GET", re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runners$"), "list_runners_org", "token"),
+    ("GET", re.compile(rf"^/repos/{REPO}/actions/runners/(?P<rid>\d+)$"), "get_runner_repo", "token"),
+    ("DELETE", re.compile(rf"^/repos/{REPO}/actions/runners/(?P<rid>\d+)$"), "delete_runner_repo", "token"),
+    ("GET", re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runners/(?P<rid>\d+)$"), "get_runner_org", "token"),
+    ("DELETE", re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runners/(?P<rid>\d+)$"), "delete_runner_org", "token"),
+    ("GET", re.compile(rf"^/repos/{REPO}/actions/jobs/(?P<job>\d+)$"), "get_job", "token"),
+]
+CONTROL_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/_mock/state$"), "mock_state"),
     ("GET", re.compile(r"^/_mock/health$"), "mock_health"),
     ("POST", re.compile(r"^/_mock/jobs$"), "mock_new_job"),
@@ -488,14 +607,16 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/_mock/faults$"), "mock_faults_add"),
     ("DELETE", re.compile(r"^/_mock/faults$"), "mock_faults_clear"),
     ("GET", re.compile(r"^/_mock/secrets-for-leak-check$"), "mock_secrets"),
+    ("GET", re.compile(r"^/_mock/spec$"), "mock_spec"),
 ]
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str, **extra: Any):
+    def __init__(self, status: int, message: str, documentation_url: str = DOCS, **extra: Any):
         super().__init__(message)
         self.status = status
-        self.body = {"message": message, "documentation_url": DOCS, **extra}
+        # GitHub's error answers carry the status as a string (`basic-error` in the REST description)
+        self.body = {"message": message, "documentation_url": documentation_url, "status": str(status), **extra}
 
 
 class GitHubHandler(BaseHandler):
@@ -504,21 +625,23 @@ class GitHubHandler(BaseHandler):
         return self.server.world  # type: ignore[attr-defined]
 
     def handle_request(self) -> None:
+        self.operation: openapi_check.Operation | None = None
         try:
             self.raw = self.read_body()
-            path = re.sub(r"/{2,}", "/", urllib.parse.urlsplit(self.path).path)
+            split = urllib.parse.urlsplit(self.path)
+            path = re.sub(r"/{2,}", "/", split.path)
             if path != "/" and path.endswith("/"):
                 path = path[:-1]
-            self.query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-            for method, pattern, name in ROUTES:
+            self.query = urllib.parse.parse_qs(split.query)
+            for method, pattern, name in CONTROL_ROUTES:
                 m = pattern.match(path)
                 if m and method == self.command:
                     status, body = getattr(self, name)(**m.groupdict())
-                    self.reply(status, body)
+                    self.send_reply(status, body)
                     return
-            if any(p.match(path) for _, p, _ in ROUTES):
+            if path.startswith("/_mock/"):
                 raise HttpError(404, "Not Found")
-            raise HttpError(404, "Not Found")
+            self.github_request(path)
         except HttpError as exc:
             self.reply(exc.status, exc.body)
         except (BrokenPipeError, ConnectionResetError):
@@ -530,7 +653,47 @@ class GitHubHandler(BaseHandler):
             except OSError:
                 pass
 
+    def github_request(self, path: str) -> None:
+        """A GitHub REST call: routed like GitHub's description says, checked against it both ways."""
+        spec = self.world.rest_spec
+        op, path_params, known = spec.match(self.command, path)
+        self.operation = op
+        if op is None:
+            # GitHub answers 404 for a path (or a method on it) its API does not have
+            raise HttpError(404, "Not Found")
+        for method, pattern, name, auth in ROUTES:
+            m = pattern.match(path)
+            if m and method == self.command:
+                break
+        else:
+            self.world.spec_violation(f"{self.command} {op.template}: the mock does not implement "
+                                      f"{op.operation_id}, which tasuki called")
+            raise HttpError(404, "Not Found", op.doc_url)
+        if auth == "jwt":
+            self.require_app_jwt()
+        elif auth == "token":
+            self.require_installation_token()
+        problems = spec.check_request(op, path_params, self.query, self.raw)
+        if problems:
+            self.world.note_invalid_request(self.command, path, op, problems)
+            self.reply(422, openapi_check.invalid_request_body(op, problems))
+            return
+        status, body = getattr(self, name)(**m.groupdict())
+        self.reply(status, body)
+
+    def send_reply(self, status: int, body: Any) -> None:
+        """A control-API answer: not GitHub's, not checked."""
+        if status == 204 or body is None:
+            self.send_bytes(status, b"", [])
+        else:
+            self.send_json(status, body)
+
     def reply(self, status: int, body: Any) -> None:
+        """A GitHub answer: checked against the operation's response description before it is sent."""
+        op = getattr(self, "operation", None)
+        if op is not None:
+            for problem in self.world.rest_spec.check_response(op, status, body):
+                self.world.spec_violation(problem)
         headers = [
             ("X-GitHub-Request-Id", uuid.uuid4().hex[:20].upper()),
             ("X-GitHub-Api-Version-Selected", "2022-11-28"),
@@ -570,42 +733,26 @@ class GitHubHandler(BaseHandler):
         if not self.world.token_ok(self.headers.get("Authorization")):
             raise HttpError(401, "Bad credentials")
 
-    # ---- GitHub REST ---------------------------------------------------------------------------------
+    # ---- GitHub REST (credentials and the request's schema were checked by github_request) ----------
     def access_tokens(self, iid: str) -> tuple[int, Any]:
-        self.require_app_jwt()
         body = self.json_body()
         perms = body.get("permissions") if isinstance(body.get("permissions"), dict) else None
         return 201, self.world.issue_token(int(iid), perms)
 
     def get_installation(self, iid: str) -> tuple[int, Any]:
-        self.require_app_jwt()
-        return 200, {"id": int(iid), "app_id": APP_ID, "target_type": "Organization", "repository_selection": "all"}
+        owner = self.world.queued_fixture.get("organization", {}).get("login", "octo-org")
+        return 200, self.world.installation(int(iid), owner)
 
     def repo_installation(self, owner: str, repo: str) -> tuple[int, Any]:
-        self.require_app_jwt()
         iid = self.world.queued_fixture.get("installation", {}).get("id", 1)
-        return 200, {"id": iid, "app_id": APP_ID, "account": {"login": owner}, "repository_selection": "all"}
+        return 200, self.world.installation(iid, owner)
 
     def _jit(self, scope: tuple[str, str]) -> tuple[int, Any]:
-        self.require_installation_token()
-        body = self.json_body()
-        errors = []
-        name = body.get("name")
-        if not isinstance(name, str) or not name.strip():
-            errors.append({"resource": "Runner", "field": "name", "code": "missing_field"})
-        group = body.get("runner_group_id")
-        if not isinstance(group, int) or isinstance(group, bool):
-            errors.append({"resource": "Runner", "field": "runner_group_id", "code": "missing_field"})
-        labels = body.get("labels")
-        if not isinstance(labels, list) or not 1 <= len(labels) <= 100 or not all(
-            isinstance(label, str) and label.strip() for label in labels
-        ):
-            errors.append({"resource": "Runner", "field": "labels", "code": "invalid",
-                           "message": "labels must be 1..100 non-empty strings"})
-        if "work_folder" in body and not isinstance(body["work_folder"], str):
-            errors.append({"resource": "Runner", "field": "work_folder", "code": "invalid"})
-        if errors:
-            raise HttpError(422, "Validation Failed", errors=errors)
+        body = self.json_body()  # its schema (name, runner_group_id, labels 1..100, work_folder) holds
+        if not body["name"].strip() or not all(label.strip() for label in body["labels"]):
+            # past the schema: GitHub's model validation (`validation_failed_simple`: errors are strings)
+            raise HttpError(422, "Validation Failed", errors=["Name and labels can't be blank"])
+        group = body["runner_group_id"]
         if group != RUNNER_GROUP_ID:
             raise HttpError(404, f"Not Found (runner group {group} does not exist; the local mock has only {RUNNER_GROUP_ID})")
         return self.world.create_runner(scope, body)
@@ -617,7 +764,6 @@ class GitHubHandler(BaseHandler):
         return self._jit(("org", org))
 
     def _list(self, scope: tuple[str, str]) -> tuple[int, Any]:
-        self.require_installation_token()
         name = (self.query.get("name") or [None])[0]
         with self.world.lock:
             runners = [
@@ -634,7 +780,6 @@ class GitHubHandler(BaseHandler):
         return self._list(("org", org))
 
     def _get_runner(self, scope: tuple[str, str], rid: str) -> tuple[int, Any]:
-        self.require_installation_token()
         r = self.world.find_runner(scope, int(rid))
         if r is None:
             raise HttpError(404, "Not Found")
@@ -642,7 +787,6 @@ class GitHubHandler(BaseHandler):
             return 200, World.public_runner(r)
 
     def _delete_runner(self, scope: tuple[str, str], rid: str) -> tuple[int, Any]:
-        self.require_installation_token()
         with self.world.lock:
             r = self.world.find_runner(scope, int(rid))
             if r is None:
@@ -668,7 +812,6 @@ class GitHubHandler(BaseHandler):
         return self._delete_runner(("org", org), rid)
 
     def get_job(self, owner: str, repo: str, job: str) -> tuple[int, Any]:
-        self.require_installation_token()
         with self.world.lock:
             j = self.world.jobs.get(job)
             if j is None or j["repository"] != f"{owner}/{repo}":
@@ -683,7 +826,24 @@ class GitHubHandler(BaseHandler):
     # ---- control API ---------------------------------------------------------------------------------
     def mock_health(self) -> tuple[int, Any]:
         health = getattr(self.server, "health", None)
-        return 200, health() if health else {"ok": True, "problems": []}
+        answer = dict(health()) if health else {"ok": True, "problems": []}
+        with self.world.lock:
+            violations = [v["problem"] for v in self.world.spec_violations]
+        if violations:
+            # a mock that breaks GitHub's description proves nothing: say so loudly
+            answer["problems"] = list(answer.get("problems") or []) + [
+                f"GitHub mock broke GitHub's description: {v}" for v in violations[-20:]]
+            answer["ok"] = False
+        return 200, answer
+
+    def mock_spec(self) -> tuple[int, Any]:
+        """Which descriptions the mock checks against, and what it found."""
+        with self.world.lock:
+            return 200, {"rest_version": self.world.rest_spec.version,
+                         "rest_file": str(openapi_check.REST_SPEC_FILE),
+                         "webhook_file": str(openapi_check.WEBHOOK_SPEC_FILE),
+                         "spec_violations": copy.deepcopy(self.world.spec_violations),
+                         "invalid_requests": copy.deepcopy(self.world.invalid_requests)}
 
     def mock_state(self) -> tuple[int, Any]:
         return 200, self.world.state()
@@ -699,11 +859,14 @@ class GitHubHandler(BaseHandler):
         behaviour = body.get("behaviour") or {}
         if not isinstance(behaviour, dict):
             raise HttpError(422, "behaviour must be an object")
-        unknown = set(behaviour) - {"never_register", "stop_early", "conclusion", "hold", "spot_interruption", "assign_to",
-                                     "lose_in_progress"}
+        unknown = set(behaviour) - BEHAVIOURS
         if unknown:
             raise HttpError(422, f"unknown behaviour key(s): {sorted(unknown)}")
         job = self.world.new_job(labels, bool(body.get("private", True)), repository, behaviour)
+        if behaviour.get("waiting"):
+            # a job behind an environment's protection rules: `waiting` first, `queued` once approved
+            # (https://docs.github.com/webhooks/webhook-events-and-payloads#workflow_job, action `waiting`)
+            self.world.deliver(job["job_id"], "waiting", self.world.waiting_payload(job))
         result = self.world.deliver(job["job_id"], "queued", job["queued_payload"])
         return 200, result
 

@@ -1,10 +1,22 @@
-"""Simulated runners: what an ECS task running the GitHub runner would do, and ECS's events.
+"""Simulated runners: what an ECS task running tasuki-boot and the GitHub runner would do, and ECS's events.
 
-Polls moto's ECS (directly) for tasks in the local cluster. For each new RUNNING task: KMS-decrypt
-the JIT config from the `runner` container override (encryption context {"tasuki:job-id": job id}),
-check it is a config the GitHub mock issued for that runner name, then act out the job's behaviour
-(register, in_progress, completed, exit). For each task seen STOPPED (whoever stopped it), invoke the
-`ecs-events` Lambda through the gateway with an EventBridge "ECS Task State Change" event, once.
+Polls moto's ECS (directly) for tasks in the local cluster. For each new RUNNING task, as tasuki-boot
+does (docs/contracts.md; functions/core/src/runner_contract.rs): read `TASUKI_JIT_CONFIG_SEALED` from
+the `runner` container override, check the task role holds a live KMS grant for this job, unwrap the
+data key with KMS (encryption context {"tasuki:job-id": job id}), open the AES-256-GCM envelope (job id
+as AAD), check the config is the one the GitHub mock issued for that runner name, then act out the
+job's behaviour (register, in_progress, completed, exit). For each task seen STOPPED (whoever stopped
+it), invoke the `ecs-events` Lambda through the gateway with an EventBridge "ECS Task State Change"
+event, once.
+
+The container's exit status is tasuki-boot's (runner_contract::BootExit), never a status the boot
+cannot produce. They follow the runner's own scripts (actions/runner src/Misc/layoutroot/run.sh and
+run-helper.sh.template): run-helper.sh maps every Runner.Listener status to 0 (0 done, 1 terminated --
+e.g. the registration was deleted --, 5 session conflict, unknown codes) except 2/3/4 (run.sh restarts
+the listener) and 7 with ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1 (run.sh then exits 7);
+run.sh exits 0 otherwise. tasuki-boot turns that into: 0 a job ran, 80 no job ran, 81 version
+deprecated (run.sh 7), 82 a stop signal came during a job and the grace ran out, 83 a stop signal came
+before any job, 84 run.sh failed otherwise; before the runner starts: 65, 69, 75, 77, 78 (sysexits).
 """
 
 from __future__ import annotations
@@ -12,13 +24,18 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from datetime import datetime, timezone
 from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from harness.common import ACCOUNT_ID, CLUSTER_NAME, CONTAINER_NAME, REGION
 from harness.github_mock import World
@@ -33,6 +50,101 @@ MAX_HOLD_SECONDS = 3600.0
 EXIT_REASON = "Essential container in task exited"
 PULL_REASON = "CannotPullContainerError: pull access denied"
 SPOT_REASON = "Your Spot Task was interrupted."
+
+# tasuki-boot's exit statuses (contract section E; functions/core/src/runner_contract.rs BootExit)
+EXIT_JOB_FINISHED = 0
+EXIT_NO_JOB = 80
+EXIT_VERSION_DEPRECATED = 81
+EXIT_JOB_INTERRUPTED = 82
+EXIT_STOPPED_BEFORE_JOB = 83
+EXIT_RUNNER_FAILED = 84
+EXIT_NOT_TEXT = 65
+EXIT_KMS_REFUSED = 69
+EXIT_KMS_UNAVAILABLE = 75
+EXIT_WRONG_JOB = 77
+EXIT_MISSING_CREDENTIAL = 78
+BOOT_EXIT_CODES = {0, 80, 81, 82, 83, 84, 64, 65, 69, 70, 75, 77, 78, 126, 127}
+
+# The sealed config (runner_contract.rs): base64("TSK1" | u16-BE wrapped-key length | wrapped key |
+# 12-byte nonce | AES-256-GCM(ciphertext || tag)); plaintext = form byte | raw deflate(config);
+# form 1 = the base64-decoded encoded_jit_config, 0 = its text; AAD = "tasuki:job-id=<job id>".
+SEALED_MAGIC = b"TSK1"
+NONCE_LEN = 12
+MAX_OPENED_BYTES = 64 * 1024
+KMS_TRANSIENT = {"ThrottlingException", "LimitExceededException", "KMSInternalException",
+                 "DependencyTimeoutException", "KeyUnavailableException", "RequestTimeout"}
+
+
+def stop_grace_seconds(behaviour: dict[str, Any]) -> float:
+    """Seconds a running job gets after SIGTERM before tasuki-boot stops the runner and exits 82.
+    Real tasks read TASUKI_STOP_GRACE_SECONDS (runner.stop_grace_seconds, default 100); the simulator
+    uses a short one: behaviour `stop_grace_seconds`, else TASUKI_LOCAL_STOP_GRACE_SECONDS (1 s)."""
+    raw = behaviour.get("stop_grace_seconds", os.environ.get("TASUKI_LOCAL_STOP_GRACE_SECONDS", "1"))
+    try:
+        return min(max(float(raw), 0.0), 110.0)
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def grant_wait_seconds() -> float:
+    """How long the boot retries Decrypt without a grant (contract D: ~30 s; short here)."""
+    try:
+        return min(max(float(os.environ.get("TASUKI_LOCAL_GRANT_WAIT_SECONDS", "3")), 0.0), 30.0)
+    except ValueError:
+        return 3.0
+
+
+class BootFailure(Exception):
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def parse_sealed(sealed: str) -> tuple[bytes, bytes, bytes]:
+    """(wrapped key, nonce, ciphertext) of a TASUKI_JIT_CONFIG_SEALED value."""
+    try:
+        raw = base64.b64decode(sealed.strip(), validate=True)
+    except ValueError:
+        raise BootFailure(EXIT_MISSING_CREDENTIAL, "TASUKI_JIT_CONFIG_SEALED is not base64")
+    if not raw.startswith(SEALED_MAGIC):
+        raise BootFailure(EXIT_MISSING_CREDENTIAL, "TASUKI_JIT_CONFIG_SEALED is not a tasuki sealed config (no TSK1 header)")
+    rest = raw[len(SEALED_MAGIC):]
+    if len(rest) < 2:
+        raise BootFailure(EXIT_MISSING_CREDENTIAL, "TASUKI_JIT_CONFIG_SEALED is truncated")
+    n = int.from_bytes(rest[:2], "big")
+    rest = rest[2:]
+    if len(rest) < n + NONCE_LEN + 16:
+        raise BootFailure(EXIT_MISSING_CREDENTIAL, "TASUKI_JIT_CONFIG_SEALED is truncated")
+    return rest[:n], rest[n : n + NONCE_LEN], rest[n + NONCE_LEN :]
+
+
+def open_sealed(job_id: str, data_key: bytes, nonce: bytes, ciphertext: bytes) -> str:
+    """The encoded_jit_config GitHub issued, as tasuki-boot opens it."""
+    if len(data_key) != 32:
+        raise BootFailure(EXIT_WRONG_JOB, "the data key is not 32 bytes")
+    try:
+        payload = AESGCM(data_key).decrypt(nonce, ciphertext, f"tasuki:job-id={job_id}".encode())
+    except InvalidTag:
+        raise BootFailure(EXIT_WRONG_JOB, f"the sealed config does not open for job {job_id}")
+    if not payload:
+        raise BootFailure(EXIT_NOT_TEXT, "the opened config is empty")
+    form, compressed = payload[0], payload[1:]
+    try:
+        d = zlib.decompressobj(-15)
+        data = d.decompress(compressed, MAX_OPENED_BYTES)
+        if d.unconsumed_tail:
+            raise BootFailure(EXIT_NOT_TEXT, "the opened config exceeds 64 KiB")
+    except zlib.error:
+        raise BootFailure(EXIT_NOT_TEXT, "the opened config does not decompress")
+    if form == 1:
+        return base64.b64encode(data).decode()
+    if form == 0:
+        try:
+            return data.decode()
+        except UnicodeDecodeError:
+            raise BootFailure(EXIT_NOT_TEXT, "the opened config is not text")
+    raise BootFailure(EXIT_NOT_TEXT, f"unknown payload form {form}")
 
 
 def iso(ts: float | None = None) -> str:
@@ -106,7 +218,7 @@ class RunnerSimulator:
             st = self.tasks.get(arn)
             new = st is None
             if new:
-                st = self.tasks[arn] = {"stopped": threading.Event(), "event_sent": False}
+                st = self.tasks[arn] = {"stopped": threading.Event(), "event_sent": False, "phase": "booting"}
         if status == "STOPPED":
             st["stopped"].set()
             with self.lock:
@@ -124,8 +236,17 @@ class RunnerSimulator:
             self.world.runner_events.append(entry)
         log.info("runner %s: %s %s", kind, task.get("startedBy"), {k: v for k, v in extra.items() if k != "detail"})
 
+    def phase(self, task: dict[str, Any], phase: str) -> None:
+        """booting | idle (registered, no job) | job | exited: decides the status of a task stopped by others."""
+        with self.lock:
+            st = self.tasks.get(task["taskArn"])
+            if st is not None:
+                st["phase"] = phase
+
     def exit_task(self, task: dict[str, Any], stop_code: str, reason: str, exit_code: int | None) -> None:
+        assert exit_code is None or exit_code in BOOT_EXIT_CODES, f"tasuki-boot never exits {exit_code}"
         arn = task["taskArn"]
+        self.phase(task, "exited")
         self.ledger.note_stop(arn, stop_code, reason)
         self.ledger.note_task(arn, exitCode=exit_code)
         try:
@@ -133,9 +254,9 @@ class RunnerSimulator:
         except Exception as exc:
             log.warning("stop_task %s failed: %s", arn, exc)
 
-    def boot_failure(self, task: dict[str, Any], why: str) -> None:
-        self.note("boot-failed", task, reason=why)
-        self.exit_task(task, "EssentialContainerExited", EXIT_REASON, 1)
+    def boot_failure(self, task: dict[str, Any], why: str, code: int) -> None:
+        self.note("boot-failed", task, reason=why, exit_code=code)
+        self.exit_task(task, "EssentialContainerExited", EXIT_REASON, code)
 
     def runner_lifecycle(self, task: dict[str, Any], stopped: threading.Event) -> None:
         try:
@@ -144,28 +265,79 @@ class RunnerSimulator:
             log.exception("runner lifecycle crashed for %s", task.get("taskArn"))
             self.note("sim-error", task, reason=str(exc))
 
+    # ---- tasuki-boot: the credential ----------------------------------------------------------------
+    def task_role_arn(self, task: dict[str, Any]) -> str | None:
+        role = (task.get("overrides") or {}).get("taskRoleArn")
+        if role:
+            return role
+        try:
+            td = self.ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])["taskDefinition"]
+        except Exception:
+            return None
+        return td.get("taskRoleArn")
+
+    def live_grant(self, key_id: str, job_id: str, role: str | None) -> bool:
+        """A grant lets the task role Decrypt under this job's encryption context only (contract D):
+        without it the task role, which has no kms:Decrypt of its own, is refused."""
+        key_arn = self.kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyId"]
+        for g in self.kms.list_grants(KeyId=key_arn).get("Grants") or []:
+            ctx = (g.get("Constraints") or {}).get("EncryptionContextEquals") or {}
+            if "Decrypt" in (g.get("Operations") or []) and ctx == {"tasuki:job-id": job_id} and (
+                role is None or g.get("GranteePrincipal") == role
+            ):
+                return True
+        return False
+
+    def open_credential(self, task: dict[str, Any], env: dict[str, str], job_id: str, stopped: threading.Event) -> str:
+        """What tasuki-boot does before it starts the runner; BootFailure with its exit status otherwise."""
+        wrapped, nonce, ciphertext = parse_sealed(env["TASUKI_JIT_CONFIG_SEALED"])
+        key_id = env.get("TASUKI_KMS_KEY_ID") or "alias/tasuki-runner"
+        if os.environ.get("TASUKI_LOCAL_REQUIRE_KMS_GRANT", "1") == "1":
+            role = self.task_role_arn(task)
+            # grants are eventually consistent: the boot retries AccessDenied for a bounded time
+            deadline = time.monotonic() + grant_wait_seconds()
+            while not self.live_grant(key_id, job_id, role):
+                if time.monotonic() >= deadline or stopped.wait(0.25):
+                    raise BootFailure(EXIT_KMS_REFUSED, f"KMS AccessDeniedException: no live grant lets "
+                                      f"{role or 'the task role'} Decrypt for tasuki:job-id={job_id}")
+        try:
+            data_key = self.kms.decrypt(CiphertextBlob=wrapped, KeyId=key_id,
+                                        EncryptionContext={"tasuki:job-id": job_id})["Plaintext"]
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+            if code == "InvalidCiphertextException":
+                raise BootFailure(EXIT_WRONG_JOB, f"KMS {code}: the data key is not for job {job_id}")
+            if code in KMS_TRANSIENT:
+                raise BootFailure(EXIT_KMS_UNAVAILABLE, f"KMS {code}")
+            raise BootFailure(EXIT_KMS_REFUSED, f"KMS {code}")
+        return open_sealed(job_id, data_key, nonce, ciphertext)
+
+    # ---- one runner --------------------------------------------------------------------------------
     def _lifecycle(self, task: dict[str, Any], stopped: threading.Event) -> None:
         env = container_env(task)
-        missing = [k for k in ("TASUKI_JOB_ID", "TASUKI_ATTEMPT", "TASUKI_RUNNER_NAME", "TASUKI_JIT_CONFIG_CIPHERTEXT") if not env.get(k)]
+        missing = [k for k in ("TASUKI_JOB_ID", "TASUKI_ATTEMPT", "TASUKI_RUNNER_NAME", "TASUKI_JIT_CONFIG_SEALED") if not env.get(k)]
         if missing:
-            self.boot_failure(task, f"missing container env {missing}")
+            self.boot_failure(task, f"missing container env {missing}", EXIT_MISSING_CREDENTIAL)
             return
         job_id, runner_name = env["TASUKI_JOB_ID"], env["TASUKI_RUNNER_NAME"]
         try:
             attempt = int(env["TASUKI_ATTEMPT"])
         except ValueError:
-            self.boot_failure(task, f"TASUKI_ATTEMPT is not a number: {env['TASUKI_ATTEMPT']!r}")
+            self.boot_failure(task, f"TASUKI_ATTEMPT is not a number: {env['TASUKI_ATTEMPT']!r}", EXIT_MISSING_CREDENTIAL)
             return
         try:
-            blob = base64.b64decode(env["TASUKI_JIT_CONFIG_CIPHERTEXT"], validate=True)
-            plaintext = self.kms.decrypt(CiphertextBlob=blob, EncryptionContext={"tasuki:job-id": job_id})["Plaintext"]
-        except Exception as exc:
-            self.boot_failure(task, f"cannot KMS-decrypt the JIT config with context tasuki:job-id={job_id}: {type(exc).__name__}")
+            opened = self.open_credential(task, env, job_id, stopped)
+        except BootFailure as exc:
+            if stopped.is_set():
+                return
+            self.boot_failure(task, exc.reason, exc.code)
             return
         with self.world.lock:
             issued = self.world.jit_configs.get(runner_name)
-        if issued is None or plaintext.decode(errors="replace") != issued:
-            self.boot_failure(task, f"the decrypted JIT config is not the one issued for runner {runner_name}")
+        if issued is None or opened != issued:
+            # GitHub does not know this registration: the listener's session is refused, it exits
+            # 1 (terminated), run-helper.sh and run.sh exit 0, no job ran: tasuki-boot exits 80.
+            self.boot_failure(task, f"the opened JIT config is not the one issued for runner {runner_name}", EXIT_NO_JOB)
             return
         runner = self.world.runner_by_name(runner_name)
         with self.world.lock:
@@ -182,6 +354,7 @@ class RunnerSimulator:
             if stopped.wait(BOOT_SECONDS):
                 return
             self.note("stopped-early", task, attempt=attempt)
+            self.phase(task, "exited")
             self.ledger.note_stop(task["taskArn"], "TaskFailedToStart", PULL_REASON)
             try:
                 self.ecs.stop_task(cluster=CLUSTER_NAME, task=task["taskArn"], reason=PULL_REASON)
@@ -191,15 +364,24 @@ class RunnerSimulator:
 
         if stopped.wait(BOOT_SECONDS):
             return
-        with self.world.lock:
-            if runner["deleted"]:
-                # deleted before it could connect: the runner fails to configure and exits
-                pass
-            else:
-                runner["status"] = "online"
-        if runner["deleted"]:
-            self.boot_failure(task, "runner was deleted before it registered")
+        if attempt in (behaviour.get("version_deprecated") or []):
+            # GitHub refuses the runner's version: Runner.Listener exits 7, run-helper.sh.template and
+            # run.sh pass 7 on because the image sets ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1
+            # (actions/runner src/Misc/layoutroot/run.sh, run-helper.sh.template); tasuki-boot exits 81.
+            # The runner never comes online.
+            self.note("version-deprecated", task, runner=runner_name, attempt=attempt)
+            self.exit_task(task, "EssentialContainerExited", EXIT_REASON, EXIT_VERSION_DEPRECATED)
             return
+        with self.world.lock:
+            deleted = runner["deleted"]
+            if not deleted:
+                runner["status"] = "online"
+        if deleted:
+            # deleted before it could connect: the listener exits 1 (terminated), run-helper.sh maps
+            # it to 0, run.sh exits 0, no job ran: tasuki-boot exits 80
+            self.boot_failure(task, "runner was deleted before it registered", EXIT_NO_JOB)
+            return
+        self.phase(task, "idle")
         self.note("registered", task, runner=runner_name, runner_id=runner["id"])
 
         # Take the job it was launched for, if GitHub still has it queued -- or, with behaviour
@@ -224,6 +406,7 @@ class RunnerSimulator:
                 runner["status"] = "offline"
             return
 
+        self.phase(task, "job")  # the job-started hook wrote its marker
         if behaviour.get("lose_in_progress"):
             # GitHub gave up on the in_progress delivery: only `completed` will tell.
             self.note("in_progress webhook lost", task, runner=runner_name)
@@ -231,9 +414,15 @@ class RunnerSimulator:
             self.world.deliver(job_id, "in_progress", self.world.derived_payload(job, "in_progress"))
         if attempt in (behaviour.get("spot_interruption") or []):
             if not stopped.wait(JOB_SECONDS / 2):
-                self.note("spot-interrupted", task, attempt=attempt)
-                self.exit_task(task, "SpotInterruption", SPOT_REASON, 143)
-                stopped.wait(10)
+                # Fargate Spot: SIGTERM with a two-minute warning, the task stops with stopCode
+                # SpotInterruption (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-capacity-providers.html).
+                # tasuki-boot gives the running job the stop grace, then stops the runner and exits 82.
+                grace = stop_grace_seconds(behaviour)
+                self.note("spot-interrupted", task, attempt=attempt, grace_seconds=grace)
+                if not stopped.wait(grace) and not job["complete_event"].is_set():
+                    self.note("grace-expired", task, attempt=attempt)
+                    self.exit_task(task, "SpotInterruption", SPOT_REASON, EXIT_JOB_INTERRUPTED)
+                    stopped.wait(10)
         if behaviour.get("hold"):
             deadline = time.time() + MAX_HOLD_SECONDS
             while time.time() < deadline and not job["complete_event"].is_set() and not stopped.is_set():
@@ -264,7 +453,7 @@ class RunnerSimulator:
             # a JIT runner is removed by GitHub once its job is done
             runner.update(status="offline", busy=False, deleted=True, deleted_by="github")
         self.note("exited", task, runner=runner_name, conclusion=job["conclusion"])
-        self.exit_task(task, "EssentialContainerExited", EXIT_REASON, 0)
+        self.exit_task(task, "EssentialContainerExited", EXIT_REASON, EXIT_JOB_FINISHED)
 
     # ---- ECS events ----------------------------------------------------------------------------------
     def send_stopped_event(self, task: dict[str, Any]) -> None:
@@ -281,10 +470,14 @@ class RunnerSimulator:
         }
         if stop_code == "TaskFailedToStart":
             container["reason"] = reason
-        elif stop_code == "UserInitiated":
-            container["exitCode"] = meta.get("exitCode", 143)
+        elif meta.get("exitCode") is not None:
+            container["exitCode"] = meta["exitCode"]
         else:
-            container["exitCode"] = meta.get("exitCode", 0)
+            # stopped by someone else (StopTask: SIGTERM): tasuki-boot exits 82 when a job was running
+            # (its grace cannot outlast moto's immediate stop), 83 when none had started
+            with self.lock:
+                phase = (self.tasks.get(arn) or {}).get("phase", "booting")
+            container["exitCode"] = EXIT_JOB_INTERRUPTED if phase == "job" else EXIT_STOPPED_BEFORE_JOB
         detail = {
             "clusterArn": task.get("clusterArn"),
             "taskArn": arn,

@@ -1,0 +1,495 @@
+"""The GitHub mock and the runner simulator are as strict as GitHub and tasuki-boot (issue 8).
+
+Runs without the local stack: the GitHub mock is started in-process on 127.0.0.1 (ephemeral port),
+the runner-simulator tests start moto's server in-process the same way. Run with
+`.tasuki/venv/bin/python -m pytest -q tests/harness/test_github_strict.py`.
+
+Sources: GitHub's REST and webhook descriptions (@octokit/openapi, @octokit/openapi-webhooks in
+tests/node_modules); actions/runner (src/Runner.Listener/Runner.cs, src/Runner.Common/ConfigurationStore.cs,
+CredentialData.cs, src/Runner.Listener/Configuration/IRSAKeyManager.cs, src/Misc/layoutroot/run.sh,
+run-helper.sh.template); docs/contracts.md / the shared contract for tasuki-boot's exit statuses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+import zlib
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Callable, Iterator
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from harness import openapi_check
+from harness.common import APP_ID
+from harness.gateway import EcsLedger, Gateway
+from harness.github_mock import GitHubHandler, World
+from harness.httputil import QuietServer
+from harness.setup_aws import generate_app_key
+
+JIT_PATH = "/repos/octo-org/app/actions/runners/generate-jitconfig"
+GOOD_JIT = {"name": "tasuki-1-1", "runner_group_id": 1, "labels": ["self-hosted", "tasuki"], "work_folder": "_work"}
+
+
+# ---- in-process servers --------------------------------------------------------------------------------
+class Recorder(BaseHTTPRequestHandler):
+    """Answers 200 to every POST and keeps it (webhook deliveries, ecs-events invocations)."""
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        return
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with self.server.lock:  # type: ignore[attr-defined]
+            self.server.seen.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body or b"null")})  # type: ignore[attr-defined]
+        out = b"{}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+
+def serve(server: QuietServer) -> None:
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+
+def wait_until(pred: Callable[[], Any], seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    for _ in range(int(seconds / 0.05) + 1):  # bounded in count and time
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+
+
+class Mock:
+    def __init__(self, world: World, port: int, recorder: QuietServer, key_pem: str):
+        self.world = world
+        self.key_pem = key_pem
+        self.port = port
+        self.recorder = recorder
+
+    def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+             raw: bytes | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status, payload = r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            status, payload = exc.code, exc.read()
+        return status, json.loads(payload) if payload else None
+
+    def token(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.world.issue_token(23154469, None)['token']}"}
+
+    def hooks(self) -> list[dict[str, Any]]:
+        with self.recorder.lock:  # type: ignore[attr-defined]
+            return [x for x in self.recorder.seen if x["path"] == "/hook"]  # type: ignore[attr-defined]
+
+    def events(self) -> list[dict[str, Any]]:
+        with self.recorder.lock:  # type: ignore[attr-defined]
+            return [x["body"] for x in self.recorder.seen if "ecs-events" in x["path"]]  # type: ignore[attr-defined]
+
+
+def start_mock(moto_port: int = 0) -> tuple[Mock, list[QuietServer]]:
+    recorder = QuietServer(("127.0.0.1", 0), Recorder)
+    recorder.lock = threading.Lock()  # type: ignore[attr-defined]
+    recorder.seen = []  # type: ignore[attr-defined]
+    serve(recorder)
+    ledger = EcsLedger()
+    key_pem = generate_app_key()
+    world = World(f"http://127.0.0.1:{recorder.server_address[1]}/hook", "s3cret", key_pem, ledger,
+                  Gateway(moto_port, 0, ledger))
+    gh = QuietServer(("127.0.0.1", 0), GitHubHandler)
+    gh.world = world  # type: ignore[attr-defined]
+    serve(gh)
+    return Mock(world, gh.server_address[1], recorder, key_pem), [gh, recorder]
+
+
+@pytest.fixture()
+def mock() -> Iterator[Mock]:
+    m, servers = start_mock()
+    yield m
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def check_no_violations(m: Mock) -> None:
+    status, state = m.call("GET", "/_mock/state")
+    assert status == 200
+    assert state["spec_violations"] == [], state["spec_violations"]
+
+
+# ---- 1. the JIT config ---------------------------------------------------------------------------------
+def test_jit_config_has_githubs_structure_and_a_real_2048_bit_rsa_key(mock: Mock) -> None:
+    status, body = mock.call("POST", JIT_PATH, GOOD_JIT, mock.token())
+    assert status == 201, body
+    encoded = body["encoded_jit_config"]
+    # GitHub's is about 4.2 KB (a 2048-bit key); above KMS Encrypt's 4 096-byte limit
+    assert len(encoded) > 4096, len(encoded)
+    files = json.loads(base64.b64decode(encoded, validate=True))
+    assert set(files) == {".runner", ".credentials", ".credentials_rsaparams"}
+    runner = json.loads(base64.b64decode(files[".runner"], validate=True))
+    assert runner["agentId"] == body["runner"]["id"] and runner["agentName"] == "tasuki-1-1"
+    assert runner["poolId"] == 1 and runner["poolName"] and runner["ephemeral"] is True
+    assert runner["gitHubUrl"] == "https://github.com/octo-org/app" and runner["workFolder"] == "_work"
+    assert runner["serverUrl"].startswith("https://") and runner["serverUrl"].endswith("/")
+    creds = json.loads(base64.b64decode(files[".credentials"], validate=True))
+    assert creds["scheme"] == "OAuth"
+    assert set(creds["data"]) == {"clientId", "authorizationUrl", "requireFipsCryptography"}
+    uuid.UUID(creds["data"]["clientId"])
+    assert creds["data"]["authorizationUrl"].startswith("https://")
+    params = json.loads(base64.b64decode(files[".credentials_rsaparams"], validate=True))
+    assert set(params) == {"d", "dp", "dq", "exponent", "inverseQ", "modulus", "p", "q"}
+    num = {k: int.from_bytes(base64.b64decode(v, validate=True), "big") for k, v in params.items()}
+    assert len(base64.b64decode(params["modulus"])) == 256 and len(base64.b64decode(params["d"])) == 256
+    # the parameters form one valid 2048-bit RSA key: build it and sign/verify with it
+    public = rsa.RSAPublicNumbers(num["exponent"], num["modulus"])
+    private = rsa.RSAPrivateNumbers(num["p"], num["q"], num["d"], num["dp"], num["dq"], num["inverseQ"], public)
+    key = private.private_key()
+    assert key.key_size == 2048 and num["p"] * num["q"] == num["modulus"]
+    sig = key.sign(b"tasuki", padding.PKCS1v15(), hashes.SHA256())
+    key.public_key().verify(sig, b"tasuki", padding.PKCS1v15(), hashes.SHA256())
+    # a fresh key per runner, and every secret part is in the leak list
+    status, other = mock.call("POST", JIT_PATH, {**GOOD_JIT, "name": "tasuki-1-2"}, mock.token())
+    assert status == 201
+    other_params = json.loads(base64.b64decode(json.loads(base64.b64decode(other["encoded_jit_config"]))[".credentials_rsaparams"]))
+    assert other_params["modulus"] != params["modulus"]
+    status, leaks = mock.call("GET", "/_mock/secrets-for-leak-check")
+    assert encoded in leaks["values"] and params["d"] in leaks["values"]
+    check_no_violations(mock)
+
+
+# ---- 2a. requests are checked against GitHub's REST description ----------------------------------------------
+@pytest.mark.parametrize(
+    "body, detail",
+    [
+        ({k: v for k, v in GOOD_JIT.items() if k != "labels"}, '"labels" wasn\'t supplied.'),
+        ({"work_folder": "_work"}, '"name", "runner_group_id", "labels" weren\'t supplied.'),
+        ({**GOOD_JIT, "labels": []}, "For 'properties/labels', [] has fewer than 1 item(s)."),
+        ({**GOOD_JIT, "labels": [f"l{i}" for i in range(101)]}, "For 'properties/labels', "),
+        ({**GOOD_JIT, "labels": "tasuki"}, "For 'properties/labels', \"tasuki\" is not an array."),
+        ({**GOOD_JIT, "labels": ["tasuki", 3]}, "For 'properties/labels/items', 3 is not a string."),
+        ({**GOOD_JIT, "runner_group_id": "1"}, "For 'properties/runner_group_id', \"1\" is not an integer."),
+        ({**GOOD_JIT, "work_folder": 3}, "For 'properties/work_folder', 3 is not a string."),
+        (None, '"name", "runner_group_id", "labels" weren\'t supplied.'),
+    ],
+)
+def test_generate_jitconfig_refuses_what_githubs_schema_refuses_with_githubs_error(mock: Mock, body: Any, detail: str) -> None:
+    status, answer = mock.call("POST", JIT_PATH, body, mock.token())
+    assert status == 422, answer
+    assert answer["message"].startswith("Invalid request.\n\n") and detail in answer["message"], answer["message"]
+    assert answer["documentation_url"] == (
+        "https://docs.github.com/rest/actions/self-hosted-runners"
+        "#create-configuration-for-a-just-in-time-runner-for-a-repository")
+    assert answer["status"] == "422"
+    status, state = mock.call("GET", "/_mock/state")
+    [refused] = state["invalid_requests"]
+    assert refused["operation_id"] == "actions/generate-runner-jitconfig-for-repo" and refused["problems"]
+    assert state["issued_jit_configs_count"] == 0
+    check_no_violations(mock)
+
+
+def test_paths_methods_and_parameters_follow_the_description(mock: Mock) -> None:
+    auth = mock.token()
+    # a path GitHub does not have, and a method a known path does not take: 404 like GitHub
+    assert mock.call("GET", "/repos/octo-org/app/actions/runnerz", None, auth)[0] == 404
+    assert mock.call("PUT", JIT_PATH, GOOD_JIT, auth)[0] == 404
+    # query parameters are typed: per_page is an integer
+    status, answer = mock.call("GET", "/repos/octo-org/app/actions/runners?per_page=many", None, auth)
+    assert status == 422 and "For 'per_page', \"many\" is not an integer." in answer["message"]
+    assert mock.call("GET", "/repos/octo-org/app/actions/runners?per_page=100&name=x", None, auth)[0] == 200
+    # credentials come before the schema, as on GitHub: no token, bad body -> 401
+    assert mock.call("POST", JIT_PATH, {"labels": []})[0] == 401
+    check_no_violations(mock)
+
+
+# ---- 2b. every answer matches the description ------------------------------------------------------------
+def test_every_answer_the_mock_gives_matches_githubs_description(mock: Mock) -> None:
+    spec = openapi_check.rest_spec()
+    answers: list[tuple[str, str, int, Any]] = []
+
+    def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        status, answer = mock.call(method, path, body, headers)
+        answers.append((method, path, status, answer))
+        return status, answer
+
+    from harness.client import app_jwt  # RS256 JWT by a key; the mock's key is the World's
+
+    jwt = {"Authorization": f"Bearer {app_jwt(mock.key_pem)}"}
+    assert call("POST", "/app/installations/23154469/access_tokens", {}, jwt)[0] == 201
+    assert call("POST", "/app/installations/23154469/access_tokens", {}, {"Authorization": "Bearer x.y.z"})[0] == 401
+    assert call("GET", "/app/installations/23154469", None, jwt)[0] == 200
+    assert call("GET", "/repos/octo-org/app/installation", None, jwt)[0] == 200
+    auth = mock.token()
+    status, created = call("POST", JIT_PATH, GOOD_JIT, auth)
+    assert status == 201
+    rid = created["runner"]["id"]
+    assert call("POST", JIT_PATH, GOOD_JIT, auth)[0] == 409
+    assert call("POST", JIT_PATH, {**GOOD_JIT, "name": "other", "runner_group_id": 7}, auth)[0] == 404
+    assert call("POST", "/orgs/octo-org/actions/runners/generate-jitconfig", {**GOOD_JIT, "name": "org-1"}, auth)[0] == 201
+    assert call("GET", "/repos/octo-org/app/actions/runners?name=tasuki-1-1", None, auth)[0] == 200
+    assert call("GET", "/orgs/octo-org/actions/runners", None, auth)[0] == 200
+    assert call("GET", f"/repos/octo-org/app/actions/runners/{rid}", None, auth)[0] == 200
+    assert call("GET", f"/orgs/octo-org/actions/runners/{rid}", None, auth)[0] == 404
+    with mock.world.lock:
+        mock.world.runners[rid]["busy"] = True
+    assert call("DELETE", f"/repos/octo-org/app/actions/runners/{rid}", None, auth)[0] == 422
+    with mock.world.lock:
+        mock.world.runners[rid]["busy"] = False
+    assert call("DELETE", f"/repos/octo-org/app/actions/runners/{rid}", None, auth)[0] == 204
+    status, job = mock.call("POST", "/_mock/jobs", {"labels": ["self-hosted", "tasuki"], "repository": "octo-org/app"})
+    assert status == 200
+    assert call("GET", f"/repos/octo-org/app/actions/jobs/{job['job_id']}", None, auth)[0] == 200
+    j = mock.world.jobs[str(job["job_id"])]
+    for action in ("in_progress", "completed"):
+        with mock.world.lock:
+            j["status"], j["conclusion"] = action, ("success" if action == "completed" else None)
+        assert call("GET", f"/repos/octo-org/app/actions/jobs/{job['job_id']}", None, auth)[0] == 200
+    assert call("GET", "/repos/octo-org/app/actions/jobs/1", None, auth)[0] == 404
+
+    # checked here too, independently of the mock's own check
+    for method, path, status, answer in answers:
+        op, _, _ = spec.match(method, path.split("?")[0])
+        assert op is not None, (method, path)
+        assert spec.check_response(op, status, answer) == [], (method, path, status, answer)
+    check_no_violations(mock)
+
+
+def test_an_answer_that_breaks_the_description_is_reported_loudly(mock: Mock, monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = mock.token()
+    status, created = mock.call("POST", JIT_PATH, GOOD_JIT, auth)
+    assert status == 201
+    original = World.public_runner
+    monkeypatch.setattr(World, "public_runner", staticmethod(lambda r: {k: v for k, v in original(r).items() if k != "os"}))
+    assert mock.call("GET", f"/repos/octo-org/app/actions/runners/{created['runner']['id']}", None, auth)[0] == 200
+    status, state = mock.call("GET", "/_mock/state")
+    [violation] = state["spec_violations"]
+    assert "GET /repos/{owner}/{repo}/actions/runners/{runner_id} -> 200" in violation["problem"]
+    assert '"os"' in violation["problem"]
+    status, health = mock.call("GET", "/_mock/health")
+    assert health["ok"] is False and any("os" in p for p in health["problems"])
+
+
+# ---- 2c. webhooks match the webhook description --------------------------------------------------------
+def test_webhooks_match_githubs_webhook_description_before_they_are_sent(mock: Mock) -> None:
+    spec = openapi_check.webhook_spec()
+    status, job = mock.call("POST", "/_mock/jobs", {"labels": ["self-hosted", "tasuki"], "behaviour": {"waiting": True}})
+    assert status == 200
+    j = mock.world.jobs[str(job["job_id"])]
+    mock.world.deliver(j["job_id"], "in_progress", mock.world.derived_payload(j, "in_progress"))
+    status, _ = mock.call("POST", f"/_mock/jobs/{job['job_id']}/cancel", {})
+    assert status == 200
+    hooks = mock.hooks()
+    assert [h["body"]["action"] for h in hooks] == ["waiting", "queued", "in_progress", "completed"]
+    for h in hooks:
+        assert spec.check("workflow_job", h["body"], h["headers"]) == []
+    check_no_violations(mock)
+
+    # a payload that breaks the description is recorded before it goes out
+    broken = mock.world.derived_payload(j, "completed", "failure")
+    del broken["workflow_job"]["run_id"]
+    mock.world.deliver(j["job_id"], "completed", broken)
+    status, state = mock.call("GET", "/_mock/state")
+    assert any("webhook workflow-job-completed" in v["problem"] and "run_id" in v["problem"]
+               for v in state["spec_violations"]), state["spec_violations"]
+
+
+# ---- 3. the simulated runner exits like tasuki-boot ---------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+TASK_ROLE = "arn:aws:iam::123456789012:role/tasuki-runner-task"
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[dict[str, Any]]:
+    from moto.server import ThreadedMotoServer
+
+    from harness.setup_aws import client, moto_api
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        moto_api(port, "/moto-api/state-manager/set-transition",
+                 {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1_000_000_000}})
+        ec2 = client("ec2", port)
+        vpc = ec2.create_vpc(CidrBlock="10.43.0.0/16")["Vpc"]["VpcId"]
+        ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.43.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
+        sg = ec2.create_security_group(GroupName="tasuki-strict", Description="test", VpcId=vpc)["GroupId"]
+        ecs = client("ecs", port)
+        from harness.common import CLUSTER_NAME, CONTAINER_NAME
+
+        ecs.create_cluster(clusterName=CLUSTER_NAME, capacityProviders=["FARGATE", "FARGATE_SPOT"])
+        td = ecs.register_task_definition(
+            family="tasuki-runner-x64", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="2048",
+            memory="4096", taskRoleArn=TASK_ROLE,
+            containerDefinitions=[{"name": CONTAINER_NAME, "image": "runner", "essential": True, "memory": 4096}],
+        )["taskDefinition"]["taskDefinitionArn"]
+        kms = client("kms", port)
+        key = kms.create_key()["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName="alias/tasuki-runner", TargetKeyId=key)
+        yield {"port": port, "ecs": ecs, "kms": kms, "key": key, "td": td, "subnet": subnet, "sg": sg}
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def sim(aws: dict[str, Any]) -> Iterator[Mock]:
+    from harness.runner_sim import RunnerSimulator
+
+    m, servers = start_mock(aws["port"])
+    s = RunnerSimulator(m.world, aws["port"], m.recorder.server_address[1])
+    s.start()
+    yield m
+    s.stop()
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def seal(kms: Any, job_id: str, encoded: str) -> str:
+    """What run-task does (runner_contract::seal): a KMS data key for the job, AES-256-GCM, raw deflate."""
+    dk = kms.generate_data_key(KeyId="alias/tasuki-runner", KeySpec="AES_256", EncryptionContext={"tasuki:job-id": job_id})
+    raw = base64.b64decode(encoded)
+    form = 1 if base64.b64encode(raw).decode() == encoded else 0
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    payload = bytes([form]) + c.compress(raw if form else encoded.encode()) + c.flush()
+    nonce = os.urandom(12)
+    ct = AESGCM(dk["Plaintext"]).encrypt(nonce, payload, f"tasuki:job-id={job_id}".encode())
+    wrapped = dk["CiphertextBlob"]
+    return base64.b64encode(b"TSK1" + len(wrapped).to_bytes(2, "big") + wrapped + nonce + ct).decode()
+
+
+def launch(m: Mock, aws: dict[str, Any], behaviour: dict[str, Any] | None = None, grant: bool = True,
+           env_override: dict[str, str] | None = None) -> tuple[str, str]:
+    """What issue-token + run-task do for one job: returns (job id, task ARN)."""
+    from harness.common import CLUSTER_NAME, CONTAINER_NAME
+
+    status, job = m.call("POST", "/_mock/jobs", {"labels": ["self-hosted", "tasuki"], "behaviour": behaviour or {}})
+    assert status == 200
+    job_id = str(job["job_id"])
+    name = f"tasuki-{job_id}-1"
+    status, created = m.call("POST", JIT_PATH, {"name": name, "runner_group_id": 1, "labels": ["tasuki"]}, m.token())
+    assert status == 201
+    if grant:
+        aws["kms"].create_grant(KeyId=aws["key"], GranteePrincipal=TASK_ROLE, Operations=["Decrypt"],
+                                Constraints={"EncryptionContextEquals": {"tasuki:job-id": job_id}}, Name=f"tasuki-{job_id}-1")
+    env = {"TASUKI_JOB_ID": job_id, "TASUKI_ATTEMPT": "1", "TASUKI_RUNNER_NAME": name,
+           "TASUKI_JIT_CONFIG_SEALED": seal(aws["kms"], job_id, created["encoded_jit_config"]),
+           "TASUKI_KMS_KEY_ID": "alias/tasuki-runner", **(env_override or {})}
+    task = aws["ecs"].run_task(
+        cluster=CLUSTER_NAME, taskDefinition=aws["td"], launchType="FARGATE", startedBy=f"tasuki/{job_id}/1",
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [aws["subnet"]], "securityGroups": [aws["sg"]],
+                                                        "assignPublicIp": "DISABLED"}},
+        overrides={"containerOverrides": [{"name": CONTAINER_NAME, "environment": [{"name": k, "value": v} for k, v in env.items()]}]},
+    )["tasks"][0]
+    return job_id, task["taskArn"]
+
+
+def stopped_event(m: Mock, task_arn: str, seconds: float = 20) -> dict[str, Any]:
+    return wait_until(lambda: next((e["detail"] for e in m.events() if e["detail"]["taskArn"] == task_arn), None),
+                      seconds, f"the ECS event of {task_arn}")
+
+
+def actions(m: Mock, job_id: str) -> list[str]:
+    return [h["body"]["action"] for h in m.hooks() if str(h["body"]["workflow_job"]["id"]) == job_id]
+
+
+def runner_events(m: Mock, task_arn: str) -> list[dict[str, Any]]:
+    with m.world.lock:
+        return [e for e in m.world.runner_events if e["task_arn"] == task_arn]
+
+
+def test_a_runner_that_ran_its_job_exits_0_from_the_sealed_config(sim: Mock, aws: dict[str, Any]) -> None:
+    job, arn = launch(sim, aws)
+    detail = stopped_event(sim, arn)
+    assert detail["stopCode"] == "EssentialContainerExited" and detail["containers"][0]["exitCode"] == 0
+    assert actions(sim, job) == ["queued", "in_progress", "completed"]
+    check_no_violations(sim)
+
+
+def test_a_deprecated_runner_version_exits_81_without_registering(sim: Mock, aws: dict[str, Any]) -> None:
+    job, arn = launch(sim, aws, {"version_deprecated": [1]})
+    detail = stopped_event(sim, arn)
+    assert detail["stopCode"] == "EssentialContainerExited" and detail["containers"][0]["exitCode"] == 81
+    assert actions(sim, job) == ["queued"]
+    assert [e["event"] for e in runner_events(sim, arn)] == ["booted", "version-deprecated"]
+    runner = sim.world.runner_by_name(f"tasuki-{job}-1")
+    assert runner["status"] == "offline" and not runner["busy"]
+
+
+def test_a_spot_interruption_gives_the_job_the_grace_then_exits_82(sim: Mock, aws: dict[str, Any]) -> None:
+    job, arn = launch(sim, aws, {"spot_interruption": [1], "stop_grace_seconds": 1.5})
+    detail = stopped_event(sim, arn)
+    assert detail["stopCode"] == "SpotInterruption" and detail["containers"][0]["exitCode"] == 82
+    events = {e["event"]: e for e in runner_events(sim, arn)}
+    assert events["spot-interrupted"]["grace_seconds"] == 1.5
+    assert events["grace-expired"]["at"] - events["spot-interrupted"]["at"] >= 1.4
+    wait_until(lambda: actions(sim, job) == ["queued", "in_progress", "completed"], 10, "completed")
+    completed = [h for h in sim.hooks() if h["body"]["action"] == "completed" and str(h["body"]["workflow_job"]["id"]) == job]
+    assert completed[0]["body"]["workflow_job"]["conclusion"] == "failure"
+
+
+def test_a_runner_stopped_before_any_job_exits_83(sim: Mock, aws: dict[str, Any]) -> None:
+    from harness.common import CLUSTER_NAME
+
+    job, arn = launch(sim, aws, {"never_register": [1]})
+    wait_until(lambda: any(e["event"] == "never-registers" for e in runner_events(sim, arn)), 10, "boot")
+    aws["ecs"].stop_task(cluster=CLUSTER_NAME, task=arn, reason="cleanup")
+    detail = stopped_event(sim, arn)
+    assert detail["stopCode"] == "UserInitiated" and detail["containers"][0]["exitCode"] == 83
+
+
+def test_boot_failures_exit_with_tasuki_boots_codes(sim: Mock, aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASUKI_LOCAL_GRANT_WAIT_SECONDS", "0.5")
+    # no grant for the task role: KMS refuses (tasuki-boot retries, then exits 69)
+    _, arn = launch(sim, aws, grant=False)
+    assert stopped_event(sim, arn)["containers"][0]["exitCode"] == 69
+    assert "no live grant" in runner_events(sim, arn)[0]["reason"]
+    # the old variable is not read any more: no sealed config (78)
+    _, arn = launch(sim, aws, env_override={"TASUKI_JIT_CONFIG_SEALED": ""})
+    assert stopped_event(sim, arn)["containers"][0]["exitCode"] == 78
+    # a config sealed for another job does not open (77)
+    other, _ = launch(sim, aws, {"never_register": [1]})
+    stolen = seal(aws["kms"], other, "e30=")
+    _, arn = launch(sim, aws, env_override={"TASUKI_JIT_CONFIG_SEALED": stolen})
+    assert stopped_event(sim, arn)["containers"][0]["exitCode"] == 77
+    # every status the simulator produced is one tasuki-boot produces
+    from harness.runner_sim import BOOT_EXIT_CODES
+
+    codes = {e["detail"]["containers"][0].get("exitCode") for e in sim.events()}
+    assert codes - {None} <= BOOT_EXIT_CODES, codes
+
+
+def test_the_spec_files_load_fast_enough_to_start_with_the_mock() -> None:
+    started = time.monotonic()
+    rest = openapi_check.RestSpec()
+    openapi_check.WebhookSpec()
+    assert time.monotonic() - started < 10
+    op, params, known = rest.match("POST", JIT_PATH)
+    assert known and op is not None and op.operation_id == "actions/generate-runner-jitconfig-for-repo"
+    assert params == {"owner": "octo-org", "repo": "app"}
+    assert rest.version and APP_ID
