@@ -41,7 +41,7 @@ unit: deps
 e2e: build
 	@trap '$(MAKE) --no-print-directory local-down' EXIT; \
 	$(MAKE) --no-print-directory local-up; \
-	$(PY) -m pytest -q tests/e2e tests/harness/test_harness.py
+	$(PY) -m pytest -q tests/e2e tests/harness/test_harness.py tests/harness/test_template.py
 
 test: lint unit infra-test image-test e2e
 
@@ -56,7 +56,9 @@ image-test: deps
 schema:
 	cargo run -q -p tasuki-cli -- config schema > infra/tasuki.config.schema.json
 
+# Synthesizes infra/ (npm ci there when needed) and runs the Lambdas with the template's environment.
 local-up: deps
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js >= 20 (local-up synthesizes infra/)"; exit 1; }
 	$(PY) tests/harness/local_stack.py up
 
 local-down:
