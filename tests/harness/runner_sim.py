@@ -119,6 +119,32 @@ def parse_sealed(sealed: str) -> tuple[bytes, bytes, bytes]:
     return rest[:n], rest[n : n + NONCE_LEN], rest[n + NONCE_LEN :]
 
 
+def seal_jit_config(kms: Any, job_id: str, encoded_jit_config: str, key_id: str = "alias/tasuki-runner") -> str:
+    """What run-task does (runner_contract::seal), for tests that launch a runner task by hand:
+    a KMS data key for the job (GenerateDataKey, AES_256, context {"tasuki:job-id": job id}),
+    AES-256-GCM over form byte | raw deflate(config), AAD "tasuki:job-id=<job id>"."""
+    dk = kms.generate_data_key(KeyId=key_id, KeySpec="AES_256", EncryptionContext={"tasuki:job-id": job_id})
+    try:
+        raw = base64.b64decode(encoded_jit_config, validate=True)
+        form = 1 if base64.b64encode(raw).decode() == encoded_jit_config else 0
+    except ValueError:
+        form = 0
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    payload = bytes([form]) + c.compress(raw if form else encoded_jit_config.encode()) + c.flush()
+    nonce = os.urandom(NONCE_LEN)
+    ct = AESGCM(dk["Plaintext"]).encrypt(nonce, payload, f"tasuki:job-id={job_id}".encode())
+    wrapped = dk["CiphertextBlob"]
+    return base64.b64encode(SEALED_MAGIC + len(wrapped).to_bytes(2, "big") + wrapped + nonce + ct).decode()
+
+
+def grant_for_job(kms: Any, key_id: str, task_role_arn: str, job_id: str, attempt: int = 1) -> str:
+    """What issue-token does (contract D): the task role may Decrypt under this job's context only."""
+    key_arn = kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"]
+    return kms.create_grant(KeyId=key_arn, GranteePrincipal=task_role_arn, Operations=["Decrypt"],
+                            Constraints={"EncryptionContextEquals": {"tasuki:job-id": job_id}},
+                            Name=f"tasuki-{job_id}-{attempt}")["GrantId"]
+
+
 def open_sealed(job_id: str, data_key: bytes, nonce: bytes, ciphertext: bytes) -> str:
     """The encoded_jit_config GitHub issued, as tasuki-boot opens it."""
     if len(data_key) != 32:

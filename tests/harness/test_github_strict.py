@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-import zlib
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Iterator
 
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from harness import openapi_check
 from harness.common import APP_ID
@@ -371,16 +368,9 @@ def sim(aws: dict[str, Any]) -> Iterator[Mock]:
 
 
 def seal(kms: Any, job_id: str, encoded: str) -> str:
-    """What run-task does (runner_contract::seal): a KMS data key for the job, AES-256-GCM, raw deflate."""
-    dk = kms.generate_data_key(KeyId="alias/tasuki-runner", KeySpec="AES_256", EncryptionContext={"tasuki:job-id": job_id})
-    raw = base64.b64decode(encoded)
-    form = 1 if base64.b64encode(raw).decode() == encoded else 0
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    payload = bytes([form]) + c.compress(raw if form else encoded.encode()) + c.flush()
-    nonce = os.urandom(12)
-    ct = AESGCM(dk["Plaintext"]).encrypt(nonce, payload, f"tasuki:job-id={job_id}".encode())
-    wrapped = dk["CiphertextBlob"]
-    return base64.b64encode(b"TSK1" + len(wrapped).to_bytes(2, "big") + wrapped + nonce + ct).decode()
+    from harness.runner_sim import seal_jit_config
+
+    return seal_jit_config(kms, job_id, encoded)
 
 
 def launch(m: Mock, aws: dict[str, Any], behaviour: dict[str, Any] | None = None, grant: bool = True,
@@ -395,8 +385,9 @@ def launch(m: Mock, aws: dict[str, Any], behaviour: dict[str, Any] | None = None
     status, created = m.call("POST", JIT_PATH, {"name": name, "runner_group_id": 1, "labels": ["tasuki"]}, m.token())
     assert status == 201
     if grant:
-        aws["kms"].create_grant(KeyId=aws["key"], GranteePrincipal=TASK_ROLE, Operations=["Decrypt"],
-                                Constraints={"EncryptionContextEquals": {"tasuki:job-id": job_id}}, Name=f"tasuki-{job_id}-1")
+        from harness.runner_sim import grant_for_job
+
+        grant_for_job(aws["kms"], "alias/tasuki-runner", TASK_ROLE, job_id)
     env = {"TASUKI_JOB_ID": job_id, "TASUKI_ATTEMPT": "1", "TASUKI_RUNNER_NAME": name,
            "TASUKI_JIT_CONFIG_SEALED": seal(aws["kms"], job_id, created["encoded_jit_config"]),
            "TASUKI_KMS_KEY_ID": "alias/tasuki-runner", **(env_override or {})}
