@@ -3,7 +3,8 @@
 //   config file:  -c config=<path>, or TASUKI_CONFIG_PATH, or tasuki.config.json next to cdk.json
 //   stack name:   -c stackName=<name> (default Tasuki)
 //   Lambda code:  -c lambdaCode=placeholder to synthesize without compiling Rust (never deploy that)
-//   webhook guard: -c webhookReservedConcurrency=<n> (default 25; 0 reserves none)
+//   webhook guard: -c webhookReservedConcurrency=<n> (default 0: none; a new account with a Lambda
+//                  concurrency quota of 10 cannot reserve any — raise the quota first)
 
 import * as path from 'node:path';
 import { App } from 'aws-cdk-lib';
@@ -19,6 +20,9 @@ function main(): void {
     throw new ConfigError('-c lambdaCode', [`must be rust or placeholder, not ${lambdaCode}`]);
   }
   const concurrency = context('webhookReservedConcurrency');
+  if (concurrency !== undefined && !/^\d+$/.test(String(concurrency))) {
+    throw new ConfigError('-c webhookReservedConcurrency', [`must be a whole number (0 reserves none), not ${concurrency}`]);
+  }
   const { app } = buildApp({
     configPath,
     stackName: context('stackName'),

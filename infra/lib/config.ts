@@ -22,15 +22,17 @@ export interface DeployConfig {
     webhook_secret_name: string;
   };
   access: { orgs: string[]; repositories: string[]; allow_public_repositories: boolean };
-  runner: { group_id: number; extra_labels: string[]; image: string };
+  runner: { group_id: number; extra_labels: string[]; image: string; stop_grace_seconds: number };
   sizes: { default: string; aliases: Record<string, string> };
   capacity_order: Capacity[];
   network: {
-    vpc: { create: { max_azs: number } } | { import: { vpc_id: string; subnets: Record<string, string> } };
+    vpc:
+      | { create: { max_azs: number; availability_zones?: string[] } }
+      | { import: { vpc_id: string; subnets: Record<string, string>; s3_gateway_endpoint?: boolean } };
     security_group_allowlist: string[];
   };
   ec2?: { instance_types: Partial<Record<Arch, string[]>>; max_instances: number } | null;
-  timeouts: { registration_seconds: number; job_seconds: number };
+  timeouts: { registration_seconds: number; job_seconds: number; capacity_wait_seconds?: number };
   retention_days: number;
   log_retention_days: number;
 }
@@ -60,7 +62,18 @@ const UNSIGNED: Record<string, number> = {
 function compileSchema(schemaPath: string) {
   const schema = JSON.parse(fs.readFileSync(schemaPath, 'utf8'));
   // useDefaults: the schema's `default`s (from serde's defaults) fill in what the file leaves out.
-  const ajv = new Ajv2020({ allErrors: true, useDefaults: true, strict: true, strictTypes: false });
+  // Ajv cannot apply a default inside a `oneOf` branch (which branch applies is not known while
+  // defaults are filled: https://ajv.js.org/guide/modifying-data.html#assigning-defaults) and strict
+  // mode reports it; those few (`network.vpc.import.s3_gateway_endpoint`) are applied by the code that
+  // reads them (`?? false`). Every other strict-mode finding still fails.
+  const logger = {
+    log: console.log,
+    error: console.error,
+    warn: (message: string) => {
+      if (!/^strict mode: default is ignored for: /.test(message)) throw new Error(message);
+    },
+  };
+  const ajv = new Ajv2020({ allErrors: true, useDefaults: true, strict: true, strictSchema: 'log', strictTypes: false, logger });
   // schemars' integer formats.
   for (const [name, max] of Object.entries(UNSIGNED)) {
     ajv.addFormat(name, { type: 'number', validate: (n: number) => Number.isInteger(n) && n >= 0 && n <= max });
@@ -230,6 +243,25 @@ export function crossFieldErrors(config: DeployConfig): string[] {
       problems.push('/ec2/instance_types name at least one instance type per architecture');
     }
   }
+  for (const field of ['private_key_secret_name', 'webhook_secret_name'] as const) {
+    const problem = secretIdProblem(config.github[field]);
+    if (problem) problems.push(`/github/${field} ${problem}`);
+  }
+  if ('create' in network.vpc) {
+    const { max_azs, availability_zones = [] } = network.vpc.create;
+    if (availability_zones.length === 0 && max_azs > 2) {
+      problems.push(
+        `/network/vpc/create/availability_zones is required for max_azs ${max_azs}: the stack is environment-agnostic, ` +
+          `so CDK sees only 2 zones and would silently create 2; name them, e.g. ["us-east-1a", "us-east-1b", "us-east-1c"]`,
+      );
+    }
+    if (availability_zones.length > 0 && availability_zones.length !== max_azs) {
+      problems.push(`/network/vpc/create/availability_zones names ${availability_zones.length} zones, but max_azs is ${max_azs}`);
+    }
+    if (new Set(availability_zones).size !== availability_zones.length) {
+      problems.push('/network/vpc/create/availability_zones names a zone twice');
+    }
+  }
   if ('import' in network.vpc) {
     const subnets = Object.entries(network.vpc.import.subnets);
     if (subnets.length === 0) problems.push('/network/vpc/import/subnets must map at least one AZ to a subnet');
@@ -247,4 +279,20 @@ export function crossFieldErrors(config: DeployConfig): string[] {
     problems.push('/timeouts/registration_seconds must be shorter than /timeouts/job_seconds');
   }
   return problems;
+}
+
+/**
+ * A secret is named by its name, or by its complete ARN (with the `-XXXXXX` suffix Secrets Manager
+ * adds). A partial ARN is refused: Secrets Manager reads one whose name ends in a hyphen and six
+ * characters (`…:secret:tasuki/webhook-secret`) as a complete ARN and does not find the secret
+ * (SecretId, https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_GetSecretValue.html).
+ * Mirrors `check_secret_id` of the runtime Config.
+ */
+export function secretIdProblem(id: string): string | undefined {
+  if (!id.startsWith('arn:')) return undefined;
+  const parts = id.slice('arn:'.length).split(':');
+  const name = parts.length >= 6 && parts[1] === 'secretsmanager' && parts[4] === 'secret' ? parts.slice(5).join(':') : '';
+  const suffix = name.lastIndexOf('-') >= 0 ? name.slice(name.lastIndexOf('-') + 1) : '';
+  if (name !== '' && /^[A-Za-z0-9]{6}$/.test(suffix)) return undefined;
+  return `\`${id}\` is not a complete secret ARN (arn:…:secretsmanager:<region>:<account>:secret:<name>-XXXXXX): give the secret's name, or its complete ARN`;
 }

@@ -4,7 +4,7 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack, StackProps, Validations } from 'aws-cdk-lib';
+import { Annotations, ArnFormat, Aws, CfnOutput, Duration, RemovalPolicy, Stack, StackProps, Validations } from 'aws-cdk-lib';
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
@@ -31,15 +31,42 @@ export const RUNNER_CONTAINER = 'runner';
 /** The encryption context key every sealed JIT config carries (`{"tasuki:job-id": "<job_id>"}`). */
 export const JOB_CONTEXT_KEY = 'tasuki:job-id';
 
-/** Where the runner works; shared with the dind sidecar so `docker run -v $PWD:…` sees the checkout. */
-export const RUNNER_WORK_DIR = '/home/runner/_work';
+/**
+ * The runner's home in the official image (`ghcr.io/actions/actions-runner`): `run.sh`, `bin/`,
+ * `externals/`, the work directory `_work/`. In the docker variant this whole tree is one task volume
+ * shared with the dockerd sidecar at the same path (see `dindTaskDefinition`).
+ */
+export const RUNNER_HOME = '/home/runner';
+/** Where the runner works (`<RUNNER_HOME>/_work`): job containers get it bind-mounted by the daemon. */
+export const RUNNER_WORK_DIR = `${RUNNER_HOME}/_work`;
 /** The runner's node & co.; the daemon mounts it into job containers (`container:`) for JavaScript actions. */
-export const RUNNER_EXTERNALS_DIR = '/home/runner/externals';
+export const RUNNER_EXTERNALS_DIR = `${RUNNER_HOME}/externals`;
 
 /** The Docker daemon of `docker` jobs, from ECR Public's mirror of Docker's official image (no Docker Hub pull limits). */
 export const DIND_IMAGE = 'public.ecr.aws/docker/library/docker:28-dind';
+/** How the runner container reaches the daemon: loopback TCP in the task's own network namespace. */
 export const DOCKER_HOST = 'tcp://127.0.0.1:2375';
+/** Where the daemon also listens, in its own container: what job containers get bind-mounted. */
+export const DOCKER_SOCKET = '/var/run/docker.sock';
 
+/** Seconds a running job gets after SIGTERM when the file does not say (contract D; Fargate stops at 120 s). */
+export const DEFAULT_STOP_GRACE_SECONDS = 100;
+/** Fargate's maximum `stopTimeout`: the runner container is SIGKILLed this long after SIGTERM. */
+export const RUNNER_STOP_TIMEOUT_SECONDS = 120;
+
+/**
+ * ASL substitution variables that are not Lambda ARNs (contract C): every Task's `Resource` is
+ * `arn:${Partition}:states:::lambda:invoke`, so the state machine works in aws-cn and aws-us-gov too.
+ */
+/** The synth warning for an imported VPC not said to have an S3 gateway endpoint. */
+export const NAT_TOLL_WARNING = 'tasuki:natToll';
+export const NAT_TOLL_MESSAGE =
+  'network.vpc.import: without an S3 gateway endpoint in this VPC, every runner image pull goes through the NAT gateway, ' +
+  'which charges data processing (about $0.045/GB in us-east-1, https://aws.amazon.com/vpc/pricing/): about $0.02 per job for the ' +
+  '~0.5 GB compressed official runner image. Add an S3 gateway endpoint (free) to the route tables of the runner subnets, keep the ' +
+  'image in ECR in this region (ECR serves layers from S3), and set "s3_gateway_endpoint": true.';
+
+export const ASL_NON_LAMBDA_SUBSTITUTIONS: Record<string, string> = { Partition: Aws.PARTITION };
 
 export interface TasukiStackProps extends StackProps {
   /** The validated deployment file. */
@@ -48,8 +75,11 @@ export interface TasukiStackProps extends StackProps {
   readonly functions: FunctionFactory;
   /**
    * Reserved concurrency of the webhook: a public URL's guard against floods (every request is
-   * HMAC-checked, but still costs an invocation). 0 reserves none.
-   * @default 25
+   * HMAC-checked, but still costs an invocation). 0 reserves none. A new account's whole Lambda
+   * concurrency quota can be 10, and Lambda refuses a reservation that leaves fewer than 100
+   * unreserved (https://docs.aws.amazon.com/lambda/latest/dg/configuration-concurrency.html), so any
+   * reservation would fail the first deploy there: opt in once the quota is raised.
+   * @default 0 (none)
    */
   readonly webhookReservedConcurrency?: number;
 }
@@ -63,8 +93,13 @@ interface Needs {
   /** Reads the GitHub App's private key / the webhook secret. */
   appKey?: boolean;
   webhookSecret?: boolean;
-  /** Seals JIT configs (kms:Encrypt with the job encryption context). */
+  /**
+   * Seals JIT configs (contract D): kms:GenerateDataKey with the job encryption context, and
+   * kms:CreateGrant of Decrypt to the runner task role, constrained to that job's context.
+   */
   seal?: boolean;
+  /** Revokes a job's KMS grant once its task is done (kms:RevokeGrant). */
+  revokeGrant?: boolean;
   runTask?: boolean;
   stopTask?: boolean;
 }
@@ -83,9 +118,9 @@ export const NEEDS: Record<Bin, Needs> = {
   'wait-for-registration': { table: [...TRANSITION, 'dynamodb:UpdateItem'], states: CALLBACK },
   confirm: { table: [...TRANSITION, 'dynamodb:UpdateItem'], states: CALLBACK },
   // get, disarm (UpdateItem), transition; stop task, delete runner
-  cleanup: { table: [...TRANSITION, 'dynamodb:UpdateItem'], appKey: true, stopTask: true },
+  cleanup: { table: [...TRANSITION, 'dynamodb:UpdateItem'], appKey: true, stopTask: true, revokeGrant: true },
   // … and the timeline (Query) when candidates ran out
-  finalize: { table: [...TRANSITION, 'dynamodb:UpdateItem', 'dynamodb:Query'], appKey: true, stopTask: true },
+  finalize: { table: [...TRANSITION, 'dynamodb:UpdateItem', 'dynamodb:Query'], appKey: true, stopTask: true, revokeGrant: true },
   // signal, deliver
   'ecs-events': { table: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], states: CALLBACK },
 };
@@ -140,8 +175,15 @@ export class TasukiStack extends Stack {
     });
 
     // ---- GitHub App secrets: created by the user, referenced by name ------------------------------
-    const appKey = secretsmanager.Secret.fromSecretNameV2(this, 'GitHubAppPrivateKey', config.github.private_key_secret_name);
-    const webhookSecret = secretsmanager.Secret.fromSecretNameV2(this, 'WebhookSecret', config.github.webhook_secret_name);
+    // The Lambdas get the NAME (contract A: `*_secret_id`), which GetSecretValue resolves to the
+    // secret whatever its random suffix. Never the partial ARN CDK formats from a name
+    // (`…:secret:tasuki/webhook-secret`): Secrets Manager reads an ARN whose name ends in a hyphen and
+    // six characters (`-secret`) as a complete ARN with that suffix, and answers
+    // ResourceNotFoundException (GetSecretValue's SecretId: https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_GetSecretValue.html).
+    // IAM, which matches ARNs, gets `<partial ARN>-??????` below.
+    // A complete ARN (validateDeployConfig refuses a partial one) is passed on and granted as it is.
+    const appKey = secretReference(this, 'GitHubAppPrivateKey', config.github.private_key_secret_name);
+    const webhookSecret = secretReference(this, 'WebhookSecret', config.github.webhook_secret_name);
 
     // ---- Network ----------------------------------------------------------------------------------
     const { vpc, subnets } = this.network(config);
@@ -161,26 +203,26 @@ export class TasukiStack extends Stack {
       retention,
       removalPolicy: RemovalPolicy.DESTROY,
     });
+    // The runner task role has no kms:Decrypt of its own (contract D): `issue-token` grants Decrypt to
+    // this role per job, constrained to that job's encryption context, and `cleanup`/`finalize`
+    // revoke the grant. A task can open its own job's data key and no other, and only while the job lives.
     const taskRole = new iam.Role(this, 'RunnerTaskRole', {
       assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
-      description: 'tasuki runner task: may open only JIT configs sealed for a job (encryption context tasuki:job-id)',
+      description: "tasuki runner task: no standing permission; a per-job KMS grant opens that job's credential",
     });
-    // Any job's context key: per-job scoping (only *this* job's value) needs a KMS grant per task —
-    // see infra/README.md "Security model".
-    taskRole.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        sid: 'OpenJobCredential',
-        actions: ['kms:Decrypt'],
-        resources: [this.runnerKey.keyArn],
-        conditions: jobContextConditions(),
-      }),
-    );
     const executionRole = new iam.Role(this, 'RunnerExecutionRole', {
       assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
       description: 'tasuki runner tasks: pull the image, write logs',
     });
     const runnerImage = containerImage(this, config.runner.image, executionRole);
 
+    // Task-definition environment of the runner container (contract D): tasuki-boot calls KMS and must
+    // know the region without instance metadata; it gives a running job this long after SIGTERM before
+    // stopping the runner (below stopTimeout, so the runner still gets to deregister).
+    const runnerEnvironment = {
+      AWS_REGION: this.region,
+      TASUKI_STOP_GRACE_SECONDS: String(config.runner.stop_grace_seconds ?? DEFAULT_STOP_GRACE_SECONDS),
+    };
     const taskDefinitions: Record<string, ecs.TaskDefinition> = {};
     for (const arch of ['x64', 'arm64'] as const) {
       // One task definition per arch; the size (cpu/memory) is set per task by `run-task` through
@@ -202,14 +244,14 @@ export class TasukiStack extends Stack {
         image: runnerImage,
         essential: true,
         // Fargate Spot gives 2 minutes after SIGTERM; let the runner finish its step or deregister.
-        stopTimeout: Duration.seconds(120),
-        // tasuki-boot calls KMS and must know the region without instance metadata.
-        environment: { AWS_REGION: this.region },
+        stopTimeout: Duration.seconds(RUNNER_STOP_TIMEOUT_SECONDS),
+        environment: runnerEnvironment,
         logging: ecs.LogDrivers.awsLogs({ logGroup: runnerLogs, streamPrefix: arch }),
       });
       Validations.of(td).acknowledge({
         id: 'AwsSolutions-ECS2',
-        reason: 'The only environment value is AWS_REGION: no secret. The job credential comes as a KMS ciphertext in RunTask overrides.',
+        reason:
+          'The only environment values are AWS_REGION and TASUKI_STOP_GRACE_SECONDS: no secret. The job credential comes sealed (KMS envelope) in RunTask overrides.',
       });
       taskDefinitions[arch] = td;
     }
@@ -226,7 +268,7 @@ export class TasukiStack extends Stack {
         const types = config.ec2.instance_types[arch];
         if (!types || types.length === 0) continue;
         ec2Providers[arch] = this.ec2Capacity(arch, types, config.ec2.max_instances, vpc, subnets, instanceSecurityGroup);
-        taskDefinitions[`${arch}_docker`] = this.dindTaskDefinition(arch, runnerImage, runnerLogs, taskRole, executionRole);
+        taskDefinitions[`${arch}_docker`] = this.dindTaskDefinition(arch, runnerImage, runnerLogs, taskRole, executionRole, runnerEnvironment);
       }
     }
     const passRoles = [taskRole, executionRole];
@@ -249,13 +291,14 @@ export class TasukiStack extends Stack {
       github: {
         api_url: config.github.api_url,
         app_id: config.github.app_id,
-        private_key_secret_arn: appKey.secretArn,
-        webhook_secret_arn: webhookSecret.secretArn,
+        private_key_secret_id: appKey.secretId,
+        webhook_secret_id: webhookSecret.secretId,
       },
       access: config.access,
       runner: {
         group_id: config.runner.group_id,
         kms_key_id: this.runnerKey.keyArn,
+        task_role_arn: taskRole.roleArn,
         extra_labels: config.runner.extra_labels,
       },
       sizes: config.sizes,
@@ -304,18 +347,34 @@ export class TasukiStack extends Stack {
           new iam.PolicyStatement({
             sid: 'GitHubSecrets',
             actions: ['secretsmanager:GetSecretValue'],
-            // fromSecretNameV2 knows no random suffix: `<partial ARN>-??????` matches it (and only it).
-            resources: secrets.map((s) => `${s.secretArn}-??????`),
+            resources: secrets.map((s) => s.iamResource),
           }),
         );
       }
       if (needs.seal) {
         statements.push(
+          // The data key of the envelope (AES-256-GCM) is made for the job's encryption context only.
           new iam.PolicyStatement({
             sid: 'SealJobCredential',
-            actions: ['kms:Encrypt'],
+            actions: ['kms:GenerateDataKey'],
             resources: [this.runnerKey.keyArn],
             conditions: jobContextConditions(),
+          }),
+          // The per-job grant: only to the runner task role, only Decrypt, only under an
+          // EncryptionContextEquals constraint (the job's id; the request sets the value)
+          // (https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html#conditions-kms-grantee-principal,
+          // …#conditions-kms-grant-operations, …#conditions-kms-grant-constraint-type).
+          new iam.PolicyStatement({
+            sid: 'GrantJobCredential',
+            actions: ['kms:CreateGrant'],
+            resources: [this.runnerKey.keyArn],
+            conditions: {
+              StringEquals: {
+                'kms:GranteePrincipal': taskRole.roleArn,
+                'kms:GrantConstraintType': 'EncryptionContextEquals',
+              },
+              'ForAllValues:StringEquals': { 'kms:GrantOperations': ['Decrypt'] },
+            },
           }),
         );
       }
@@ -352,6 +411,15 @@ export class TasukiStack extends Stack {
           }),
         );
       }
+      if (needs.revokeGrant) {
+        statements.push(
+          new iam.PolicyStatement({
+            sid: 'RevokeJobCredential',
+            actions: ['kms:RevokeGrant'],
+            resources: [this.runnerKey.keyArn],
+          }),
+        );
+      }
       const role = new iam.Role(this, `${id}Role`, {
         assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
         description: `tasuki ${bin} Lambda`,
@@ -366,7 +434,7 @@ export class TasukiStack extends Stack {
         logGroup,
         environment: { TASUKI_CONFIG: configJson },
         reservedConcurrentExecutions:
-          bin === 'webhook' && (props.webhookReservedConcurrency ?? 25) > 0 ? (props.webhookReservedConcurrency ?? 25) : undefined,
+          bin === 'webhook' && (props.webhookReservedConcurrency ?? 0) > 0 ? props.webhookReservedConcurrency : undefined,
       });
       if (needs.runTask || needs.stopTask) {
         Validations.of(role).acknowledge({
@@ -385,6 +453,9 @@ export class TasukiStack extends Stack {
 
     // ---- State machine ----------------------------------------------------------------------------
     const substitutions = aslSubstitutions(this.functions);
+    const stepFunctionArns = Object.entries(substitutions)
+      .filter(([variable]) => !(variable in ASL_NON_LAMBDA_SUBSTITUTIONS))
+      .map(([, arn]) => arn);
     const stateMachineLogs = new logs.LogGroup(this, 'StateMachineLogs', {
       // The vendedlogs prefix keeps the account's CloudWatch Logs resource policy small.
       logGroupName: `/aws/vendedlogs/states/${stateMachineName}`,
@@ -404,7 +475,7 @@ export class TasukiStack extends Stack {
       new iam.PolicyStatement({
         sid: 'InvokeSteps',
         actions: ['lambda:InvokeFunction'],
-        resources: Object.values(substitutions),
+        resources: stepFunctionArns,
       }),
     );
 
@@ -472,15 +543,33 @@ export class TasukiStack extends Stack {
   private network(config: DeployConfig): { vpc: ec2.IVpc; subnets: ec2.ISubnet[] } {
     const choice = config.network.vpc;
     if ('create' in choice) {
+      // An environment-agnostic stack sees two AZs (`Fn::GetAZs` picked by index), so above two the
+      // zones must be named; validateDeployConfig refuses max_azs > 2 without them. CDK takes
+      // `availabilityZones` or `maxAzs`, not both.
+      const zones = choice.create.availability_zones ?? [];
+      const azCount = zones.length > 0 ? zones.length : choice.create.max_azs;
+      if (zones.length === 0 && azCount > 2) {
+        throw new Error(`network.vpc.create.max_azs ${azCount} needs network.vpc.create.availability_zones (an environment-agnostic stack sees only 2 zones)`);
+      }
       const vpc = new ec2.Vpc(this, 'Vpc', {
-        maxAzs: choice.create.max_azs,
+        ...(zones.length > 0 ? { availabilityZones: zones } : { maxAzs: azCount }),
         // A NAT gateway per AZ: a candidate in another AZ is the fallback when one AZ has no capacity
         // or fails, so each AZ keeps its own way out.
-        natGateways: choice.create.max_azs,
+        natGateways: azCount,
         subnetConfiguration: [
           { name: 'public', subnetType: ec2.SubnetType.PUBLIC, cidrMask: 24 },
           { name: 'runners', subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS, cidrMask: 20 },
         ],
+        // No NAT toll per job: ECR serves image layers from S3, so with an S3 gateway endpoint (free)
+        // a pull from ECR in this region pays NAT data processing only for the small manifest and
+        // token calls (https://docs.aws.amazon.com/AmazonECR/latest/userguide/vpc-endpoints.html,
+        // "Create the Amazon S3 gateway endpoint"). ECR's own interface endpoints (ecr.api, ecr.dkr)
+        // are left out on purpose: they are billed per AZ-hour (about $0.01 each, so ~$29/month for
+        // two endpoints in two AZs, https://aws.amazon.com/privatelink/pricing/) to save the NAT
+        // processing of a few KB of API calls per pull — the gigabytes come from S3.
+        gatewayEndpoints: {
+          S3: { service: ec2.GatewayVpcEndpointAwsService.S3, subnets: [{ subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS }] },
+        },
       });
       const flowLogs = new logs.LogGroup(this, 'VpcFlowLogs', {
         retention: logRetention(config.log_retention_days),
@@ -505,6 +594,9 @@ export class TasukiStack extends Stack {
       id: 'annotation::@aws-cdk/aws-ec2:noSubnetRouteTableId',
       reason: "Imported subnets: tasuki never reads their route tables (it only launches tasks and instances in them).",
     });
+    if (!choice.import.s3_gateway_endpoint) {
+      Annotations.of(this).addWarningV2(NAT_TOLL_WARNING, NAT_TOLL_MESSAGE);
+    }
     return { vpc, subnets };
   }
 
@@ -638,12 +730,41 @@ export class TasukiStack extends Stack {
 
   /**
    * The task definition of `docker` jobs on EC2: the runner container unprivileged, and a `dockerd`
-   * sidecar — the only privileged container — reached over localhost (awsvpc: one network namespace).
-   * The runner's work directory and externals are task volumes mounted at the same paths in both, so
-   * bind mounts from job steps, job containers and container actions resolve in the daemon. Docker
-   * fills an empty volume from the image of the first container that mounts it over existing content:
-   * the runner's (the dockerd image has neither path), so the volumes take the runner's files and owner
-   * (runner-image/README.md).
+   * sidecar — the only privileged container — that the runner reaches over loopback TCP (awsvpc: the
+   * task's containers share one network namespace).
+   *
+   * The daemon resolves every bind mount the runner asks for in ITS OWN filesystem, so it must see the
+   * runner's files at the paths the runner names:
+   * - Job containers (`container:`) get `<root>/_work`, `<root>/externals` (node for JavaScript
+   *   actions), `_temp`, `_actions`, `_tool` bind-mounted by host path (actions/runner
+   *   src/Runner.Worker/ContainerOperationProvider.cs, StartContainerAsync), and
+   *   `/var/run/docker.sock:/var/run/docker.sock` (src/Runner.Worker/Container/ContainerInfo.cs for job
+   *   containers, src/Runner.Worker/Handlers/ContainerActionHandler.cs for container actions).
+   * - A JIT runner older than GitHub's current release updates itself before taking a job (JIT runners
+   *   cannot --disableupdate). The updater (src/Misc/layoutbin/update.sh.template) runs
+   *   `mv <root>/bin <root>/bin.<old>`, `mv <root>/externals <root>/externals.<old>`, then symlinks
+   *   `bin` and `externals` to the new `bin.<new>`/`externals.<new>` in the same root. Renaming a
+   *   mount point fails (EBUSY), which is what a volume mounted at `externals` was: the update failed
+   *   and the runner retried until the registration timeout. After an update `externals` is a symlink
+   *   into the root, which the daemon must resolve to the new directory.
+   * So the WHOLE runner root, /home/runner, is one task volume mounted read-write at /home/runner in
+   * both containers: nothing under it is a mount point, the update renames within one filesystem, and
+   * every path (symlinks included) means the same file in the runner and in the daemon.
+   * actions-runner-controller's dind mode (charts/gha-runner-scale-set/templates/_helpers.tpl) shares
+   * `_work` and a copy of `externals` (an init container copies it into an emptyDir) — a copy the
+   * daemon keeps seeing at the old version after a self-update; sharing the root avoids that.
+   *
+   * The volume starts empty; Docker fills an empty named volume from the image of a container that
+   * mounts it over existing content ("Populate a volume using a container",
+   * https://docs.docker.com/engine/storage/volumes/), with the directory's owner and mode: the
+   * runner's image has /home/runner (uid 1001), the dind image has no /home/runner, so whichever starts
+   * first, the volume becomes the runner's home.
+   *
+   * The Docker socket: dockerd listens on `unix:///var/run/docker.sock` inside its own container as
+   * well as on loopback TCP, so the `/var/run/docker.sock` bind mount of job containers and container
+   * actions is the daemon's socket — as in actions-runner-controller's dind container
+   * (`dockerd --host=unix:///var/run/docker.sock`). The runner itself keeps `DOCKER_HOST` on TCP and
+   * needs no socket of its own.
    */
   private dindTaskDefinition(
     arch: Arch,
@@ -651,6 +772,7 @@ export class TasukiStack extends Stack {
     logGroup: logs.ILogGroup,
     taskRole: iam.IRole,
     executionRole: iam.IRole,
+    runnerEnvironment: Record<string, string>,
   ): ecs.TaskDefinition {
     const td = new ecs.TaskDefinition(this, `RunnerTask${pascal(arch)}Docker`, {
       family: `${this.stackName}-runner-${arch}-docker`,
@@ -665,8 +787,7 @@ export class TasukiStack extends Stack {
         ecs.PlacementConstraint.memberOf(`attribute:ecs.cpu-architecture == ${arch === 'x64' ? 'x86_64' : 'arm64'}`),
       ],
       volumes: [
-        { name: 'work', dockerVolumeConfiguration: { scope: ecs.Scope.TASK, driver: 'local' } },
-        { name: 'externals', dockerVolumeConfiguration: { scope: ecs.Scope.TASK, driver: 'local' } },
+        { name: 'runner-home', dockerVolumeConfiguration: { scope: ecs.Scope.TASK, driver: 'local' } },
         { name: 'docker', dockerVolumeConfiguration: { scope: ecs.Scope.TASK, driver: 'local' } },
       ],
     });
@@ -676,8 +797,9 @@ export class TasukiStack extends Stack {
       privileged: true,
       essential: true,
       memoryReservationMiB: 256,
-      // Plain TCP on loopback only: the task's ENI never exposes the daemon.
-      command: ['dockerd', `--host=${DOCKER_HOST}`, '--tls=false'],
+      // Plain TCP on loopback only (the task's ENI never exposes the daemon), and the Unix socket that
+      // job containers get bind-mounted.
+      command: ['dockerd', `--host=${DOCKER_HOST}`, `--host=unix://${DOCKER_SOCKET}`, '--tls=false'],
       environment: { DOCKER_TLS_CERTDIR: '' },
       healthCheck: {
         command: ['CMD', 'docker', '--host', DOCKER_HOST, 'info'],
@@ -690,32 +812,29 @@ export class TasukiStack extends Stack {
     });
     dockerd.addMountPoints(
       { containerPath: '/var/lib/docker', sourceVolume: 'docker', readOnly: false },
-      { containerPath: RUNNER_WORK_DIR, sourceVolume: 'work', readOnly: false },
-      { containerPath: RUNNER_EXTERNALS_DIR, sourceVolume: 'externals', readOnly: true },
+      { containerPath: RUNNER_HOME, sourceVolume: 'runner-home', readOnly: false },
     );
     const runner = td.addContainer(RUNNER_CONTAINER, {
       containerName: RUNNER_CONTAINER,
       image,
       essential: true,
       memoryReservationMiB: 512,
-      stopTimeout: Duration.seconds(120),
-      environment: { DOCKER_HOST, AWS_REGION: this.region },
+      stopTimeout: Duration.seconds(RUNNER_STOP_TIMEOUT_SECONDS),
+      environment: { DOCKER_HOST, ...runnerEnvironment },
       logging: ecs.LogDrivers.awsLogs({ logGroup, streamPrefix: `${arch}-docker` }),
     });
-    runner.addMountPoints(
-      { containerPath: RUNNER_WORK_DIR, sourceVolume: 'work', readOnly: false },
-      { containerPath: RUNNER_EXTERNALS_DIR, sourceVolume: 'externals', readOnly: false },
-    );
+    runner.addMountPoints({ containerPath: RUNNER_HOME, sourceVolume: 'runner-home', readOnly: false });
     runner.addContainerDependencies({ container: dockerd, condition: ecs.ContainerDependencyCondition.HEALTHY });
     Validations.of(td).acknowledge({
       id: 'AwsSolutions-ECS2',
-      reason: 'The only environment values are DOCKER_HOST (loopback address), AWS_REGION and an empty DOCKER_TLS_CERTDIR: no secrets.',
+      reason:
+        'The only environment values are DOCKER_HOST (loopback address), AWS_REGION, TASUKI_STOP_GRACE_SECONDS and an empty DOCKER_TLS_CERTDIR: no secrets.',
     });
     return td;
   }
 }
 
-/** kms:Encrypt / kms:Decrypt only with an encryption context whose only key is `tasuki:job-id`. */
+/** kms:GenerateDataKey only with an encryption context whose only key is `tasuki:job-id`. */
 function jobContextConditions(): Record<string, Record<string, unknown>> {
   return {
     'ForAllValues:StringEquals': { 'kms:EncryptionContextKeys': [JOB_CONTEXT_KEY] },
@@ -723,20 +842,45 @@ function jobContextConditions(): Record<string, Record<string, unknown>> {
   };
 }
 
-/** Every `${XxxFunctionArn}` of the ASL, filled with its step Lambda's ARN; an unknown one fails synth. */
+/**
+ * Every `${XxxFunctionArn}` of the ASL, filled with its step Lambda's ARN, and `${Partition}` with the
+ * stack's partition (contract C); an unknown variable fails synth.
+ */
 export function aslSubstitutions(fns: Record<Bin, lambda.IFunction>, aslPath = ASL_PATH): Record<string, string> {
   const asl = fs.readFileSync(aslPath, 'utf8');
   const wanted = [...new Set([...asl.matchAll(/\$\{(\w+)\}/g)].map((m) => m[1]))];
   const byVariable = new Map(BINS.map((bin) => [substitutionVariable(bin), bin] as const));
   const substitutions: Record<string, string> = {};
   for (const variable of wanted) {
+    if (variable in ASL_NON_LAMBDA_SUBSTITUTIONS) {
+      substitutions[variable] = ASL_NON_LAMBDA_SUBSTITUTIONS[variable];
+      continue;
+    }
     const bin = byVariable.get(variable);
     if (!bin) {
-      throw new Error(`${aslPath}: \${${variable}} names no Lambda bin (known: ${[...byVariable.keys()].join(', ')})`);
+      const known = [...Object.keys(ASL_NON_LAMBDA_SUBSTITUTIONS), ...byVariable.keys()];
+      throw new Error(`${aslPath}: \${${variable}} names no Lambda bin and no known variable (known: ${known.join(', ')})`);
     }
     substitutions[variable] = fns[bin].functionArn;
   }
   return substitutions;
+}
+
+/** A Secrets Manager secret the user made: what the Lambdas pass as `SecretId`, and what IAM grants. */
+interface SecretReference {
+  /** The name as given, or the complete ARN as given (contract A). */
+  readonly secretId: string;
+  /** A name knows no random suffix: `<partial ARN>-??????` matches that secret (and only it). */
+  readonly iamResource: string;
+}
+
+function secretReference(scope: Construct, id: string, nameOrArn: string): SecretReference {
+  if (nameOrArn.startsWith('arn:')) {
+    const secret = secretsmanager.Secret.fromSecretCompleteArn(scope, id, nameOrArn);
+    return { secretId: nameOrArn, iamResource: secret.secretArn };
+  }
+  const secret = secretsmanager.Secret.fromSecretNameV2(scope, id, nameOrArn);
+  return { secretId: nameOrArn, iamResource: `${secret.secretArn}-??????` };
 }
 
 /** A registry image by name; an ECR image through its repository, so the execution role may pull it. */

@@ -105,6 +105,20 @@ describe('tasuki.config.json', () => {
     assert.match(problems((c) => (c.log_retention_days = 10))[0], /^\/log_retention_days must be one of CloudWatch Logs' retention periods: 1, 3, 5, 7, 14, 30/);
   });
 
+  it('defect 1: a secret is its name or its complete ARN, never a partial ARN', () => {
+    assert.deepEqual(problems((c) => (c.github.webhook_secret_name = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:tasuki/hook')), [
+      "/github/webhook_secret_name `arn:aws:secretsmanager:us-east-1:123456789012:secret:tasuki/hook` is not a complete secret ARN (arn:…:secretsmanager:<region>:<account>:secret:<name>-XXXXXX): give the secret's name, or its complete ARN",
+    ]);
+    const complete = exampleConfig();
+    complete.github.private_key_secret_name = 'arn:aws:secretsmanager:us-east-1:123456789012:secret:tasuki/key-a1B2c3';
+    assert.equal(validateDeployConfig(complete).github.private_key_secret_name, complete.github.private_key_secret_name);
+  });
+
+  it('runner.stop_grace_seconds: default 100, at most 110 (Fargate stops a container 120 s after SIGTERM at most)', () => {
+    assert.equal(validateDeployConfig(exampleConfig()).runner.stop_grace_seconds, 100);
+    assert.deepEqual(problems((c) => (c.runner.stop_grace_seconds = 120)), ['/runner/stop_grace_seconds must be <= 110']);
+  });
+
   it('rejects ids that are not AWS ids, from the schema generated in Rust', () => {
     assert.deepEqual(problems((c) => (c.network.security_group_allowlist = ['db'])), [
       '/network/security_group_allowlist/0 must match pattern "^sg-([0-9a-f]{8}|[0-9a-f]{17})$"',

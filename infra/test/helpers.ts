@@ -145,6 +145,8 @@ export function resolver(template: Json, stackPrefix = 'Tasuki') {
         return `arn:${partition}:lambda:${region}:${account}:function:${generated(id, 64)}`;
       case 'AWS::DynamoDB::Table.Arn':
         return `arn:${partition}:dynamodb:${region}:${account}:table/${ref(id)}`;
+      case 'AWS::IAM::Role.Arn':
+        return `arn:${partition}:iam::${account}:role/${generated(id, 64)}`;
       case 'AWS::Lambda::Url.FunctionUrl':
         return `https://${hex(id, 32)}.lambda-url.${region}.on.aws/`;
       default:

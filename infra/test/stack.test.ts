@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { BINS, substitutionVariable } from '../lib/lambdas';
-import { ASL_PATH, DIND_IMAGE, JOB_CONTEXT_KEY, RUNNER_CONTAINER, RUNNER_EXTERNALS_DIR, RUNNER_WORK_DIR, aslSubstitutions } from '../lib/stack';
+import { ASL_PATH, DIND_IMAGE, JOB_CONTEXT_KEY, RUNNER_CONTAINER, aslSubstitutions } from '../lib/stack';
 import { FAKE, type Json, type Synth, asList, exampleConfig, iamStatements, resolver, resourcesOfType, synth, tempDir } from './helpers';
 
 let s: Synth;
@@ -46,14 +46,19 @@ describe('Lambdas', () => {
       github: {
         api_url: 'https://api.github.com',
         app_id: 424242,
-        private_key_secret_arn: `arn:aws:secretsmanager:${FAKE.region}:${FAKE.account}:secret:tasuki/github-app-private-key`,
-        webhook_secret_arn: `arn:aws:secretsmanager:${FAKE.region}:${FAKE.account}:secret:tasuki/webhook-secret`,
+        private_key_secret_id: 'tasuki/github-app-private-key',
+        webhook_secret_id: 'tasuki/webhook-secret',
       },
       access: config.access,
-      runner: { group_id: 1, kms_key_id: resolve(getAtt(s.stack.runnerKey)), extra_labels: [] },
+      runner: {
+        group_id: 1,
+        kms_key_id: resolve(getAtt(s.stack.runnerKey)),
+        task_role_arn: resolve(getAtt(s.stack.node.findChild('RunnerTaskRole'))),
+        extra_labels: [],
+      },
       sizes: config.sizes,
       capacity_order: ['fargate-spot', 'fargate', 'ec2'],
-      timeouts: { registration_seconds: 300, job_seconds: 21600 },
+      timeouts: { registration_seconds: 300, job_seconds: 21600, capacity_wait_seconds: 900 },
       retention_days: 90,
     };
     const envs = BINS.map((bin) => functionOf(bin).Properties.Environment.Variables);
@@ -96,6 +101,19 @@ describe('Lambdas', () => {
     assert.deepEqual(Object.values(runtime.ecs.ec2_capacity_providers).sort(), providers.sort());
   });
 
+  it('defect 1: the Lambdas get the secrets by NAME (never a partial ARN), IAM still matches the random suffix', () => {
+    // Secrets Manager reads `…:secret:tasuki/webhook-secret` (a partial ARN whose name ends in a hyphen
+    // and six characters) as a complete ARN with suffix `-secret`: ResourceNotFoundException
+    // (SecretId, https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_GetSecretValue.html).
+    const runtime = JSON.parse(resolve(functionOf('webhook').Properties.Environment.Variables.TASUKI_CONFIG));
+    const config = exampleConfig();
+    assert.equal(runtime.github.webhook_secret_id, config.github.webhook_secret_name);
+    assert.equal(runtime.github.private_key_secret_id, config.github.private_key_secret_name);
+    assert.ok(!JSON.stringify(runtime.github).includes('arn:'), JSON.stringify(runtime.github));
+    assert.equal(runtime.github.webhook_secret_arn, undefined);
+    assert.equal(runtime.github.private_key_secret_arn, undefined);
+  });
+
   it("the runtime config matches the checked-in snapshot the Rust side parses (UPDATE_SNAPSHOTS=1 rewrites it)", () => {
     const runtime = JSON.parse(resolve(functionOf('webhook').Properties.Environment.Variables.TASUKI_CONFIG));
     const snapshot = path.join(__dirname, 'runtime-config.example.json');
@@ -113,19 +131,32 @@ describe('Lambdas', () => {
     assert.ok(typical < 3072, `TASUKI_CONFIG is ${typical} bytes with typical names`);
   });
 
-  it('the webhook is a public Function URL (HMAC is checked in the handler) with a concurrency guard', () => {
+  it('the webhook is a public Function URL (HMAC is checked in the handler)', () => {
     const [, url] = resourcesOfType(t, 'AWS::Lambda::Url')[0];
     assert.equal(resourcesOfType(t, 'AWS::Lambda::Url').length, 1);
     assert.equal(url.Properties.AuthType, 'NONE');
     assert.deepEqual(url.Properties.TargetFunctionArn, getAtt(s.stack.functions.webhook));
-    assert.equal(functionOf('webhook').Properties.ReservedConcurrentExecutions, 25);
-    for (const bin of BINS.filter((b) => b !== 'webhook')) {
-      assert.equal(functionOf(bin).Properties.ReservedConcurrentExecutions, undefined, bin);
-    }
     const permissions = resourcesOfType(t, 'AWS::Lambda::Permission').map(([, r]) => r.Properties);
     const publicOnes = permissions.filter((p) => p.Principal === '*');
     assert.deepEqual(publicOnes.map((p) => p.FunctionName), [getAtt(s.stack.functions.webhook), getAtt(s.stack.functions.webhook)]);
     assert.ok(publicOnes.every((p) => p.FunctionUrlAuthType === 'NONE' || p.InvokedViaFunctionUrl === true));
+  });
+});
+
+describe('defect 6: a new account can deploy', () => {
+  it('no Lambda reserves concurrency by default (a new account may have a quota of 10, and Lambda keeps 100 unreserved)', () => {
+    // https://docs.aws.amazon.com/lambda/latest/dg/configuration-concurrency.html: a reservation must
+    // leave the account at least 100 unreserved; new accounts can start with a quota of 10.
+    for (const bin of BINS) {
+      assert.equal(functionOf(bin).Properties.ReservedConcurrentExecutions, undefined, bin);
+    }
+  });
+
+  it('webhookReservedConcurrency opts the webhook (only) into a flood guard', () => {
+    const guarded = synth({ webhookReservedConcurrency: 25 }).template;
+    const fns = resourcesOfType(guarded, 'AWS::Lambda::Function').filter(([, r]) => r.Properties.Description?.startsWith('tasuki '));
+    const reserved = fns.filter(([, r]) => r.Properties.ReservedConcurrentExecutions !== undefined);
+    assert.deepEqual(reserved.map(([, r]) => [r.Properties.Description, r.Properties.ReservedConcurrentExecutions]), [['tasuki webhook', 25]]);
   });
 });
 
@@ -139,7 +170,9 @@ describe('State machine', () => {
     const variables = [...new Set([...JSON.stringify(asl).matchAll(/\$\{(\w+)\}/g)].map((m) => m[1]))].sort();
     assert.deepEqual(Object.keys(p.DefinitionSubstitutions).sort(), variables);
     const steps = BINS.filter((b) => b !== 'webhook' && b !== 'ecs-events');
-    assert.deepEqual(variables, steps.map(substitutionVariable).sort());
+    const usesPartition = variables.includes('Partition');
+    assert.deepEqual(variables, [...steps.map(substitutionVariable), ...(usesPartition ? ['Partition'] : [])].sort());
+    if (usesPartition) assert.deepEqual(p.DefinitionSubstitutions.Partition, { Ref: 'AWS::Partition' });
     for (const bin of steps) {
       assert.deepEqual(p.DefinitionSubstitutions[substitutionVariable(bin)], getAtt(s.stack.functions[bin]), bin);
     }
@@ -178,13 +211,35 @@ describe('State machine', () => {
     assert.match(resolve(t.Outputs.WebhookUrl.Value), /^https:\/\/.+\.lambda-url\..+\.on\.aws\/$/);
   });
 
+  it('defect 6: ${Partition} in the ASL becomes the stack\'s partition, and is no Lambda to invoke (contract C)', () => {
+    const fake = Object.fromEntries(BINS.map((b) => [b, { functionArn: `arn:${b}` }])) as Json;
+    const dir = tempDir('asl');
+    const file = path.join(dir, 'partition.asl.json');
+    fs.writeFileSync(
+      file,
+      JSON.stringify({
+        StartAt: 'X',
+        States: { X: { Type: 'Task', Resource: 'arn:${Partition}:states:::lambda:invoke', Parameters: { FunctionName: '${ValidateFunctionArn}' }, End: true } },
+      }),
+    );
+    const substitutions = aslSubstitutions(fake, file);
+    assert.deepEqual(Object.keys(substitutions).sort(), ['Partition', 'ValidateFunctionArn']);
+    assert.deepEqual(s.stack.resolve(substitutions.Partition), { Ref: 'AWS::Partition' });
+    assert.equal(substitutions.ValidateFunctionArn, 'arn:validate');
+    // The state machine may invoke functions only: the partition is not a resource of its policy.
+    const role = logicalId(s.stack.stateMachine.role);
+    const invoke = iamStatements(t).filter((x) => x.role === role && asList(x.statement.Action).includes('lambda:InvokeFunction'));
+    assert.ok(asList<Json>(invoke[0].statement.Resource).every((r) => 'Fn::GetAtt' in r), JSON.stringify(invoke[0].statement.Resource));
+  });
+
   it('an ASL placeholder that names no Lambda fails synth', () => {
     const fake = Object.fromEntries(BINS.map((b) => [b, { functionArn: `arn:${b}` }])) as Json;
     const dir = tempDir('asl');
     const bad = path.join(dir, 'bad.asl.json');
     fs.writeFileSync(bad, JSON.stringify({ StartAt: 'X', States: { X: { Type: 'Task', Resource: '${BogusFunctionArn}', End: true } } }));
-    assert.throws(() => aslSubstitutions(fake, bad), /\$\{BogusFunctionArn\} names no Lambda bin/);
-    assert.deepEqual(Object.keys(aslSubstitutions(fake)).sort(), BINS.filter((b) => !['webhook', 'ecs-events'].includes(b)).map(substitutionVariable).sort());
+    assert.throws(() => aslSubstitutions(fake, bad), /\$\{BogusFunctionArn\} names no Lambda bin and no known variable \(known: Partition, /);
+    const real = Object.keys(aslSubstitutions(fake)).filter((v) => v !== 'Partition');
+    assert.deepEqual(real.sort(), BINS.filter((b) => !['webhook', 'ecs-events'].includes(b)).map(substitutionVariable).sort());
   });
 });
 
@@ -264,7 +319,7 @@ describe('ECS', () => {
     }
   });
 
-  it('runner task definitions: one per arch on Fargate, `runner` container, the configured image, only the region in env', () => {
+  it('runner task definitions: one per arch on Fargate, `runner` container, the configured image, region and stop grace in env', () => {
     const tds = resourcesOfType(t, 'AWS::ECS::TaskDefinition');
     const fargate = tds.filter(([, r]) => (r.Properties.RequiresCompatibilities ?? []).includes('FARGATE'));
     assert.deepEqual(
@@ -281,7 +336,15 @@ describe('ECS', () => {
       const [c] = p.ContainerDefinitions;
       assert.equal(c.Image, exampleConfig().runner.image);
       assert.equal(c.Privileged, undefined);
-      assert.deepEqual(c.Environment, [{ Name: 'AWS_REGION', Value: { Ref: 'AWS::Region' } }], 'the job comes as overrides; tasuki-boot needs the region');
+      assert.deepEqual(
+        c.Environment,
+        [
+          { Name: 'AWS_REGION', Value: { Ref: 'AWS::Region' } },
+          { Name: 'TASUKI_STOP_GRACE_SECONDS', Value: '100' },
+        ],
+        'the job comes as overrides; tasuki-boot needs the region and the stop grace',
+      );
+      assert.equal(c.StopTimeout, 120, "Fargate's maximum: the grace period ends before it");
       assert.equal(c.LogConfiguration.LogDriver, 'awslogs');
       assert.deepEqual(p.TaskRoleArn, getAtt(s.stack.node.findChild('RunnerTaskRole')));
     }
@@ -306,27 +369,57 @@ describe('ECS', () => {
       assert.deepEqual(runner.Environment, [
         { Name: 'DOCKER_HOST', Value: 'tcp://127.0.0.1:2375' },
         { Name: 'AWS_REGION', Value: { Ref: 'AWS::Region' } },
+        { Name: 'TASUKI_STOP_GRACE_SECONDS', Value: '100' },
       ]);
+      assert.equal(runner.StopTimeout, 120);
       assert.deepEqual(runner.DependsOn, [{ ContainerName: 'dockerd', Condition: 'HEALTHY' }]);
-      const volume = (c: Json, dir: string) => c.MountPoints.find((m: Json) => m.ContainerPath === dir)?.SourceVolume;
-      for (const [dir, name] of [[RUNNER_WORK_DIR, 'work'], [RUNNER_EXTERNALS_DIR, 'externals']]) {
-        assert.equal(volume(runner, dir), name, `runner ${dir}`);
-        assert.equal(volume(dockerd, dir), name, `dockerd ${dir}`);
-      }
     }
   });
 
-  it('the runner task role may only kms:Decrypt the runner key with a tasuki:job-id encryption context', () => {
+  it('defects 7 and 8: the runner root is one volume at the same path in both containers, and the daemon has /var/run/docker.sock', () => {
+    // The updater renames <root>/bin and <root>/externals and symlinks new ones in the root
+    // (actions/runner src/Misc/layoutbin/update.sh.template): nothing under the root may be a mount
+    // point, and the daemon must resolve <root>/externals (a symlink after an update) and <root>/_work
+    // to the runner's files. Job containers and container actions get `-v
+    // /var/run/docker.sock:/var/run/docker.sock`, resolved by the daemon (actions/runner
+    // src/Runner.Worker/Container/ContainerInfo.cs, Handlers/ContainerActionHandler.cs).
+    const dind = resourcesOfType(t, 'AWS::ECS::TaskDefinition').filter(([, r]) =>
+      r.Properties.ContainerDefinitions.some((c: Json) => c.Name === 'dockerd'),
+    );
+    assert.equal(dind.length, 2);
+    for (const [, r] of dind) {
+      const p = r.Properties;
+      const byName = Object.fromEntries(p.ContainerDefinitions.map((c: Json) => [c.Name, c]));
+      const { dockerd, runner } = byName;
+      const home = (c: Json) => c.MountPoints.filter((m: Json) => m.ContainerPath === '/home/runner');
+      const [runnerHome] = home(runner);
+      const [daemonHome] = home(dockerd);
+      assert.ok(runnerHome && daemonHome, 'both containers mount /home/runner');
+      assert.equal(runnerHome.SourceVolume, daemonHome.SourceVolume, 'the same volume');
+      assert.equal(runnerHome.ReadOnly, false);
+      assert.equal(daemonHome.ReadOnly, false, 'job containers write the work directory through the daemon');
+      for (const c of [runner, dockerd]) {
+        const nested = c.MountPoints.filter((m: Json) => m.ContainerPath.startsWith('/home/runner/'));
+        assert.deepEqual(nested, [], `${c.Name}: no mount point under the runner root`);
+      }
+      assert.deepEqual(runner.MountPoints.map((m: Json) => m.ContainerPath), ['/home/runner']);
+      const volume = p.Volumes.find((v: Json) => v.Name === runnerHome.SourceVolume);
+      assert.deepEqual(volume.DockerVolumeConfiguration, { Driver: 'local', Scope: 'task' });
+      assert.ok(dockerd.Command.includes('--host=unix:///var/run/docker.sock'), dockerd.Command.join(' '));
+      assert.ok(dockerd.Command.includes('--host=tcp://127.0.0.1:2375'), 'the runner still reaches the daemon over loopback');
+      assert.ok(!dockerd.MountPoints.some((m: Json) => m.ContainerPath === '/var/run' || m.ContainerPath === '/var/run/docker.sock'),
+        'the socket is created by the daemon in its own container, not hidden by a volume');
+    }
+  });
+
+  it('defect 11: the runner task role has no policy at all, no kms:Decrypt in particular (a per-job grant opens the credential)', () => {
     const role = logicalId(s.stack.node.findChild('RunnerTaskRole'));
-    const statements = iamStatements(t).filter((x) => x.role === role);
-    assert.equal(statements.length, 1);
-    const [{ statement }] = statements;
-    assert.equal(statement.Action, 'kms:Decrypt');
-    assert.deepEqual(statement.Resource, getAtt(s.stack.runnerKey));
-    assert.deepEqual(statement.Condition, {
-      'ForAllValues:StringEquals': { 'kms:EncryptionContextKeys': [JOB_CONTEXT_KEY] },
-      Null: { 'kms:EncryptionContextKeys': 'false' },
-    });
+    assert.deepEqual(iamStatements(t).filter((x) => x.role === role), []);
+    const decrypts = iamStatements(t).filter((x) => asList<string>(x.statement.Action).includes('kms:Decrypt'));
+    assert.deepEqual(decrypts, [], 'nobody has a standing kms:Decrypt on the runner key');
+    // The key policy names only the account root (CDK's default): nothing for the task role there either.
+    const [, key] = resourcesOfType(t, 'AWS::KMS::Key')[0];
+    assert.ok(!JSON.stringify(key.Properties.KeyPolicy).includes(role));
   });
 
   it('runner security group: no inbound rules', () => {
@@ -336,6 +429,32 @@ describe('ECS', () => {
     assert.equal(resourcesOfType(t, 'AWS::EC2::SecurityGroupIngress').length, 0);
   });
 });
+
+describe('VPC', () => {
+  it('no NAT toll per job: an S3 gateway endpoint on the runner subnets (ECR serves image layers from S3)', () => {
+    // https://docs.aws.amazon.com/AmazonECR/latest/userguide/vpc-endpoints.html: layers are in S3;
+    // a gateway endpoint is free, NAT data processing is per GB (https://aws.amazon.com/vpc/pricing/).
+    const endpoints = resourcesOfType(t, 'AWS::EC2::VPCEndpoint');
+    assert.equal(endpoints.length, 1, 'no hourly-billed interface endpoints');
+    const [, endpoint] = endpoints[0];
+    assert.equal(endpoint.Properties.VpcEndpointType, 'Gateway');
+    assert.equal(resolve(endpoint.Properties.ServiceName), `com.amazonaws.${FAKE.region}.s3`);
+    const privateSubnets = resourcesOfType(t, 'AWS::EC2::Subnet').filter(([, r]) =>
+      r.Properties.Tags.some((tag: Json) => tag.Key === 'aws-cdk:subnet-type' && tag.Value === 'Private'),
+    );
+    const privateTables = resourcesOfType(t, 'AWS::EC2::SubnetRouteTableAssociation')
+      .filter(([, a]) => privateSubnets.some(([id]) => a.Properties.SubnetId.Ref === id))
+      .map(([, a]) => a.Properties.RouteTableId);
+    assert.equal(privateTables.length, 2);
+    assert.deepEqual([...endpoint.Properties.RouteTableIds].sort(byJsonText), [...privateTables].sort(byJsonText));
+  });
+
+  it('two AZs by default, a NAT gateway each', () => {
+    assert.equal(resourcesOfType(t, 'AWS::EC2::NatGateway').length, 2);
+  });
+});
+
+const byJsonText = (a: Json, b: Json) => JSON.stringify(a).localeCompare(JSON.stringify(b));
 
 describe('EventBridge, KMS', () => {
   it('ECS Task State Change (STOPPED) of this cluster → ecs-events', () => {
@@ -428,7 +547,17 @@ describe('IAM: least privilege', () => {
     'issue-token': () => [
       [GET_PUT, tableArn()],
       [['secretsmanager:GetSecretValue'], [secret('tasuki/github-app-private-key')]],
-      [['kms:Encrypt'], getAtt(s.stack.runnerKey), { 'ForAllValues:StringEquals': { 'kms:EncryptionContextKeys': [JOB_CONTEXT_KEY] }, Null: { 'kms:EncryptionContextKeys': 'false' } }],
+      // Contract D: the envelope's data key for the job's context only; a grant of Decrypt only, to the
+      // runner task role only, constrained to an exact encryption context.
+      [['kms:GenerateDataKey'], getAtt(s.stack.runnerKey), { 'ForAllValues:StringEquals': { 'kms:EncryptionContextKeys': [JOB_CONTEXT_KEY] }, Null: { 'kms:EncryptionContextKeys': 'false' } }],
+      [
+        ['kms:CreateGrant'],
+        getAtt(s.stack.runnerKey),
+        {
+          StringEquals: { 'kms:GranteePrincipal': getAtt(s.stack.node.findChild('RunnerTaskRole')), 'kms:GrantConstraintType': 'EncryptionContextEquals' },
+          'ForAllValues:StringEquals': { 'kms:GrantOperations': ['Decrypt'] },
+        },
+      ],
     ],
     'run-task': () => [
       [['ecs:RunTask'], resourcesOfType(t, 'AWS::ECS::TaskDefinition').map(([id]) => ({ Ref: id })).sort(byJson), { ArnEquals: { 'ecs:cluster': getAtt(s.stack.cluster) } }],
@@ -451,11 +580,13 @@ describe('IAM: least privilege', () => {
       [GET_PUT_UPDATE, tableArn()],
       [['secretsmanager:GetSecretValue'], [secret('tasuki/github-app-private-key')]],
       [['ecs:StopTask'], clusterTasks(), { ArnEquals: { 'ecs:cluster': getAtt(s.stack.cluster) } }],
+      [['kms:RevokeGrant'], getAtt(s.stack.runnerKey)],
     ],
     finalize: () => [
       [[...GET_PUT, 'dynamodb:Query', 'dynamodb:UpdateItem'], tableArn()],
       [['secretsmanager:GetSecretValue'], [secret('tasuki/github-app-private-key')]],
       [['ecs:StopTask'], clusterTasks(), { ArnEquals: { 'ecs:cluster': getAtt(s.stack.cluster) } }],
+      [['kms:RevokeGrant'], getAtt(s.stack.runnerKey)],
     ],
     'ecs-events': () => [
       [['dynamodb:GetItem', 'dynamodb:UpdateItem'], tableArn()],

@@ -16,6 +16,7 @@ describe('an imported VPC, Fargate only, a private ECR image, GitHub Enterprise 
   let t: Json;
   let runtime: Json;
   const image = '111122223333.dkr.ecr.eu-west-1.amazonaws.com/ci/tasuki-runner:2.330.0';
+  const hookArn = 'arn:aws:secretsmanager:eu-west-1:111122223333:secret:ci/tasuki-hook-AbC123';
 
   before(() => {
     const config = exampleConfig();
@@ -24,10 +25,13 @@ describe('an imported VPC, Fargate only, a private ECR image, GitHub Enterprise 
         import: {
           vpc_id: 'vpc-0123456789abcdef0',
           subnets: { 'eu-west-1b': 'subnet-0bbbbbbbbbbbbbbbb', 'eu-west-1a': 'subnet-0aaaaaaaaaaaaaaaa' },
+          s3_gateway_endpoint: true,
         },
       },
       security_group_allowlist: ['sg-0123456789abcdef1'],
     };
+    config.runner.stop_grace_seconds = 60;
+    config.github.webhook_secret_name = hookArn;
     delete config.ec2;
     config.capacity_order = ['fargate-spot', 'fargate'];
     config.runner.image = image;
@@ -82,9 +86,98 @@ describe('an imported VPC, Fargate only, a private ECR image, GitHub Enterprise 
     assert.equal(token.Resource, '*');
   });
 
+  it('a secret given by its complete ARN: the Lambdas get that ARN, IAM grants exactly it', () => {
+    assert.equal(runtime.github.webhook_secret_id, hookArn);
+    assert.equal(runtime.github.private_key_secret_id, 'tasuki/github-app-private-key');
+    const reads = iamStatements(t)
+      .filter((x) => [x.statement.Action].flat().includes('secretsmanager:GetSecretValue'))
+      .map((x) => resolver(t).resolve(x.statement.Resource));
+    assert.ok(reads.some((r) => JSON.stringify(r) === JSON.stringify(hookArn) || JSON.stringify(r) === JSON.stringify([hookArn])), JSON.stringify(reads));
+    assert.ok(!JSON.stringify(reads).includes(`${hookArn}-??????`));
+  });
+
+  it('runner.stop_grace_seconds reaches tasuki-boot as TASUKI_STOP_GRACE_SECONDS', () => {
+    for (const [, td] of resourcesOfType(t, 'AWS::ECS::TaskDefinition')) {
+      const [runner] = td.Properties.ContainerDefinitions;
+      assert.deepEqual(runner.Environment.find((e: Json) => e.Name === 'TASUKI_STOP_GRACE_SECONDS'), { Name: 'TASUKI_STOP_GRACE_SECONDS', Value: '60' });
+      assert.equal(runner.StopTimeout, 120);
+    }
+  });
+
+  it('creates no VPC endpoint in a VPC it does not own', () => {
+    assert.equal(resourcesOfType(t, 'AWS::EC2::VPCEndpoint').length, 0);
+  });
+
   it('webhookReservedConcurrency 0 reserves none', () => {
     const [, webhook] = resourcesOfType(t, 'AWS::Lambda::Function').find(([, r]) => r.Properties.Description === 'tasuki webhook')!;
     assert.equal(webhook.Properties.ReservedConcurrentExecutions, undefined);
+  });
+});
+
+/** The warnings of a synth, as the validation report lists them (annotationsInValidationReport in cdk.json). */
+function warnings(s: Synth): string[] {
+  const report = JSON.parse(fs.readFileSync(path.join(s.outdir, 'validation-report.json'), 'utf8'));
+  return report.pluginReports.flatMap((p: Json) => p.violations ?? []).map((v: Json) => `${v.ruleName}: ${v.description}`);
+}
+
+describe('item 7: an imported VPC is checked for the NAT toll on image pulls', () => {
+  const imported = (extra: Json = {}) => {
+    const config = exampleConfig();
+    config.network = {
+      vpc: { import: { vpc_id: 'vpc-0123456789abcdef0', subnets: { 'eu-west-1a': 'subnet-0aaaaaaaaaaaaaaaa' }, ...extra } },
+      security_group_allowlist: [],
+    };
+    delete config.ec2;
+    config.capacity_order = ['fargate-spot', 'fargate'];
+    return config;
+  };
+
+  it('without s3_gateway_endpoint: synth warns, naming the NAT data processing cost and the fix', () => {
+    const found = warnings(synth({ config: imported() }));
+    const toll = found.filter((w) => w.includes('tasuki:natToll'));
+    assert.equal(toll.length, 1, JSON.stringify(found));
+    assert.match(toll[0], /\$0\.045\/GB/);
+    assert.match(toll[0], /S3 gateway endpoint/);
+    assert.match(toll[0], /ECR in this region/);
+    assert.match(toll[0], /"s3_gateway_endpoint": true/);
+  });
+
+  it('with s3_gateway_endpoint: true, no warning', () => {
+    assert.deepEqual(warnings(synth({ config: imported({ s3_gateway_endpoint: true }) })), []);
+  });
+});
+
+describe('defect 6: more than two AZs in a created VPC', () => {
+  it('max_azs above 2 without availability_zones fails synth with a clear message', () => {
+    const config = exampleConfig();
+    config.network.vpc = { create: { max_azs: 3 } };
+    assert.throws(
+      () => synth({ config }),
+      (e: Error) =>
+        /\/network\/vpc\/create\/availability_zones is required for max_azs 3: the stack is environment-agnostic, so CDK sees only 2 zones/.test(e.message),
+    );
+  });
+
+  it('availability_zones given are the VPC\'s zones, a subnet and a NAT gateway in each', () => {
+    const zones = ['eu-west-1a', 'eu-west-1b', 'eu-west-1c'];
+    const config = exampleConfig();
+    config.network.vpc = { create: { max_azs: 3, availability_zones: zones } };
+    const s = synth({ config });
+    const t = s.template;
+    const privateSubnets = resourcesOfType(t, 'AWS::EC2::Subnet').filter(([, r]) =>
+      r.Properties.Tags.some((tag: Json) => tag.Key === 'aws-cdk:subnet-type' && tag.Value === 'Private'),
+    );
+    assert.deepEqual(privateSubnets.map(([, r]) => r.Properties.AvailabilityZone).sort(), zones);
+    assert.equal(resourcesOfType(t, 'AWS::EC2::NatGateway').length, 3);
+    const [, webhook] = resourcesOfType(t, 'AWS::Lambda::Function').find(([, r]) => r.Properties.Description === 'tasuki webhook')!;
+    const runtime = JSON.parse(resolver(t).resolve(webhook.Properties.Environment.Variables.TASUKI_CONFIG));
+    assert.deepEqual(Object.keys(runtime.network.subnets).sort(), zones);
+  });
+
+  it('availability_zones must name max_azs zones', () => {
+    const config = exampleConfig();
+    config.network.vpc = { create: { max_azs: 2, availability_zones: ['eu-west-1a'] } };
+    assert.throws(() => synth({ config }), /\/network\/vpc\/create\/availability_zones names 1 zones, but max_azs is 2/);
   });
 });
 
