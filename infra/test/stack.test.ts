@@ -232,6 +232,17 @@ describe('State machine', () => {
     assert.ok(asList<Json>(invoke[0].statement.Resource).every((r) => 'Fn::GetAtt' in r), JSON.stringify(invoke[0].statement.Resource));
   });
 
+  it('contract C: every Task of the ASL names its service integration in ${Partition}, never arn:aws literally', () => {
+    const asl = JSON.parse(fs.readFileSync(ASL_PATH, 'utf8'));
+    const tasks = Object.entries(asl.States as Record<string, Json>).filter(([, state]) => state.Type === 'Task');
+    assert.ok(tasks.length > 0);
+    for (const [name, state] of tasks) {
+      assert.match(state.Resource, /^arn:\$\{Partition\}:states:::lambda:invoke(\.waitForTaskToken)?$/, name);
+    }
+    const [, sm] = resourcesOfType(t, 'AWS::StepFunctions::StateMachine')[0];
+    assert.deepEqual(sm.Properties.DefinitionSubstitutions.Partition, { Ref: 'AWS::Partition' });
+  });
+
   it('an ASL placeholder that names no Lambda fails synth', () => {
     const fake = Object.fromEntries(BINS.map((b) => [b, { functionArn: `arn:${b}` }])) as Json;
     const dir = tempDir('asl');

@@ -260,6 +260,12 @@ describe('bin/tasuki.ts (what `cdk synth` runs)', () => {
     );
   });
 
+  it('-c webhookReservedConcurrency must be a whole number', () => {
+    const r = run({ lambdaCode: 'placeholder', config: path.join(INFRA_DIR, 'tasuki.config.example.json'), webhookReservedConcurrency: 'lots' });
+    assert.equal(r.status, 1);
+    assert.equal(r.stderr.trim(), '-c webhookReservedConcurrency: must be a whole number (0 reserves none), not lots');
+  });
+
   it('reads the config path from TASUKI_CONFIG_PATH and synthesizes', () => {
     const r = run({ lambdaCode: 'placeholder', stackName: 'TasukiEnv' }, { TASUKI_CONFIG_PATH: path.join(INFRA_DIR, 'tasuki.config.example.json') });
     assert.equal(r.status, 0, r.stderr);
