@@ -11,6 +11,10 @@ pub enum StepError {
     /// No capacity on this candidate: clean up and try the next.
     #[error("capacity unavailable: {0}")]
     CapacityUnavailable(String),
+    /// An account quota (vCPUs, Fargate resource count) refused the launch: like capacity, try the
+    /// next candidate; when none is left, wait and try another round.
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
     /// AWS or GitHub asked us to slow down: retry the same step.
     #[error("throttled: {0}")]
     Throttled(String),
@@ -39,9 +43,10 @@ pub enum StepError {
 
 impl StepError {
     /// Every error name a step can raise; the ASL test checks this against `Retry`/`Catch`.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "JobRefused",
         "CapacityUnavailable",
+        "QuotaExceeded",
         "Throttled",
         "LaunchConfigError",
         "GitHubError",
@@ -56,6 +61,7 @@ impl StepError {
         match self {
             StepError::JobRefused(_) => "JobRefused",
             StepError::CapacityUnavailable(_) => "CapacityUnavailable",
+            StepError::QuotaExceeded(_) => "QuotaExceeded",
             StepError::Throttled(_) => "Throttled",
             StepError::LaunchConfigError(_) => "LaunchConfigError",
             StepError::GitHubError(_) => "GitHubError",
@@ -71,6 +77,7 @@ impl StepError {
         match self {
             StepError::JobRefused(d)
             | StepError::CapacityUnavailable(d)
+            | StepError::QuotaExceeded(d)
             | StepError::Throttled(d)
             | StepError::LaunchConfigError(d)
             | StepError::GitHubError(d)
@@ -102,6 +109,7 @@ mod tests {
         vec![
             StepError::JobRefused(d()),
             StepError::CapacityUnavailable(d()),
+            StepError::QuotaExceeded(d()),
             StepError::Throttled(d()),
             StepError::LaunchConfigError(d()),
             StepError::GitHubError(d()),

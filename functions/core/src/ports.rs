@@ -142,6 +142,28 @@ pub struct LaunchRequest {
     pub tags: Vec<(String, String)>,
 }
 
+/// ECS's limit on RunTask `overrides`: "A total of 8192 characters are allowed for overrides. This
+/// limit includes the JSON formatting characters of the override structure."
+/// (<https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_RunTask.html>)
+pub const MAX_OVERRIDES_CHARS: usize = 8192;
+
+impl LaunchRequest {
+    /// The `overrides` structure as RunTask receives it (what the 8 192-character limit counts).
+    pub fn overrides_json(&self) -> String {
+        let environment: Vec<serde_json::Value> = self
+            .environment
+            .iter()
+            .map(|(name, value)| serde_json::json!({"name": name, "value": value}))
+            .collect();
+        serde_json::json!({
+            "containerOverrides": [{"name": self.container_name, "environment": environment}],
+            "cpu": self.cpu_units.to_string(),
+            "memory": self.memory_mib.to_string(),
+        })
+        .to_string()
+    }
+}
+
 #[async_trait]
 pub trait TaskLauncher: Send + Sync {
     /// The task ARN, or a classified error (`CapacityUnavailable`, `Throttled`, `LaunchConfigError`).
@@ -168,11 +190,25 @@ pub trait RunnerRegistry: Send + Sync {
     async fn delete_runner(&self, job: &JobRef, runner_id: u64) -> Result<(), StepError>;
 }
 
-/// Encrypts a runner credential so only that job's task can read it.
+/// A JIT config sealed for one job ([`crate::runner_contract`]) and the KMS grant that lets the
+/// runner task role open it, for that job only, until the grant is revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedConfig {
+    pub sealed: String,
+    pub grant_id: String,
+}
+
+/// Seals a runner credential so only that job's task can read it.
 #[async_trait]
 pub trait CredentialSealer: Send + Sync {
-    /// Base64 ciphertext, bound to the job by the encryption context.
-    async fn seal(&self, job_id: u64, plaintext: &Sensitive) -> Result<String, StepError>;
+    async fn seal(
+        &self,
+        job_id: u64,
+        attempt: u32,
+        plaintext: &Sensitive,
+    ) -> Result<SealedConfig, StepError>;
+    /// Ends the job's grant; one already gone is not an error.
+    async fn revoke(&self, grant_id: &str) -> Result<(), StepError>;
 }
 
 pub use crate::runner_contract::encryption_context;

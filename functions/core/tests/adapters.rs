@@ -4,6 +4,7 @@ mod support;
 
 use aws_sdk_ecs::types::{Compatibility, ContainerDefinition, NetworkMode};
 use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::GrantOperation;
 use base64::Engine;
 use tasuki_core::adapters::dynamodb::DynamoLifecycleStore;
 use tasuki_core::adapters::ecs::EcsTaskLauncher;
@@ -14,6 +15,7 @@ use tasuki_core::domain::waits::{Registered, Signal, Stopped, Wait, WaitPhase};
 use tasuki_core::ports::{
     Commit, CredentialSealer, LaunchRequest, LifecycleStore, Sensitive, StoreError, TaskLauncher,
 };
+use tasuki_core::runner_contract::Envelope;
 
 fn job(job_id: u64) -> JobRef {
     JobRef {
@@ -259,35 +261,98 @@ async fn ls_lists_jobs_newest_first() {
     assert_eq!(ids, [12, 11]);
 }
 
-#[tokio::test]
-async fn sealed_credentials_open_only_with_their_jobs_context() {
-    let (kms, key) = support::kms_key(&support::sdk().await).await;
-    let sealer = KmsSealer::new(kms.clone(), &key);
-    let ciphertext = sealer
-        .seal(77, &Sensitive::new("JIT-CONFIG-PLAINTEXT"))
-        .await
-        .unwrap();
-    assert!(!ciphertext.contains("JIT-CONFIG"));
-    let blob = Blob::new(
-        base64::engine::general_purpose::STANDARD
-            .decode(&ciphertext)
-            .unwrap(),
+/// GitHub's shape and size with a 2048-bit key: base64 of a JSON object of base64 files, ~4.2 KB.
+fn real_size_jit_config() -> String {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut random = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    };
+    let rsa = format!(
+        r#"{{"d":"{}","dp":"{}","dq":"{}","exponent":"AQAB","inverseQ":"{}","modulus":"{}","p":"{}","q":"{}"}}"#,
+        b64.encode(random(256)),
+        b64.encode(random(128)),
+        b64.encode(random(128)),
+        b64.encode(random(128)),
+        b64.encode(random(256)),
+        b64.encode(random(128)),
+        b64.encode(random(128)),
     );
-    let opened = kms
-        .decrypt()
-        .ciphertext_blob(blob.clone())
-        .encryption_context("tasuki:job-id", "77")
-        .send()
+    let runner = r#"{"agentId":17,"agentName":"tasuki-77-1","poolId":1,"poolName":"Default","serverUrl":"https://pipelinesghubeus7.actions.githubusercontent.com/abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH/","serverUrlV1":"https://pipelinesghubeus7.actions.githubusercontent.com/abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH/_apis/distributedtask/pools/1/agents/17","gitHubUrl":"https://github.com/octo-org/app","workFolder":"_work","ephemeral":true,"useV2Flow":true,"serverUrlV2":"https://broker.actions.githubusercontent.com/"}"#;
+    let credentials = r#"{"scheme":"OAuth","data":{"clientId":"0f0e0d0c-0b0a-0908-0706-050403020100","authorizationUrl":"https://vstoken.actions.githubusercontent.com/_apis/oauth2/token/abcdef01-2345-6789-abcd-ef0123456789","requireFipsCryptography":"True"}}"#;
+    b64.encode(format!(
+        r#"{{".runner":"{}",".credentials":"{}",".credentials_rsaparams":"{}"}}"#,
+        b64.encode(runner),
+        b64.encode(credentials),
+        b64.encode(rsa)
+    ))
+}
+
+#[tokio::test]
+async fn a_real_size_jit_config_is_sealed_for_its_job_only_and_its_grant_is_revoked() {
+    let (kms, key) = support::kms_key(&support::sdk().await).await;
+    let role = "arn:aws:iam::123456789012:role/tasuki-runner-task";
+    let sealer = KmsSealer::new(kms.clone(), &key, role);
+    let config = real_size_jit_config();
+    // KMS Encrypt would refuse this: it takes at most 4 096 bytes of plaintext.
+    assert!(config.len() > 4096, "{}", config.len());
+    let sealed = sealer
+        .seal(77, 1, &Sensitive::new(config.clone()))
         .await
         .unwrap();
-    assert_eq!(opened.plaintext.unwrap().as_ref(), b"JIT-CONFIG-PLAINTEXT");
-    let other_job = kms
-        .decrypt()
-        .ciphertext_blob(blob)
-        .encryption_context("tasuki:job-id", "78")
-        .send()
-        .await;
-    assert!(other_job.is_err(), "another job's context must not decrypt");
+    assert!(!sealed.sealed.contains(&config[..40]));
+    assert!(
+        sealed.sealed.len() < config.len(),
+        "{}",
+        sealed.sealed.len()
+    );
+
+    let envelope = Envelope::parse(&sealed.sealed).unwrap();
+    let unwrap = |job: &'static str| {
+        kms.decrypt()
+            .ciphertext_blob(Blob::new(envelope.wrapped_key.clone()))
+            .encryption_context("tasuki:job-id", job)
+            .send()
+    };
+    let data_key = unwrap("77").await.unwrap().plaintext.unwrap();
+    assert_eq!(envelope.open(77, data_key.as_ref()).unwrap(), config);
+    assert!(envelope.open(78, data_key.as_ref()).is_err());
+    assert!(
+        unwrap("78").await.is_err(),
+        "another job's context must not unwrap"
+    );
+
+    let grants = kms.list_grants().key_id(&key).send().await.unwrap();
+    let grant = grants
+        .grants()
+        .iter()
+        .find(|g| g.grant_id() == Some(sealed.grant_id.as_str()))
+        .expect("the job's grant");
+    assert_eq!(grant.grantee_principal(), Some(role));
+    assert_eq!(grant.operations(), [GrantOperation::Decrypt]);
+    assert_eq!(
+        grant
+            .constraints()
+            .and_then(|c| c.encryption_context_equals())
+            .and_then(|c| c.get("tasuki:job-id"))
+            .map(String::as_str),
+        Some("77")
+    );
+    sealer.revoke(&sealed.grant_id).await.unwrap();
+    let left = kms.list_grants().key_id(&key).send().await.unwrap();
+    assert!(left
+        .grants()
+        .iter()
+        .all(|g| g.grant_id() != Some(sealed.grant_id.as_str())));
+    // Revoking twice (a retried cleanup) is not an error.
+    sealer.revoke(&sealed.grant_id).await.unwrap();
 }
 
 #[tokio::test]
@@ -345,7 +410,7 @@ async fn run_task_starts_a_tagged_task_with_the_credential_only_as_ciphertext_an
         cpu_units: 2048,
         memory_mib: 4096,
         container_name: "runner".into(),
-        environment: vec![("TASUKI_JIT_CONFIG_CIPHERTEXT".into(), "CIPHERTEXT".into())],
+        environment: vec![("TASUKI_JIT_CONFIG_SEALED".into(), "SEALED".into())],
         started_by: "tasuki/9/1".into(),
         tags: vec![("tasuki:job-id".into(), "9".into())],
     };
@@ -361,7 +426,7 @@ async fn run_task_starts_a_tagged_task_with_the_credential_only_as_ciphertext_an
     let task = &described.tasks()[0];
     assert_eq!(task.started_by(), Some("tasuki/9/1"));
     let env = task.overrides().unwrap().container_overrides()[0].environment();
-    assert_eq!(env[0].value(), Some("CIPHERTEXT"));
+    assert_eq!(env[0].value(), Some("SEALED"));
     launcher.stop(&task_arn, "attempt failed").await.unwrap();
     let stopped = ecs
         .describe_tasks()

@@ -67,7 +67,7 @@ fn every_lambda_the_asl_invokes_is_a_binary_of_the_workspace() {
         .map(|rest| rest.split('}').next().unwrap().to_string())
         .collect();
     assert!(!placeholders.is_empty());
-    for placeholder in &placeholders {
+    for placeholder in placeholders.iter().filter(|p| *p != "Partition") {
         assert!(
             bins.contains(placeholder),
             "${{{placeholder}}} has no binary"
@@ -134,5 +134,46 @@ fn the_runner_credential_is_only_passed_as_ciphertext() {
         .unwrap()
         .keys()
         .collect();
-    assert_eq!(selected, ["id.$", "jit_config_ciphertext.$", "name.$"]);
+    assert_eq!(
+        selected,
+        ["grant_id.$", "id.$", "jit_config_sealed.$", "name.$"]
+    );
+}
+
+#[test]
+fn service_integrations_take_the_partition_from_the_deployment() {
+    let asl = asl();
+    for (name, state) in states(&asl) {
+        if let Some(resource) = state["Resource"].as_str() {
+            assert!(
+                resource.starts_with("arn:${Partition}:states:::"),
+                "{name}: {resource} hard-codes a partition (aws-cn and aws-us-gov have their own)"
+            );
+        }
+    }
+}
+
+#[test]
+fn quota_failures_move_on_like_capacity_failures() {
+    let asl = asl();
+    let run_task = &states(&asl)["RunTask"];
+    let to_cleanup = run_task["Catch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Next"] == "CleanupAttempt")
+        .unwrap();
+    let names: Vec<&str> = to_cleanup["ErrorEquals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["CapacityUnavailable", "QuotaExceeded"]);
+    let choice = &states(&asl)["HasCandidate"];
+    assert_eq!(choice["Choices"][1]["Next"], "WaitForCapacity");
+    assert_eq!(
+        states(&asl)["WaitForCapacity"]["SecondsPath"],
+        "$.next.wait_seconds"
+    );
 }

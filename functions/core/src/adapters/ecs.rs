@@ -25,11 +25,24 @@ impl EcsTaskLauncher {
     }
 }
 
+/// An account quota, in ECS's words: "You've reached the limit on the number of vCPUs you can run
+/// concurrently" (Fargate vCPU quotas,
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/service-quotas.html>) and
+/// "The requested CPU configuration is above your limit" (a new account's Fargate task size limit);
+/// ECS sends either as a RunTask failure or as an exception, with a straight or curly apostrophe.
+fn is_quota(lower: &str) -> bool {
+    lower.contains("reached the limit on the number of")
+        || lower.contains("above your limit")
+        || lower.contains("you have requested more vcpu capacity")
+}
+
 /// RunTask answered 200 but started nothing: why, as a step error.
 pub fn classify_failure(reason: &str, where_: &str) -> StepError {
     let detail = format!("{where_}: {reason}");
-    let lower = reason.to_ascii_lowercase();
-    if lower.contains("capacity is unavailable")
+    let lower = reason.to_lowercase();
+    if is_quota(&lower) {
+        StepError::QuotaExceeded(detail)
+    } else if lower.contains("capacity is unavailable")
         || lower.starts_with("resource:")
         || lower == "agent"
         || lower.contains("insufficient")
@@ -52,6 +65,7 @@ pub fn classify_exception(code: &str, message: &str) -> StepError {
         "ServerException" | "ServiceUnavailableException" | "InternalFailure" => {
             StepError::Transient(detail)
         }
+        _ if is_quota(&message.to_lowercase()) => StepError::QuotaExceeded(detail),
         _ if message
             .to_ascii_lowercase()
             .contains("capacity is unavailable") =>
@@ -203,6 +217,31 @@ mod tests {
         );
         assert_eq!(classify_failure("AGENT", "x").name(), "CapacityUnavailable");
         assert_eq!(classify_failure("MISSING", "x").name(), "LaunchConfigError");
+    }
+
+    #[test]
+    fn account_quota_failures_are_quota_exceeded_not_config_errors() {
+        let vcpu = "You’ve reached the limit on the number of vCPUs you can run concurrently";
+        assert_eq!(
+            classify_failure(vcpu, "FARGATE in subnet-a").name(),
+            "QuotaExceeded"
+        );
+        assert_eq!(
+            classify_exception(
+                "ClientException",
+                "You've reached the limit on the number of vCPUs you can run concurrently"
+            )
+            .name(),
+            "QuotaExceeded"
+        );
+        assert_eq!(
+            classify_exception(
+                "InvalidParameterException",
+                "The requested CPU configuration is above your limit"
+            )
+            .name(),
+            "QuotaExceeded"
+        );
     }
 
     #[test]

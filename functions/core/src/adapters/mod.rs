@@ -60,6 +60,7 @@ impl Aws {
         Arc::new(kms::KmsSealer::new(
             aws_sdk_kms::Client::new(&self.sdk),
             &self.config.runner.kms_key_id,
+            &self.config.runner.task_role_arn,
         ))
     }
 
@@ -154,6 +155,7 @@ impl Aws {
             store: self.store(),
             launcher: self.launcher(),
             registry: self.registry().await?,
+            sealer: self.sealer(),
         })
     }
 
@@ -163,6 +165,7 @@ impl Aws {
             store: self.store(),
             launcher: self.launcher(),
             registry: self.registry().await?,
+            sealer: self.sealer(),
         })
     }
 

@@ -227,6 +227,14 @@ impl Config {
             &self.github.private_key_secret_id,
         )?;
         check_secret_id("github.webhook_secret_id", &self.github.webhook_secret_id)?;
+        // CreateGrant takes a key id or key ARN, not an alias
+        // (https://docs.aws.amazon.com/kms/latest/APIReference/API_CreateGrant.html, `KeyId`).
+        if self.runner.kms_key_id.contains("alias/") || self.runner.kms_key_id.is_empty() {
+            return Err(invalid(
+                "runner.kms_key_id",
+                "must be a key id or key ARN (KMS grants cannot name a key by alias)",
+            ));
+        }
         if !self.runner.task_role_arn.starts_with("arn:") {
             return Err(invalid("runner.task_role_arn", "must be an IAM role ARN"));
         }
@@ -433,7 +441,7 @@ pub(crate) mod tests {
                  "private_key_secret_id": "tasuki/github-app-private-key",
                  "webhook_secret_id": "tasuki/webhook-secret"},
       "access": {"orgs": ["octo-org"], "repositories": ["someone/tool"]},
-      "runner": {"group_id": 1, "kms_key_id": "alias/tasuki-runner",
+      "runner": {"group_id": 1, "kms_key_id": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
                  "task_role_arn": "arn:aws:iam::123456789012:role/tasuki-runner-task"},
       "sizes": {"default": "small", "aliases": {"small": "2cpu-4gb", "large": "8cpu-16gb"}},
       "capacity_order": ["fargate-spot", "fargate", "ec2"],

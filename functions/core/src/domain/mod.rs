@@ -4,5 +4,7 @@ pub mod job;
 pub mod labels;
 pub mod lifecycle;
 pub mod plan;
+pub mod rounds;
 pub mod size;
+pub mod tags;
 pub mod waits;

@@ -5,6 +5,7 @@ use crate::domain::job::parse_started_by;
 use crate::domain::waits::{Signal, Stopped};
 use crate::error::StepError;
 use crate::ports::{Executions, LifecycleStore};
+use crate::runner_contract::BootExit;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tracing::Instrument;
@@ -60,9 +61,20 @@ pub fn stopped_runner(change: &TaskStateChange, container: &str) -> Option<(u64,
         .find(|c| c.name == container)
         .and_then(|c| c.exit_code);
     let clean_exit = stop_code == "EssentialContainerExited" && runner_exit == Some(0);
-    let reason = match d.stopped_reason.as_deref() {
+    let ecs_reason = match d.stopped_reason.as_deref() {
         Some(why) if !why.is_empty() => format!("{stop_code}: {why}"),
         _ => stop_code.to_string(),
+    };
+    // tasuki-boot's exit status says what happened inside (runner_contract::BootExit).
+    let reason = match runner_exit.and_then(BootExit::from_code) {
+        Some(exit) if exit != BootExit::JobFinished => {
+            format!(
+                "{} (runner exit {}; {ecs_reason})",
+                exit.reason(),
+                exit.code()
+            )
+        }
+        _ => ecs_reason,
     };
     Some((
         job_id,
@@ -135,6 +147,23 @@ mod tests {
             stopped.reason,
             "SpotInterruption: Essential container in task exited"
         );
+        assert!(!stopped.clean_exit);
+    }
+
+    #[test]
+    fn a_deprecated_runner_version_is_named_with_its_fix() {
+        let (_, stopped) = stopped_runner(
+            &change("tasuki/9/1", "EssentialContainerExited", 81),
+            "runner",
+        )
+        .unwrap();
+        assert!(
+            stopped.reason.starts_with("RunnerVersionDeprecated"),
+            "{}",
+            stopped.reason
+        );
+        assert!(stopped.reason.contains("RUNNER_VERSION"));
+        assert!(stopped.reason.contains("runner exit 81"));
         assert!(!stopped.clean_exit);
     }
 

@@ -7,11 +7,15 @@ use crate::domain::job::{runner_name, started_by, JobRef};
 use crate::domain::labels::{self, LabelVerdict};
 use crate::domain::lifecycle::{Happening, JobState};
 use crate::domain::plan::{self, Candidate};
+use crate::domain::rounds::{self, Failure, NextAttempt};
+use crate::domain::tags::TagValue;
 use crate::domain::waits::{Wait, WaitPhase};
 use crate::error::StepError;
 use crate::ports::{
     CredentialSealer, Executions, LaunchRequest, LifecycleStore, RunnerRegistry, TaskLauncher,
+    MAX_OVERRIDES_CHARS,
 };
+use crate::runner_contract::env;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tracing::Instrument;
@@ -59,8 +63,10 @@ pub struct AttemptNumber {
 pub struct IssuedRunner {
     pub name: String,
     pub id: u64,
-    /// KMS ciphertext (base64) of the JIT config; only the job's task can decrypt it.
-    pub jit_config_ciphertext: String,
+    /// The JIT config sealed for this job (`runner_contract`); only the job's task can open it.
+    pub jit_config_sealed: String,
+    /// The KMS grant that lets the runner task role open it; revoked when the attempt ends.
+    pub grant_id: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,7 +152,10 @@ impl ExecutionState {
         let attempt = self.attempt()?;
         self.plan
             .as_ref()
-            .and_then(|p| p.candidates.get(attempt.saturating_sub(1) as usize))
+            .and_then(|p| {
+                p.candidates
+                    .get(rounds::candidate_index(attempt, p.candidates.len() as u32))
+            })
             .ok_or_else(|| StepError::LifecycleConflict(format!("no candidate {attempt}")))
     }
 
@@ -294,12 +303,23 @@ impl IssueToken {
                 .registry
                 .issue_jit_config(job, &name, &runner_labels)
                 .await?;
-            let jit_config_ciphertext = self.sealer.seal(job.job_id, &jit.encoded).await?;
+            let sealed = match self.sealer.seal(job.job_id, attempt, &jit.encoded).await {
+                Ok(sealed) => sealed,
+                Err(error) => {
+                    // The runner exists on GitHub but no task will ever use it: remove it now, as
+                    // nothing downstream knows its id.
+                    if let Err(delete) = self.registry.delete_runner(job, jit.runner_id).await {
+                        tracing::warn!(runner_id = jit.runner_id, error = %delete, "could not delete the unsealed runner");
+                    }
+                    return Err(error);
+                }
+            };
             tracing::info!(runner_name = %name, runner_id = jit.runner_id, "runner credential issued and sealed");
             Ok(IssuedRunner {
                 name,
                 id: jit.runner_id,
-                jit_config_ciphertext,
+                jit_config_sealed: sealed.sealed,
+                grant_id: sealed.grant_id,
             })
         }
         .instrument(span)
@@ -338,7 +358,8 @@ pub fn launch_request(config: &Config, state: &ExecutionState) -> Result<LaunchR
         .as_ref()
         .ok_or_else(|| StepError::LifecycleConflict("no runner issued".into()))?;
     let job_id = job.job_id.to_string();
-    Ok(LaunchRequest {
+    let tag = |value: &str| TagValue::sanitized(value).as_str().to_string();
+    let request = LaunchRequest {
         cluster: config.ecs.cluster.clone(),
         task_definition: candidate.task_definition.clone(),
         capacity_provider: candidate.capacity_provider.clone(),
@@ -348,24 +369,32 @@ pub fn launch_request(config: &Config, state: &ExecutionState) -> Result<LaunchR
         memory_mib: candidate.size.memory_mib(),
         container_name: config.ecs.container_name.clone(),
         environment: vec![
-            ("TASUKI_JOB_ID".into(), job_id.clone()),
-            ("TASUKI_ATTEMPT".into(), attempt.to_string()),
-            ("TASUKI_RUNNER_NAME".into(), runner.name.clone()),
+            (env::JOB_ID.into(), job_id.clone()),
+            (env::ATTEMPT.into(), attempt.to_string()),
+            (env::RUNNER_NAME.into(), runner.name.clone()),
             (
-                "TASUKI_JIT_CONFIG_CIPHERTEXT".into(),
-                runner.jit_config_ciphertext.clone(),
+                env::JIT_CONFIG_SEALED.into(),
+                runner.jit_config_sealed.clone(),
             ),
-            ("TASUKI_KMS_KEY_ID".into(), config.runner.kms_key_id.clone()),
+            (env::KMS_KEY_ID.into(), config.runner.kms_key_id.clone()),
         ],
         started_by: started_by(job.job_id, attempt),
+        // Free text (repository and workflow names) sanitized for ECS; the raw names stay in the table.
         tags: vec![
             ("tasuki:job-id".into(), job_id),
-            ("tasuki:repository".into(), job.repository.clone()),
-            ("tasuki:workflow".into(), job.workflow.clone()),
+            ("tasuki:repository".into(), tag(&job.repository)),
+            ("tasuki:workflow".into(), tag(&job.workflow)),
             ("tasuki:size".into(), candidate.size.to_string()),
             ("tasuki:attempt".into(), attempt.to_string()),
         ],
-    })
+    };
+    let size = request.overrides_json().chars().count();
+    if size > MAX_OVERRIDES_CHARS {
+        return Err(StepError::LaunchConfigError(format!(
+            "the RunTask overrides would be {size} characters; ECS takes at most {MAX_OVERRIDES_CHARS}"
+        )));
+    }
+    Ok(request)
 }
 
 /// Stores the task token, then answers it at once if a signal already came in.
@@ -476,15 +505,19 @@ impl Confirm {
     }
 }
 
-/// Stops the attempt's task and deletes its runner — unless GitHub gave that runner another job,
-/// which it is now serving.
+/// Revokes the attempt's KMS grant, then stops its task and deletes its runner — unless GitHub gave
+/// that runner another job, which it is now serving (its task opened its config at boot already).
 async fn release(
     launcher: &dyn TaskLauncher,
     registry: &dyn RunnerRegistry,
+    sealer: &dyn CredentialSealer,
     state: &ExecutionState,
     signals: &crate::domain::waits::Signals,
     why: &str,
 ) -> Result<(), StepError> {
+    if let Some(runner) = &state.runner {
+        sealer.revoke(&runner.grant_id).await?;
+    }
     let serving_another = match (&state.runner, &signals.taken) {
         (Some(runner), Some(taken)) => taken.runner_name == runner.name,
         _ => false,
@@ -502,26 +535,28 @@ async fn release(
     Ok(())
 }
 
-/// Cleanup: an attempt failed; release what it started and record why, before the next candidate.
+/// Cleanup: an attempt failed; release what it started, record why, and say what comes next.
 pub struct Cleanup {
     pub config: Arc<Config>,
     pub store: Arc<dyn LifecycleStore>,
     pub launcher: Arc<dyn TaskLauncher>,
     pub registry: Arc<dyn RunnerRegistry>,
+    pub sealer: Arc<dyn CredentialSealer>,
 }
 
 impl Cleanup {
-    pub async fn handle(&self, input: StepInput) -> Result<(), StepError> {
+    pub async fn handle(&self, input: StepInput) -> Result<NextAttempt, StepError> {
         let state = input.state;
         let span = state.span("cleanup");
         async {
             let job_id = state.job.job_id;
             let attempt = state.attempt()?;
             let record = existing_job(&*self.store, job_id).await?;
-            let reason = failure_reason(&state, &self.config, &record.signals);
+            let mut reason = failure_reason(&state, &self.config, &record.signals);
             release(
                 &*self.launcher,
                 &*self.registry,
+                &*self.sealer,
                 &state,
                 &record.signals,
                 &reason,
@@ -529,6 +564,24 @@ impl Cleanup {
             .await?;
             if let Some(wait) = &record.wait {
                 self.store.disarm(job_id, &wait.token).await?;
+            }
+            let count = state.plan.as_ref().map_or(1, |p| p.count);
+            let failure = match state.error.as_ref().map(|e| e.error.as_str()) {
+                Some("CapacityUnavailable" | "QuotaExceeded") => Failure::Capacity,
+                _ => Failure::Other,
+            };
+            let next = rounds::next_attempt(
+                attempt,
+                count,
+                failure,
+                self.config.timeouts.capacity_wait_seconds,
+            );
+            if next.wait_seconds > 0 {
+                reason = format!(
+                    "{reason}; every candidate tried: round {} starts in {} s",
+                    rounds::round_of(next.number, count),
+                    next.wait_seconds
+                );
             }
             tracing::warn!(%reason, "attempt failed");
             transition(
@@ -539,7 +592,7 @@ impl Cleanup {
                 Effects::default(),
             )
             .await?;
-            Ok(())
+            Ok(next)
         }
         .instrument(span)
         .await
@@ -593,6 +646,7 @@ pub struct Finalize {
     pub store: Arc<dyn LifecycleStore>,
     pub launcher: Arc<dyn TaskLauncher>,
     pub registry: Arc<dyn RunnerRegistry>,
+    pub sealer: Arc<dyn CredentialSealer>,
 }
 
 impl Finalize {
@@ -616,12 +670,20 @@ impl Finalize {
                             )
                         })
                         .collect();
+                    let count = state.plan.as_ref().map_or(1, |p| p.count).max(1) as usize;
+                    let rounds = reasons.len().div_ceil(count);
+                    let last_round = reasons[reasons.len().saturating_sub(count)..].join("; ");
                     Happening::Fail {
-                        reason: format!(
-                            "all {} launch candidates failed ({})",
-                            reasons.len(),
-                            reasons.join("; ")
-                        ),
+                        reason: if rounds > 1 {
+                            format!(
+                                "all {count} launch candidates failed in each of {rounds} rounds (last round: {last_round})"
+                            )
+                        } else {
+                            format!(
+                                "all {} launch candidates failed ({last_round})",
+                                reasons.len()
+                            )
+                        },
                     }
                 }
                 outcome => final_happening(outcome, &state, &self.config, &record.signals),
@@ -632,6 +694,7 @@ impl Finalize {
                 release(
                     &*self.launcher,
                     &*self.registry,
+                    &*self.sealer,
                     &state,
                     &record.signals,
                     &why,
@@ -732,7 +795,8 @@ mod tests {
             runner: Some(IssuedRunner {
                 name: "tasuki-7-2".into(),
                 id: 5,
-                jit_config_ciphertext: "CIPHER".into(),
+                jit_config_sealed: "SEALED".into(),
+                grant_id: "grant-1".into(),
             }),
             task: None,
             registration: None,
@@ -752,11 +816,43 @@ mod tests {
         assert_eq!((request.cpu_units, request.memory_mib), (2048, 4096));
         assert_eq!(request.started_by, "tasuki/7/2");
         let env: std::collections::HashMap<_, _> = request.environment.into_iter().collect();
-        assert_eq!(env["TASUKI_JIT_CONFIG_CIPHERTEXT"], "CIPHER");
+        assert_eq!(env["TASUKI_JIT_CONFIG_SEALED"], "SEALED");
         assert_eq!(env["TASUKI_RUNNER_NAME"], "tasuki-7-2");
         assert!(request
             .tags
             .contains(&("tasuki:size".into(), "2cpu-4gb".into())));
+    }
+
+    #[test]
+    fn workflow_names_ecs_refuses_as_tag_values_are_sanitized_in_the_task_tags() {
+        let mut s = state(None);
+        s.job.workflow = "Build (linux, x64) & test #1".into();
+        let request = launch_request(&example(), &s).unwrap();
+        let tags: std::collections::HashMap<_, _> = request.tags.into_iter().collect();
+        assert_eq!(tags["tasuki:workflow"], "Build _linux_ x64_ _ test _1");
+        assert_eq!(s.job.workflow, "Build (linux, x64) & test #1");
+    }
+
+    #[test]
+    fn a_real_size_sealed_config_fits_the_runtask_overrides_and_an_oversized_one_is_refused() {
+        // GitHub's config with a 2048-bit key is ~4.2 KB; sealed, with base64 overhead, ~4.5 KB.
+        let mut s = state(None);
+        s.runner.as_mut().unwrap().jit_config_sealed = "A".repeat(4600);
+        let request = launch_request(&example(), &s).unwrap();
+        assert!(request.overrides_json().len() <= MAX_OVERRIDES_CHARS);
+        s.runner.as_mut().unwrap().jit_config_sealed = "A".repeat(8000);
+        assert_eq!(
+            launch_request(&example(), &s).unwrap_err().name(),
+            "LaunchConfigError"
+        );
+    }
+
+    #[test]
+    fn attempts_beyond_the_plan_reuse_its_candidates_round_after_round() {
+        let mut s = state(None);
+        let count = s.plan.as_ref().unwrap().count;
+        s.attempt = Some(AttemptNumber { number: count + 2 });
+        assert_eq!(launch_request(&example(), &s).unwrap().subnet, "subnet-b");
     }
 
     #[test]
