@@ -4,12 +4,16 @@
   the function name); a 5xx `{"errorType", "errorMessage"}` answer becomes 200 with
   `X-Amz-Function-Error: Unhandled`, as the real Lambda Invoke API does (Step Functions then sees
   `errorType` as the error name).
+- Secrets Manager GetSecretValue: an ARN whose name ends in a hyphen and six characters is read as a
+  complete ARN, as the real service does (moto resolves it as a partial one).
 - Everything else goes to moto unchanged, except ECS:
   * RunTask: fault injection (capacity `failures[]` or ThrottlingException) decided per request by
     rules set through the control API; every request is recorded. moto ignores
     `capacityProviderStrategy` (and fails without EC2 container instances), so the request is sent
     to moto as `launchType: FARGATE` and the answer gets the `capacityProviderName` / `launchType`
     the real service would report.
+  * RunTask is first checked as ECS checks it and moto does not: tag characters and lengths, the
+    8 192-character `overrides` limit, Fargate cpu/memory combinations; quota failures can be injected.
   * DescribeTasks / StopTask: the answer is completed with what moto does not model
     (`capacityProviderName`, `availabilityZone`, `stopCode`, timestamps).
 """
@@ -33,7 +37,85 @@ ECS_PREFIX = "AmazonEC2ContainerServiceV20141113."
 CAPACITY_REASON = (
     "Capacity is unavailable at this time. Please try again later or in a different availability zone"
 )
-FAULT_KINDS = ("capacity", "throttle")
+# Account quota answers (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/service-quotas.html;
+# the wording as ECS reports it, e.g. in service events and RunTask failures): "quota" comes back as a
+# RunTask failure, "cpu_limit" as the exception a new account's Fargate task size limit raises
+# (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-cpu-memory-error.html).
+QUOTA_REASON = "You've reached the limit on the number of vCPUs you can run concurrently"
+CPU_LIMIT_REASON = "The requested CPU configuration is above your limit"
+FAULT_KINDS = ("capacity", "throttle", "quota", "cpu_limit")
+DEFAULT_REASONS = {
+    "capacity": CAPACITY_REASON,
+    "throttle": "Rate exceeded",
+    "quota": QUOTA_REASON,
+    "cpu_limit": CPU_LIMIT_REASON,
+}
+
+# ---- what the real RunTask refuses and moto accepts ----------------------------------------------
+# Tags: https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Tag.html — at most 50 per
+# resource, keys 1-128 and values 0-256 characters, "letters, numbers, and spaces representable in
+# UTF-8, and the following characters: + - = . _ : / @", and no `aws:` prefix.
+MAX_TAGS = 50
+MAX_TAG_KEY = 128
+MAX_TAG_VALUE = 256
+TAG_SYMBOLS = set("+-=._:/@ ")
+# overrides: "A total of 8192 characters are allowed for overrides. This limit includes the JSON
+# formatting characters of the override structure."
+# (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_RunTask.html); ECS answers
+# "InvalidParameterException: Container Overrides length must be at most 8192".
+MAX_OVERRIDES_CHARS = 8192
+# Fargate task sizes, CPU units -> allowed memory MiB
+# (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-tasks-services.html#fargate-tasks-size).
+FARGATE_SIZES: dict[int, set[int]] = {
+    256: {512, 1024, 2048},
+    512: set(range(1024, 4096 + 1, 1024)),
+    1024: set(range(2048, 8192 + 1, 1024)),
+    2048: set(range(4096, 16384 + 1, 1024)),
+    4096: set(range(8192, 30720 + 1, 1024)),
+    8192: set(range(16384, 61440 + 1, 4096)),
+    16384: set(range(32768, 122880 + 1, 8192)),
+}
+
+
+def tag_char_ok(c: str) -> bool:
+    return c.isalnum() or c in TAG_SYMBOLS
+
+
+def tag_problem(tags: list[dict[str, Any]]) -> str | None:
+    """Why ECS would refuse these RunTask tags, or None."""
+    if len(tags) > MAX_TAGS:
+        return f"Too many tags: {len(tags)} (at most {MAX_TAGS})"
+    for tag in tags:
+        key, value = str(tag.get("key") or ""), str(tag.get("value") or "")
+        if not 1 <= len(key) <= MAX_TAG_KEY:
+            return f"Tag key '{key[:40]}' must be 1 to {MAX_TAG_KEY} characters"
+        if len(value) > MAX_TAG_VALUE:
+            return f"Tag value of key '{key}' must be at most {MAX_TAG_VALUE} characters"
+        if key.lower().startswith("aws:"):
+            return f"Tag key '{key}' uses the reserved prefix aws:"
+        bad = next((c for c in key + value if not tag_char_ok(c)), None)
+        if bad is not None:
+            return (
+                f"The tag '{key}' has a character ECS does not allow ({bad!r}): tags may contain letters, "
+                "numbers, spaces and + - = . _ : / @"
+            )
+    return None
+
+
+def fargate_size_problem(cpu: Any, memory: Any) -> str | None:
+    """Why Fargate would refuse this task-level cpu/memory override, or None."""
+    if cpu is None and memory is None:
+        return None
+    try:
+        cpu_units, memory_mib = int(str(cpu)), int(str(memory))
+    except ValueError:
+        return f"No Fargate configuration exists for given values: {cpu} CPU, {memory} memory."
+    if memory_mib not in FARGATE_SIZES.get(cpu_units, set()):
+        return (
+            f"No Fargate configuration exists for given values: {cpu_units} CPU, {memory_mib} memory. "
+            "See the Amazon ECS documentation for the valid values."
+        )
+    return None
 FAULT_MATCH_KEYS = ("job_id", "attempt", "capacity_provider", "subnet")
 
 
@@ -93,7 +175,7 @@ class EcsLedger:
                 "id": self._rule_seq,
                 "kind": kind,
                 "times": times,
-                "reason": spec.get("reason") or (CAPACITY_REASON if kind == "capacity" else "Rate exceeded"),
+                "reason": spec.get("reason") or DEFAULT_REASONS[kind],
                 "matched": 0,
             }
             for key in FAULT_MATCH_KEYS:
@@ -192,6 +274,9 @@ class GatewayHandler(BaseHandler):
                 self.invoke_lambda("/".join(parts[3:-1]), body)
                 return
             target = self.headers.get("X-Amz-Target") or ""
+            if target == "secretsmanager.GetSecretValue":
+                self.get_secret_value(body)
+                return
             if target.startswith(ECS_PREFIX):
                 op = target[len(ECS_PREFIX) :]
                 if op == "RunTask":
@@ -239,6 +324,30 @@ class GatewayHandler(BaseHandler):
         status, headers, data = self.ctx.invoke_sync(name, body)
         self.send_bytes(status, data, headers + [("x-amzn-RequestId", req_id)])
 
+    # ---- Secrets Manager ---------------------------------------------------------------------------
+    def get_secret_value(self, body: bytes) -> None:
+        """GetSecretValue, with the real service's reading of ARNs. "If you specify an incomplete ARN
+        without the random suffix, and instead provide the 'friendly name', you *must not* include
+        a hyphen followed by six characters": such an ARN is read as a complete ARN and must match
+        one exactly (https://docs.aws.amazon.com/secretsmanager/latest/apireference/API_GetSecretValue.html,
+        `SecretId`). moto resolves it as a partial ARN instead."""
+        req = json_or_none(body) or {}
+        secret_id = str(req.get("SecretId") or "")
+        status, headers, data = self.moto(body)
+        resp = json_or_none(data)
+        name = secret_id.split(":secret:", 1)[1] if secret_id.startswith("arn:") and ":secret:" in secret_id else ""
+        suffix = name.rsplit("-", 1)[1] if "-" in name else ""
+        reads_as_complete = len(suffix) == 6 and suffix.isalnum()
+        if status == 200 and isinstance(resp, dict) and reads_as_complete and resp.get("ARN") != secret_id:
+            log.info("GetSecretValue %s: read as a complete ARN, no such secret", secret_id)
+            self.send_json(
+                400,
+                {"__type": "ResourceNotFoundException", "Message": "Secrets Manager can't find the specified secret."},
+                [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", "ResourceNotFoundException")],
+            )
+            return
+        self.send_bytes(status, data, headers)
+
     # ---- ECS -----------------------------------------------------------------------------------------
     def run_task(self, body: bytes) -> None:
         req = json.loads(body or b"{}")
@@ -271,6 +380,41 @@ class GatewayHandler(BaseHandler):
             "env_names": env_names,
         }
         ledger = self.ctx.ledger
+        # What the real service checks and moto does not, before placing anything.
+        problem = None
+        error_type = "InvalidParameterException"
+        overrides = req.get("overrides") or {}
+        overrides_chars = len(json.dumps(overrides, separators=(",", ":"), ensure_ascii=False))
+        entry["overrides_chars"] = overrides_chars
+        fargate = provider in (None, "FARGATE", "FARGATE_SPOT")
+        size_problem = fargate_size_problem(overrides.get("cpu"), overrides.get("memory")) if fargate else None
+        if overrides_chars > MAX_OVERRIDES_CHARS:
+            problem = f"Container Overrides length must be at most {MAX_OVERRIDES_CHARS}"
+        elif (bad_tags := tag_problem(req.get("tags") or [])) is not None:
+            problem = bad_tags
+        elif size_problem is not None:
+            problem, error_type = size_problem, "ClientException"
+        elif strategy and req.get("launchType"):
+            problem = "Specifying both a launch type and capacity provider strategy is not supported."
+        elif len(strategy) > 1 and len({s.get("capacityProvider") for s in strategy}) != len(strategy):
+            problem = "The capacity provider strategy contains duplicate capacity providers."
+        elif provider and ledger.cluster_capacity_providers and provider not in ledger.cluster_capacity_providers:
+            problem = (
+                f"The specified capacity provider strategy cannot contain a capacity provider that is not "
+                f"associated with the cluster. Associate the capacity provider with the cluster or specify a "
+                f"valid capacity provider and try again. ({provider})"
+            )
+        if problem:
+            entry.update(outcome="error", error=error_type, message=problem)
+            ledger.record(entry)
+            log.info("RunTask %s attempt %s refused like ECS would: %s", job_id, attempt, problem)
+            self.send_json(
+                400,
+                {"__type": error_type, "message": problem},
+                [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", error_type)],
+            )
+            return
+
         rule = ledger.match_rule(
             {"job_id": job_id, "attempt": attempt, "capacity_provider": provider, "subnet": subnet}
         )
@@ -278,7 +422,7 @@ class GatewayHandler(BaseHandler):
             entry.update(outcome=rule["kind"], rule_id=rule["id"])
             ledger.record(entry)
             log.info("RunTask %s attempt %s %s/%s -> injected %s", job_id, attempt, provider, subnet, rule["kind"])
-            if rule["kind"] == "capacity":
+            if rule["kind"] in ("capacity", "quota"):
                 self.send_json(
                     200,
                     {
@@ -293,37 +437,16 @@ class GatewayHandler(BaseHandler):
                     [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", str(uuid.uuid4()))],
                 )
             else:
+                error = "ThrottlingException" if rule["kind"] == "throttle" else "ClientException"
                 self.send_json(
                     400,
-                    {"__type": "ThrottlingException", "message": rule["reason"]},
+                    {"__type": error, "message": rule["reason"]},
                     [
                         ("Content-Type", "application/x-amz-json-1.1"),
-                        ("x-amzn-ErrorType", "ThrottlingException"),
+                        ("x-amzn-ErrorType", error),
                         ("x-amzn-RequestId", str(uuid.uuid4())),
                     ],
                 )
-            return
-
-        # What the real service checks and moto does not.
-        problem = None
-        if strategy and req.get("launchType"):
-            problem = "Specifying both a launch type and capacity provider strategy is not supported."
-        elif len(strategy) > 1 and len({s.get("capacityProvider") for s in strategy}) != len(strategy):
-            problem = "The capacity provider strategy contains duplicate capacity providers."
-        elif provider and ledger.cluster_capacity_providers and provider not in ledger.cluster_capacity_providers:
-            problem = (
-                f"The specified capacity provider strategy cannot contain a capacity provider that is not "
-                f"associated with the cluster. Associate the capacity provider with the cluster or specify a "
-                f"valid capacity provider and try again. ({provider})"
-            )
-        if problem:
-            entry.update(outcome="error", error="InvalidParameterException")
-            ledger.record(entry)
-            self.send_json(
-                400,
-                {"__type": "InvalidParameterException", "message": problem},
-                [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", "InvalidParameterException")],
-            )
             return
 
         # moto ignores capacityProviderStrategy and places anything but FARGATE on EC2 container

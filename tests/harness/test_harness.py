@@ -129,6 +129,10 @@ def fake_gateway() -> Any:
 
     def moto_answer(path: str, body: bytes) -> Any:
         req = json.loads(body or b"{}")
+        if "SecretId" in req:  # moto resolves any ARN leniently, partial or not
+            arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tasuki/webhook-secret-AbCdEf"
+            secret = {"ARN": arn, "Name": "tasuki/webhook-secret", "SecretString": "s3cr3t"}
+            return 200, [("Content-Type", "application/x-amz-json-1.1")], json.dumps(secret).encode()
         task = {"taskArn": "arn:aws:ecs:us-east-1:123456789012:task/tasuki-local/abc", "lastStatus": "RUNNING",
                 "launchType": req.get("launchType"), "startedBy": req.get("startedBy")}
         return 200, [("Content-Type", "application/x-amz-json-1.1")], json.dumps({"tasks": [task], "failures": []}).encode()
@@ -234,6 +238,64 @@ def test_gateway_injects_run_task_faults_and_forwards_the_rest_as_fargate(fake_g
         ("43", 1, "FARGATE", "throttle"),
         ("44", 1, "FARGATE_SPOT", "error"),
     ]
+
+
+def test_gateway_refuses_run_task_requests_as_ecs_does(fake_gateway: Any) -> None:
+    """Issue 8, defects 3 and 4: each of these passed before (moto checks none of them)."""
+    ecs = _ecs(fake_gateway["url"])
+    env = [{"name": "TASUKI_JIT_CONFIG_SEALED", "value": "A" * 8200}]
+    too_big = {"containerOverrides": [{"name": "runner", "environment": env}], "cpu": "2048", "memory": "4096"}
+    with pytest.raises(ClientError) as err:
+        ecs.run_task(startedBy="tasuki/50/1", launchType="FARGATE", overrides=too_big, **RUN)
+    assert err.value.response["Error"]["Code"] == "InvalidParameterException"
+    assert err.value.response["Error"]["Message"] == "Container Overrides length must be at most 8192"
+
+    with pytest.raises(ClientError) as err:
+        ecs.run_task(startedBy="tasuki/51/1", launchType="FARGATE",
+                     tags=[{"key": "tasuki:workflow", "value": "Build (linux, x64) & test"}], **RUN)
+    assert err.value.response["Error"]["Code"] == "InvalidParameterException"
+    assert "'('" in err.value.response["Error"]["Message"]
+    with pytest.raises(ClientError):
+        ecs.run_task(startedBy="tasuki/52/1", launchType="FARGATE", tags=[{"key": "k", "value": "v" * 257}], **RUN)
+    with pytest.raises(ClientError):
+        ecs.run_task(startedBy="tasuki/53/1", launchType="FARGATE", tags=[{"key": "aws:x", "value": "v"}], **RUN)
+
+    with pytest.raises(ClientError) as err:
+        ecs.run_task(startedBy="tasuki/54/1", launchType="FARGATE", overrides={"cpu": "2048", "memory": "2048"}, **RUN)
+    assert err.value.response["Error"]["Code"] == "ClientException"
+    assert "No Fargate configuration exists for given values: 2048 CPU, 2048 memory" in err.value.response["Error"]["Message"]
+
+    ok = ecs.run_task(startedBy="tasuki/55/1", launchType="FARGATE",
+                      overrides={"cpu": "2048", "memory": "4096"},
+                      tags=[{"key": "tasuki:workflow", "value": "Build _linux_ x64_ _ test"}], **RUN)
+    assert ok["tasks"]
+    refused = [r["job_id"] for r in fake_gateway["ledger"].snapshot()["run_task_requests"] if r["outcome"] == "error"]
+    assert refused == ["50", "51", "52", "53", "54"]
+    assert len(fake_gateway["moto"].seen) == 1  # only the valid request reached moto
+
+
+def test_gateway_answers_account_quota_failures(fake_gateway: Any) -> None:
+    ecs = _ecs(fake_gateway["url"])
+    ledger: EcsLedger = fake_gateway["ledger"]
+    ledger.add_rule({"kind": "quota", "job_id": "60"})
+    ledger.add_rule({"kind": "cpu_limit", "job_id": "61"})
+    r = ecs.run_task(startedBy="tasuki/60/1", launchType="FARGATE", **RUN)
+    assert r["tasks"] == [] and "limit on the number of vCPUs" in r["failures"][0]["reason"]
+    with pytest.raises(ClientError) as err:
+        ecs.run_task(startedBy="tasuki/61/1", launchType="FARGATE", **RUN)
+    assert err.value.response["Error"]["Message"] == "The requested CPU configuration is above your limit"
+
+
+def test_gateway_reads_an_arn_ending_in_six_characters_as_complete(fake_gateway: Any) -> None:
+    """Issue 8, defect 1: `…:secret:tasuki/webhook-secret` is not found on AWS; moto finds it."""
+    sm = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=fake_gateway["url"],
+                      aws_access_key_id="x", aws_secret_access_key="y")
+    partial = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tasuki/webhook-secret"
+    with pytest.raises(ClientError) as err:
+        sm.get_secret_value(SecretId=partial)
+    assert err.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    assert sm.get_secret_value(SecretId=partial + "-AbCdEf")["SecretString"] == "s3cr3t"
+    assert sm.get_secret_value(SecretId="tasuki/webhook-secret")["SecretString"] == "s3cr3t"
 
 
 def test_app_jwt_verification() -> None:
