@@ -1,32 +1,10 @@
-//! Why the boot program stops before the runner runs, as one line each, with a distinct exit code.
+//! Why the boot program stops before the runner runs, as one line each, with a distinct exit status
+//! (`runner_contract::BootExit`, which `ecs-events` reads back).
 //!
-//! No variant carries the decrypted credential or the ciphertext: a message can be printed whole.
+//! No variant carries the opened credential or the sealed one: a message can be printed whole.
 
 use std::path::PathBuf;
-
-/// Exit codes of the boot program's own failures (sysexits.h where one fits). Once the runner has
-/// started, the boot program exits with the runner's status instead (a signal `n` gives `128 + n`).
-pub mod exit {
-    /// Unexpected command-line arguments.
-    pub const USAGE: i32 = 64;
-    /// The decrypted credential is not text.
-    pub const DATA: i32 = 65;
-    /// KMS refused to decrypt for another reason than the job (access denied, key not found, …).
-    pub const KMS_REFUSED: i32 = 69;
-    /// The boot program itself failed (signal mask, runtime).
-    pub const SOFTWARE: i32 = 70;
-    /// KMS could not be reached or kept failing (timeouts, throttling, internal errors): a new
-    /// attempt may succeed.
-    pub const KMS_UNAVAILABLE: i32 = 75;
-    /// The credential is sealed for another job (KMS `InvalidCiphertextException`).
-    pub const WRONG_JOB: i32 = 77;
-    /// The task's environment is missing the credential or has it malformed.
-    pub const CONFIG: i32 = 78;
-    /// The runner program could not be executed (permissions, format).
-    pub const RUNNER_NOT_EXECUTABLE: i32 = 126;
-    /// The runner program does not exist.
-    pub const RUNNER_NOT_FOUND: i32 = 127;
-}
+use tasuki_core::runner_contract::BootExit;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BootError {
@@ -35,14 +13,11 @@ pub enum BootError {
     #[error("{name} is not set: the task was started without a runner credential")]
     Missing { name: &'static str },
     #[error("{name} {problem}")]
-    Invalid {
-        name: &'static str,
-        problem: &'static str,
-    },
+    Invalid { name: &'static str, problem: String },
     #[error("no AWS region: set AWS_REGION (the KMS key's region)")]
     NoRegion,
-    #[error("the credential is not for job {job_id} (KMS {code}): it was sealed for another job, with another key, or is damaged")]
-    WrongJob { job_id: u64, code: String },
+    #[error("the credential is not for job {job_id} ({why}): it was sealed for another job, with another key, or is damaged")]
+    WrongJob { job_id: u64, why: String },
     #[error("cannot decrypt the credential for job {job_id}: KMS {code}{}", detail(.message))]
     KmsRefused {
         job_id: u64,
@@ -51,16 +26,16 @@ pub enum BootError {
     },
     #[error("cannot decrypt the credential for job {job_id}: KMS unavailable ({reason})")]
     KmsUnavailable { job_id: u64, reason: String },
-    #[error("the decrypted credential for job {job_id} is not text")]
+    #[error("the opened credential for job {job_id} is not a JIT config (not text, or too large)")]
     NotText { job_id: u64 },
     #[error("cannot start the runner {}: {reason}", .program.display())]
     Spawn {
         program: PathBuf,
         reason: String,
-        code: i32,
+        exit: BootExit,
     },
     #[error("stopped by {signal} before the runner started; the runner was not started")]
-    StoppedBeforeStart { signal: String, number: i32 },
+    StoppedBeforeStart { signal: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -73,19 +48,20 @@ fn detail(message: &Option<String>) -> String {
 }
 
 impl BootError {
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit(&self) -> BootExit {
         match self {
-            BootError::Usage(_) => exit::USAGE,
+            BootError::Usage(_) => BootExit::Usage,
             BootError::Missing { .. } | BootError::Invalid { .. } | BootError::NoRegion => {
-                exit::CONFIG
+                BootExit::MissingCredential
             }
-            BootError::WrongJob { .. } => exit::WRONG_JOB,
-            BootError::KmsRefused { .. } => exit::KMS_REFUSED,
-            BootError::KmsUnavailable { .. } => exit::KMS_UNAVAILABLE,
-            BootError::NotText { .. } => exit::DATA,
-            BootError::Spawn { code, .. } => *code,
-            BootError::StoppedBeforeStart { number, .. } => 128 + number,
-            BootError::Internal(_) => exit::SOFTWARE,
+            BootError::WrongJob { .. } => BootExit::WrongJob,
+            BootError::KmsRefused { .. } => BootExit::KmsRefused,
+            BootError::KmsUnavailable { .. } => BootExit::KmsUnavailable,
+            BootError::NotText { .. } => BootExit::NotText,
+            BootError::Spawn { exit, .. } => *exit,
+            // Section E of the contract: a stop before any job started is 83, whenever it came.
+            BootError::StoppedBeforeStart { .. } => BootExit::StoppedBeforeJob,
+            BootError::Internal(_) => BootExit::BootFailed,
         }
     }
 }
@@ -106,7 +82,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_failure_before_the_runner_has_its_own_exit_code() {
+    fn every_failure_before_the_runner_has_its_own_exit_status() {
         let errors = [
             BootError::Usage("x".into()),
             BootError::Missing {
@@ -114,7 +90,7 @@ mod tests {
             },
             BootError::WrongJob {
                 job_id: 1,
-                code: "InvalidCiphertextException".into(),
+                why: "KMS InvalidCiphertextException".into(),
             },
             BootError::KmsRefused {
                 job_id: 1,
@@ -127,24 +103,29 @@ mod tests {
             },
             BootError::NotText { job_id: 1 },
             BootError::Internal("x".into()),
+            BootError::StoppedBeforeStart {
+                signal: "SIGTERM".into(),
+            },
         ];
-        let mut codes: Vec<i32> = errors.iter().map(BootError::exit_code).collect();
+        let mut codes: Vec<i32> = errors.iter().map(|e| e.exit().code()).collect();
+        assert_eq!(codes, [64, 78, 77, 69, 75, 65, 70, 83]);
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes.len(), errors.len());
-        assert!(codes.iter().all(|c| (1..126).contains(c)));
     }
 
     #[test]
-    fn a_wrong_job_says_which_job_and_names_the_kms_code() {
+    fn a_wrong_job_says_which_job_and_why() {
         let e = BootError::WrongJob {
             job_id: 77,
-            code: "InvalidCiphertextException".into(),
+            why: "KMS InvalidCiphertextException".into(),
         };
         let text = e.to_string();
-        assert!(text.contains("the credential is not for job 77"), "{text}");
-        assert!(text.contains("InvalidCiphertextException"), "{text}");
-        assert_eq!(e.exit_code(), exit::WRONG_JOB);
+        assert!(
+            text.starts_with("the credential is not for job 77 (KMS InvalidCiphertextException)"),
+            "{text}"
+        );
+        assert_eq!(e.exit(), BootExit::WrongJob);
     }
 
     #[test]
@@ -167,15 +148,6 @@ mod tests {
             without.to_string(),
             "cannot decrypt the credential for job 5: KMS AccessDeniedException"
         );
-    }
-
-    #[test]
-    fn a_stop_before_the_runner_started_exits_like_a_signal() {
-        let e = BootError::StoppedBeforeStart {
-            signal: "SIGTERM".into(),
-            number: 15,
-        };
-        assert_eq!(e.exit_code(), 143);
     }
 
     #[test]

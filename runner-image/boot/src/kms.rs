@@ -1,4 +1,6 @@
-//! Opening the credential with KMS, bound to the job by its encryption context.
+//! Opening the credential: KMS unwraps the job's data key (bound to the job by its encryption
+//! context), then `runner_contract` opens the envelope with it (the job id is its AES-GCM
+//! associated data).
 
 use crate::credential::JitConfig;
 use crate::error::{one_line, BootError};
@@ -6,7 +8,8 @@ use crate::plan::BootPlan;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tasuki_core::runner_contract::OpenError;
 
 /// How a Decrypt call failed, reduced to what decides the message and the exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +23,12 @@ pub enum KmsFailure {
     NoAnswer(String),
 }
 
+impl KmsFailure {
+    fn is_access_denied(&self) -> bool {
+        matches!(self, KmsFailure::Service { code: Some(code), .. } if code == "AccessDeniedException")
+    }
+}
+
 /// Error codes after which another attempt may succeed.
 const TRANSIENT: &[&str] = &[
     "ThrottlingException",
@@ -30,6 +39,21 @@ const TRANSIENT: &[&str] = &[
     "RequestTimeout",
 ];
 
+/// How long `AccessDeniedException` is retried. The runner task role may decrypt only through its
+/// job's grant, which `issue-token` creates just before the task starts, and grants are eventually
+/// consistent (<https://docs.aws.amazon.com/kms/latest/developerguide/grants.html#terms-eventual-consistency>:
+/// a new grant may take a few seconds to be usable everywhere), so a denial at first is expected.
+pub const GRANT_WAIT: Duration = Duration::from_secs(30);
+
+/// The pause before retry number `retry` (0-based) after a denial, or `None` once `elapsed` plus
+/// that pause would pass [`GRANT_WAIT`]: 0.25 s, doubling, at most 4 s each.
+pub fn grant_retry_delay(retry: u32, elapsed: Duration) -> Option<Duration> {
+    let delay = Duration::from_millis(250)
+        .saturating_mul(1u32 << retry.min(4))
+        .min(Duration::from_secs(4));
+    (elapsed + delay <= GRANT_WAIT).then_some(delay)
+}
+
 /// What a failed Decrypt means for the boot: only `InvalidCiphertextException` says the ciphertext
 /// does not open under this job's encryption context.
 pub fn classify(job_id: u64, failure: KmsFailure) -> BootError {
@@ -37,7 +61,10 @@ pub fn classify(job_id: u64, failure: KmsFailure) -> BootError {
         KmsFailure::Service { code, message } => {
             let code = code.unwrap_or_else(|| "error".to_string());
             if code == "InvalidCiphertextException" {
-                BootError::WrongJob { job_id, code }
+                BootError::WrongJob {
+                    job_id,
+                    why: format!("KMS {code}"),
+                }
             } else if TRANSIENT.contains(&code.as_str()) {
                 BootError::KmsUnavailable {
                     job_id,
@@ -81,9 +108,10 @@ pub fn timeouts() -> TimeoutConfig {
         .build()
 }
 
-/// Decrypts the plan's ciphertext with the encryption context of the plan's job, using the standard
-/// AWS environment (region, credentials, `AWS_ENDPOINT_URL`).
-pub async fn open(plan: &BootPlan) -> Result<JitConfig, BootError> {
+/// Unwraps the plan's data key with the encryption context of the plan's job, using the standard
+/// AWS environment (region, credentials, `AWS_ENDPOINT_URL`), then opens the envelope. `note`
+/// receives one line per retry.
+pub async fn open(plan: &BootPlan, mut note: impl FnMut(String)) -> Result<JitConfig, BootError> {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .timeout_config(timeouts())
         .load()
@@ -91,26 +119,68 @@ pub async fn open(plan: &BootPlan) -> Result<JitConfig, BootError> {
     if sdk.region().is_none() {
         return Err(BootError::NoRegion);
     }
-    let (key, value) = tasuki_core::ports::encryption_context(plan.job_id);
-    let out = aws_sdk_kms::Client::new(&sdk)
-        .decrypt()
-        .ciphertext_blob(Blob::new(plan.ciphertext.as_bytes()))
-        .encryption_context(key, value)
-        .set_key_id(plan.key_id.clone())
-        .send()
-        .await
-        .map_err(|e| classify(plan.job_id, failure_of(e)))?;
-    let plaintext = out.plaintext.ok_or_else(|| BootError::KmsUnavailable {
+    let kms = aws_sdk_kms::Client::new(&sdk);
+    let (key, value) = tasuki_core::runner_contract::encryption_context(plan.job_id);
+    let started = Instant::now();
+    let mut retry = 0;
+    let data_key = loop {
+        let answer = kms
+            .decrypt()
+            .ciphertext_blob(Blob::new(plan.envelope.wrapped_key.as_slice()))
+            .encryption_context(&key, &value)
+            .set_key_id(plan.key_id.clone())
+            .send()
+            .await;
+        let failure = match answer {
+            Ok(out) => break out.plaintext,
+            Err(e) => failure_of(e),
+        };
+        let delay = match failure.is_access_denied() {
+            true => grant_retry_delay(retry, started.elapsed()),
+            false => None,
+        };
+        let Some(delay) = delay else {
+            return Err(classify(plan.job_id, failure));
+        };
+        retry += 1;
+        note(format!(
+            "KMS AccessDeniedException for job {} (its grant may not have reached KMS yet); \
+             retry {retry} in {:.2} s",
+            plan.job_id,
+            delay.as_secs_f64()
+        ));
+        tokio::time::sleep(delay).await;
+    };
+    let data_key = data_key.ok_or_else(|| BootError::KmsUnavailable {
         job_id: plan.job_id,
         reason: "KMS returned no plaintext".to_string(),
     })?;
-    JitConfig::from_plaintext(plan.job_id, plaintext.as_ref())
+    let opened = plan
+        .envelope
+        .open(plan.job_id, data_key.as_ref())
+        .map_err(|e| opening_failure(plan.job_id, e))?;
+    JitConfig::new(plan.job_id, opened)
+}
+
+/// What a failure of the envelope itself (after KMS unwrapped its key) means.
+pub fn opening_failure(job_id: u64, error: OpenError) -> BootError {
+    match error {
+        OpenError::WrongJobOrDamaged => BootError::WrongJob {
+            job_id,
+            why: "AES-GCM authentication failed".to_string(),
+        },
+        OpenError::BadPayload => BootError::NotText { job_id },
+        // The envelope was parsed before KMS was called: these cannot come from `open`.
+        OpenError::NotBase64 | OpenError::NotSealed | OpenError::Truncated => {
+            BootError::Internal(format!("the sealed credential {error}"))
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::exit;
+    use tasuki_core::runner_contract::BootExit;
 
     fn service(code: &str, message: &str) -> KmsFailure {
         KmsFailure::Service {
@@ -122,7 +192,7 @@ mod tests {
     #[test]
     fn an_invalid_ciphertext_means_the_credential_is_for_another_job() {
         let err = classify(77, service("InvalidCiphertextException", ""));
-        assert_eq!(err.exit_code(), exit::WRONG_JOB);
+        assert_eq!(err.exit(), BootExit::WrongJob);
         assert!(err
             .to_string()
             .starts_with("the credential is not for job 77 (KMS InvalidCiphertextException)"));
@@ -137,7 +207,7 @@ mod tests {
                 "User: arn:aws:sts::1:assumed-role/runner is not authorized to perform: kms:Decrypt\nmore",
             ),
         );
-        assert_eq!(err.exit_code(), exit::KMS_REFUSED);
+        assert_eq!(err.exit(), BootExit::KmsRefused);
         assert_eq!(
             err.to_string(),
             "cannot decrypt the credential for job 77: KMS AccessDeniedException: User: arn:aws:sts::1:assumed-role/runner is not authorized to perform: kms:Decrypt"
@@ -148,7 +218,7 @@ mod tests {
     fn throttling_and_internal_errors_are_unavailability() {
         for code in ["ThrottlingException", "KMSInternalException"] {
             let err = classify(3, service(code, "slow down"));
-            assert_eq!(err.exit_code(), exit::KMS_UNAVAILABLE, "{code}");
+            assert_eq!(err.exit(), BootExit::KmsUnavailable, "{code}");
             assert!(err.to_string().contains(code));
         }
     }
@@ -159,7 +229,7 @@ mod tests {
             3,
             KmsFailure::NoAnswer("dispatch failure: connection refused".into()),
         );
-        assert_eq!(err.exit_code(), exit::KMS_UNAVAILABLE);
+        assert_eq!(err.exit(), BootExit::KmsUnavailable);
         assert_eq!(
             err.to_string(),
             "cannot decrypt the credential for job 3: KMS unavailable (dispatch failure: connection refused)"
@@ -178,6 +248,37 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "cannot decrypt the credential for job 3: KMS error"
+        );
+    }
+
+    #[test]
+    fn access_denied_is_retried_with_growing_pauses_for_about_30_seconds() {
+        let mut elapsed = Duration::ZERO;
+        let mut delays = Vec::new();
+        while let Some(delay) = grant_retry_delay(delays.len() as u32, elapsed) {
+            delays.push(delay);
+            elapsed += delay;
+            assert!(delays.len() < 100, "unbounded");
+        }
+        assert_eq!(
+            delays[..6],
+            [250, 500, 1000, 2000, 4000, 4000].map(Duration::from_millis)
+        );
+        assert!(elapsed <= GRANT_WAIT, "{elapsed:?}");
+        assert!(elapsed > GRANT_WAIT - Duration::from_secs(4), "{elapsed:?}");
+        assert_eq!(grant_retry_delay(0, GRANT_WAIT), None);
+    }
+
+    #[test]
+    fn a_failed_envelope_is_a_wrong_job_or_not_a_config() {
+        let err = opening_failure(4, OpenError::WrongJobOrDamaged);
+        assert_eq!(err.exit(), BootExit::WrongJob);
+        assert!(err
+            .to_string()
+            .starts_with("the credential is not for job 4 (AES-GCM authentication failed)"));
+        assert_eq!(
+            opening_failure(4, OpenError::BadPayload).exit(),
+            BootExit::NotText
         );
     }
 }

@@ -1,16 +1,21 @@
 //! `tasuki-boot`, the runner container's entrypoint.
 //!
 //! 1. reads the task's environment into a [`plan::BootPlan`] (pure);
-//! 2. opens the job's KMS-sealed JIT config with the job's encryption context ([`kms::open`]);
-//! 3. starts `<RUNNER_DIR>/run.sh --jitconfig <config>` and stays as its parent: SIGTERM/SIGINT are
-//!    forwarded, orphans reaped, and the runner's exit status becomes its own (signal `n` → `128+n`).
+//! 2. opens the job's sealed JIT config: KMS unwraps the data key with the job's encryption context
+//!    (retrying while the job's grant propagates), the envelope opens with the job id ([`kms::open`]);
+//! 3. installs a job-started hook ([`hook`]) and starts `<RUNNER_DIR>/run.sh` with the config in
+//!    `ACTIONS_RUNNER_INPUT_JITCONFIG`, without the task's credential variables;
+//! 4. stays as its parent: a stop signal gives a running job a grace period before the runner is
+//!    told to stop; orphans are reaped; the outcome becomes a distinct exit status
+//!    (`runner_contract::BootExit`, contract section E).
 //!
-//! The decrypted config is never printed, logged or written: it exists as a [`credential::JitConfig`]
-//! (redacted `Debug`, no `Display`) and then only in the runner's argument list. Every failure before
-//! the runner starts is one line on stderr and a distinct exit code ([`error::exit`]).
+//! The opened config is never printed, logged or written: it exists as a [`credential::JitConfig`]
+//! (redacted `Debug`, no `Display`) and then only in the runner's environment. Every failure before
+//! the runner starts is one line on stderr and its own exit status.
 
 pub mod credential;
 pub mod error;
+pub mod hook;
 pub mod kms;
 pub mod plan;
 pub mod supervise;
@@ -20,8 +25,9 @@ use plan::BootPlan;
 use std::ffi::OsString;
 
 const USAGE: &str = "usage: tasuki-boot (no arguments; configured by the task's environment: \
-TASUKI_JOB_ID, TASUKI_JIT_CONFIG_CIPHERTEXT, optional TASUKI_KMS_KEY_ID, TASUKI_ATTEMPT, \
-TASUKI_RUNNER_NAME, RUNNER_DIR, TASUKI_RUNNER_CMD, and the standard AWS variables)";
+TASUKI_JOB_ID, TASUKI_JIT_CONFIG_SEALED, optional TASUKI_KMS_KEY_ID, TASUKI_ATTEMPT, \
+TASUKI_RUNNER_NAME, TASUKI_STOP_GRACE_SECONDS, RUNNER_DIR, TASUKI_RUNNER_CMD, and the standard AWS \
+variables)";
 
 fn say(line: &str) {
     eprintln!("tasuki-boot: {line}");
@@ -29,13 +35,12 @@ fn say(line: &str) {
 
 fn fail(err: &BootError) -> i32 {
     say(&format!("error: {err}"));
-    err.exit_code()
+    err.exit().code()
 }
 
 fn stopped(signal: i32) -> BootError {
     BootError::StoppedBeforeStart {
         signal: supervise::signal_name(signal),
-        number: signal,
     }
 }
 
@@ -69,6 +74,10 @@ pub fn run(args: Vec<OsString>) -> i32 {
         Ok(signals) => signals,
         Err(e) => return fail(&BootError::Internal(format!("cannot block signals: {e}"))),
     };
+    // Only root may read this process's /proc/<pid>/environ (the task's credential variables) or
+    // attach to it; the runner, a new program, is dumpable again after exec.
+    // SAFETY: plain syscall on this process.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 
     let plan = match BootPlan::from_env(|name| {
         std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
@@ -91,7 +100,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
     // A stop requested while KMS is answering wins: the task is going away, start nothing.
     let opened = runtime.block_on(async {
         tokio::select! {
-            opened = kms::open(&plan) => opened,
+            opened = kms::open(&plan, |line| say(&line)) => opened,
             signal = stop_requested(&signals) => Err(stopped(signal)),
         }
     });
@@ -105,17 +114,37 @@ pub fn run(args: Vec<OsString>) -> i32 {
         Err(e) => return fail(&e),
     };
 
-    let pid = match supervise::spawn(&plan.runner, &jit) {
+    let hook = match hook::JobStartedHook::install(
+        &std::env::temp_dir(),
+        plan.runner.chained_hook.as_deref(),
+    ) {
+        Ok(hook) => hook,
+        Err(e) => {
+            return fail(&BootError::Internal(format!(
+                "cannot write the job-started hook in {}: {e}",
+                std::env::temp_dir().display()
+            )))
+        }
+    };
+    let pid = match supervise::spawn(&plan.runner, &jit, &hook) {
         Ok(pid) => pid,
         Err(e) => return fail(&e),
     };
     drop(jit);
     say(&format!(
-        "{}: credential opened, runner {} started (pid {pid})",
+        "{}: credential opened, runner {} started (pid {pid}); stop grace period {} s",
         plan.describe(),
-        plan.runner.program.display()
+        plan.runner.program.display(),
+        plan.grace.seconds()
     ));
-    let ended = supervise::supervise(&signals, pid, |line| say(&line));
-    say(&ended.describe());
-    ended.exit_code()
+    let outcome = supervise::supervise(&signals, pid, &hook, plan.grace, |line| say(&line));
+    let verdict = outcome.verdict();
+    say(&format!(
+        "{}; exit {}: {}",
+        outcome.ended.describe(),
+        verdict.code(),
+        verdict.reason()
+    ));
+    drop(hook);
+    verdict.code()
 }

@@ -1,5 +1,6 @@
-//! Running the runner as a child: stop signals forwarded to it, its exit status passed on, and
-//! (as PID 1 of the container) every orphan reaped.
+//! Running the runner as a child: stop signals handled (a running job gets a grace period first),
+//! the outcome turned into the boot's exit status, and (as PID 1 of the container) every orphan
+//! reaped.
 //!
 //! SIGTERM, SIGINT and SIGCHLD are blocked before any thread starts, so no thread is ever
 //! interrupted by them and none is lost: they stay pending until [`Signals::wait`] takes them.
@@ -7,16 +8,24 @@
 //! inherited) and default dispositions, so it sees SIGTERM/SIGINT as if sent to it directly.
 
 use crate::credential::JitConfig;
-use crate::error::{exit, BootError};
-use crate::plan::{RunnerCommand, NOT_FOR_THE_RUNNER};
+use crate::error::BootError;
+use crate::hook::JobStartedHook;
+use crate::plan::{
+    RunnerCommand, StopGrace, HOOK_JOB_STARTED, MANUALLY_TRAP_SIG, NOT_FOR_THE_RUNNER,
+    RETURN_VERSION_DEPRECATED_EXIT_CODE, RUNNER_INPUT_JITCONFIG,
+};
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tasuki_core::runner_contract::BootExit;
 
-/// The signals forwarded to the runner: ECS stops a task with SIGTERM (Fargate Spot: then about two
-/// minutes before SIGKILL); SIGINT is what a terminal sends.
+/// The stop signals: ECS stops a task with SIGTERM (Fargate Spot: then about two minutes before
+/// SIGKILL); SIGINT is what a terminal sends.
 pub const FORWARDED: [i32; 2] = [libc::SIGTERM, libc::SIGINT];
+
+/// How often the supervisor looks at the job marker when nothing else happens.
+const TICK: Duration = Duration::from_millis(500);
 
 /// The blocked signal set; create it first thing in `main`, before any thread exists.
 pub struct Signals {
@@ -99,14 +108,6 @@ impl Ended {
         }
     }
 
-    /// The boot program's own exit code: the runner's, or `128 + n` for a signal, as a shell does.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Ended::Exited(code) => code,
-            Ended::Killed(signal) => 128 + signal,
-        }
-    }
-
     pub fn describe(self) -> String {
         match self {
             Ended::Exited(code) => format!("the runner exited with status {code}"),
@@ -115,14 +116,24 @@ impl Ended {
     }
 }
 
-/// Starts `<program> --jitconfig <credential>`; the environment is inherited but for
-/// [`NOT_FOR_THE_RUNNER`]. Returns the runner's pid.
-pub fn spawn(runner: &RunnerCommand, jit: &JitConfig) -> Result<i32, BootError> {
+/// Starts the runner without arguments: the config goes in `ACTIONS_RUNNER_INPUT_JITCONFIG`, which
+/// the listener reads and removes from its environment (so `ps` never shows it and the job never
+/// inherits it). The environment is the boot's, without [`NOT_FOR_THE_RUNNER`], with the job-started
+/// hook, and with the two run.sh settings the outcome depends on. Returns the runner's pid.
+pub fn spawn(
+    runner: &RunnerCommand,
+    jit: &JitConfig,
+    hook: &JobStartedHook,
+) -> Result<i32, BootError> {
     let mut command = Command::new(&runner.program);
-    command.args(runner.args(jit));
     for name in NOT_FOR_THE_RUNNER {
         command.env_remove(name);
     }
+    command
+        .env(RUNNER_INPUT_JITCONFIG, jit.expose())
+        .env(HOOK_JOB_STARTED, hook.script())
+        .env(MANUALLY_TRAP_SIG, "1")
+        .env(RETURN_VERSION_DEPRECATED_EXIT_CODE, "1");
     // The blocked mask is inherited across fork and exec: without this the runner could never
     // receive the signals forwarded to it.
     // SAFETY: runs in the forked child before exec; sigemptyset and sigprocmask are
@@ -141,39 +152,163 @@ pub fn spawn(runner: &RunnerCommand, jit: &JitConfig) -> Result<i32, BootError> 
         // The child is waited for with waitpid below, not through `Child`, which is dropped.
         Ok(child) => Ok(child.id() as i32),
         Err(e) => {
-            let code = if e.kind() == io::ErrorKind::NotFound {
-                exit::RUNNER_NOT_FOUND
+            let exit = if e.kind() == io::ErrorKind::NotFound {
+                BootExit::RunnerNotFound
             } else {
-                exit::RUNNER_NOT_EXECUTABLE
+                BootExit::RunnerNotExecutable
             };
-            // The io::Error's text names the OS error only, never the arguments.
+            // The io::Error's text names the OS error only, never the environment.
             Err(BootError::Spawn {
                 program: runner.program.clone(),
                 reason: e.to_string(),
-                code,
+                exit,
             })
         }
     }
 }
 
-/// Waits for the runner `pid` to end, forwarding every stop signal to it and reaping any other
-/// child (orphans adopted by PID 1). `note` receives one line per event worth logging.
-pub fn supervise(signals: &Signals, pid: i32, mut note: impl FnMut(String)) -> Ended {
-    loop {
-        if let Some(ended) = reap(pid) {
-            return ended;
+/// What happened to a stop signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stop {
+    /// The first stop signal.
+    pub signal: i32,
+    /// Whether a job was running when it came.
+    pub during_job: bool,
+    /// Whether the boot told run.sh to stop (SIGINT): at once without a job, else when the grace
+    /// period ran out or a second stop signal came. `false`: the runner ended by itself in time.
+    pub forwarded: bool,
+}
+
+/// How a supervised runner ended and what the boot saw on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub ended: Ended,
+    /// Whether the job-started hook ran (checked once the runner ended).
+    pub job_started: bool,
+    pub stop: Option<Stop>,
+}
+
+impl Outcome {
+    /// The boot's exit status (contract section E).
+    pub fn verdict(self) -> BootExit {
+        if let Some(stop) = self.stop.filter(|s| s.forwarded) {
+            return if self.job_started || stop.during_job {
+                BootExit::JobInterrupted
+            } else {
+                BootExit::StoppedBeforeJob
+            };
         }
-        match signals.wait(Duration::from_secs(1)) {
-            Some(signal) if FORWARDED.contains(&signal) => {
+        match self.ended {
+            Ended::Exited(0) if self.job_started => BootExit::JobFinished,
+            // run.sh exits 0 for every listener code but 2, 3 and 4 (which restart it) and 7: a
+            // deleted runner (1), a session conflict (5), an unknown code (actions/runner
+            // src/Misc/layoutroot/run-helper.sh.template). Only the hook tells a finished job apart.
+            Ended::Exited(0) => BootExit::NoJob,
+            // run.sh passes 7 on when ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1, which the
+            // boot sets for it (run.sh and run-helper.sh.template).
+            Ended::Exited(7) => BootExit::VersionDeprecated,
+            Ended::Exited(_) | Ended::Killed(_) => BootExit::RunnerFailed,
+        }
+    }
+}
+
+/// Sends SIGINT to run.sh: with RUNNER_MANUALLY_TRAP_SIG it hands SIGINT to the listener's process
+/// group, and the listener cancels its job, reports it and exits (actions/runner run.sh,
+/// `runWithManualTrap`).
+fn stop_runner(pid: i32) {
+    // SAFETY: plain syscall; an already-gone runner (ESRCH) is reaped next turn.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+}
+
+/// Waits for the runner `pid` to end and reaps every other child (orphans adopted by PID 1).
+///
+/// A stop signal with no job running stops the runner at once. With a job running, the job gets
+/// `grace` to finish (an ephemeral runner exits after its one job); then, or at a second stop
+/// signal, the runner is stopped. `note` receives one line per event worth logging.
+pub fn supervise(
+    signals: &Signals,
+    pid: i32,
+    hook: &JobStartedHook,
+    grace: StopGrace,
+    mut note: impl FnMut(String),
+) -> Outcome {
+    let mut stop: Option<Stop> = None;
+    let mut deadline: Option<Instant> = None;
+    let mut job_noted = false;
+    loop {
+        let ended = reap(pid);
+        if !job_noted && hook.job_started() {
+            job_noted = true;
+            note("a job started (the runner's job-started hook ran)".to_string());
+        }
+        if let Some(ended) = ended {
+            return Outcome {
+                ended,
+                job_started: job_noted,
+                stop,
+            };
+        }
+        let now = Instant::now();
+        if let Some(at) = deadline {
+            if now >= at {
+                deadline = None;
+                if let Some(stop) = stop.as_mut() {
+                    stop.forwarded = true;
+                }
                 note(format!(
-                    "forwarding {} to the runner (pid {pid})",
-                    signal_name(signal)
+                    "the job did not finish within the {} s grace period: stopping the runner \
+                     (SIGINT to pid {pid})",
+                    grace.seconds()
                 ));
-                // SAFETY: plain syscall; an already-gone runner (ESRCH) is reaped next turn.
-                unsafe { libc::kill(pid, signal) };
+                stop_runner(pid);
+                continue;
             }
-            // SIGCHLD or the one-second tick: reap at the top of the loop.
-            _ => {}
+        }
+        let wait = deadline.map_or(TICK, |at| (at - now).min(TICK));
+        let Some(signal) = signals.wait(wait) else {
+            continue;
+        };
+        if !FORWARDED.contains(&signal) {
+            // SIGCHLD: reap at the top of the loop.
+            continue;
+        }
+        let name = signal_name(signal);
+        match stop.as_mut() {
+            None => {
+                let during_job = hook.job_started();
+                let forward = !during_job || grace.seconds() == 0;
+                stop = Some(Stop {
+                    signal,
+                    during_job,
+                    forwarded: forward,
+                });
+                if forward {
+                    let why = if during_job {
+                        "a job is running, no grace period"
+                    } else {
+                        "no job is running"
+                    };
+                    note(format!(
+                        "{name}: {why}; stopping the runner (SIGINT to pid {pid})"
+                    ));
+                    stop_runner(pid);
+                } else {
+                    deadline = Some(Instant::now() + grace.duration());
+                    note(format!(
+                        "{name}: a job is running; it has {} s to finish before the runner is stopped",
+                        grace.seconds()
+                    ));
+                }
+            }
+            Some(first) if !first.forwarded => {
+                first.forwarded = true;
+                deadline = None;
+                note(format!(
+                    "{name} again: ending the grace period; stopping the runner (SIGINT to pid {pid})"
+                ));
+                stop_runner(pid);
+            }
+            Some(_) => note(format!("{name}: the runner is already stopping")),
         }
     }
 }
@@ -192,7 +327,7 @@ fn reap(runner: i32) -> Option<Ended> {
                 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD)
             {
                 // The runner is not our child any more (cannot happen unless reaped elsewhere).
-                return Some(Ended::Exited(exit::SOFTWARE));
+                return Some(Ended::Exited(BootExit::BootFailed.code()));
             }
             return ended;
         }
@@ -207,14 +342,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_exit_status_is_passed_on_and_a_signal_becomes_128_plus_n() {
+    fn wait_statuses_are_read() {
         // waitpid status encodings: exit code in bits 8..16, terminating signal in bits 0..7.
         assert_eq!(Ended::from_wait_status(3 << 8), Ended::Exited(3));
         assert_eq!(Ended::from_wait_status(0), Ended::Exited(0));
         assert_eq!(Ended::from_wait_status(libc::SIGTERM), Ended::Killed(15));
-        assert_eq!(Ended::Exited(3).exit_code(), 3);
-        assert_eq!(Ended::Killed(libc::SIGTERM).exit_code(), 143);
-        assert_eq!(Ended::Killed(libc::SIGKILL).exit_code(), 137);
+    }
+
+    fn outcome(ended: Ended, job_started: bool, stop: Option<Stop>) -> BootExit {
+        Outcome {
+            ended,
+            job_started,
+            stop,
+        }
+        .verdict()
+    }
+
+    fn stop(during_job: bool, forwarded: bool) -> Option<Stop> {
+        Some(Stop {
+            signal: libc::SIGTERM,
+            during_job,
+            forwarded,
+        })
+    }
+
+    #[test]
+    fn without_a_stop_the_hook_and_run_sh_decide() {
+        use Ended::*;
+        assert_eq!(outcome(Exited(0), true, None), BootExit::JobFinished);
+        assert_eq!(outcome(Exited(0), false, None), BootExit::NoJob);
+        assert_eq!(outcome(Exited(7), false, None), BootExit::VersionDeprecated);
+        assert_eq!(outcome(Exited(1), false, None), BootExit::RunnerFailed);
+        assert_eq!(outcome(Exited(1), true, None), BootExit::RunnerFailed);
+        assert_eq!(outcome(Killed(9), true, None), BootExit::RunnerFailed);
+    }
+
+    #[test]
+    fn a_stop_decides_when_the_boot_stopped_the_runner() {
+        use Ended::*;
+        // run.sh exits 128 + n after a trapped signal (run.sh, runWithManualTrap).
+        assert_eq!(
+            outcome(Exited(130), false, stop(false, true)),
+            BootExit::StoppedBeforeJob
+        );
+        assert_eq!(
+            outcome(Exited(130), true, stop(true, true)),
+            BootExit::JobInterrupted
+        );
+        // A job that started after the signal (the hook was late) was interrupted too.
+        assert_eq!(
+            outcome(Exited(130), true, stop(false, true)),
+            BootExit::JobInterrupted
+        );
+        // The job finished within the grace period: as without a stop.
+        assert_eq!(
+            outcome(Exited(0), true, stop(true, false)),
+            BootExit::JobFinished
+        );
+        assert_eq!(
+            outcome(Exited(1), true, stop(true, false)),
+            BootExit::RunnerFailed
+        );
     }
 
     #[test]
