@@ -34,6 +34,7 @@ from harness.common import (
 from harness.gateway import EcsLedger, Gateway, GatewayHandler, function_name_from_path_segment, parse_started_by
 from harness.github_mock import verify_app_jwt
 from harness.httputil import QuietServer
+from harness.runner_sim import grant_for_job, seal_jit_config
 
 NOT_OURS = ["ubuntu-latest"]
 
@@ -502,7 +503,9 @@ def test_generate_jitconfig_validates_and_answers_like_github(stack: dict[str, s
                 {**good, "runner_group_id": "1"}, {**good, "work_folder": 3}):
         status, body = client.mock("POST", path, bad, auth)
         assert status == 422, bad
-        assert body["message"] == "Validation Failed" and body["errors"]
+        # The OpenAPI check answers a body the schema refuses; the mock's own rules what it lets through.
+        assert body["message"].startswith("Invalid request.\n\n") or (
+            body["message"] == "Validation Failed" and body["errors"]), body
 
     status, body = client.mock("POST", path, good, auth)
     assert status == 201
@@ -593,14 +596,15 @@ def _launch_by_hand(config: dict[str, Any], behaviour: dict[str, Any] | None = N
     status, body = client.mock("POST", "/repos/octo-org/app/actions/runners/generate-jitconfig",
                                {"name": name, "runner_group_id": 1, "labels": ["tasuki"]}, auth)
     assert status == 201
-    blob = client.boto("kms").encrypt(KeyId="alias/tasuki-runner", Plaintext=body["encoded_jit_config"].encode(),
-                                      EncryptionContext={"tasuki:job-id": job})["CiphertextBlob"]
+    kms, key = client.boto("kms"), config["runner"]["kms_key_id"]
+    sealed = seal_jit_config(kms, job, body["encoded_jit_config"], key_id=key)
+    grant_for_job(kms, key, config["runner"]["task_role_arn"], job, attempt)
     env = [
         {"name": "TASUKI_JOB_ID", "value": job},
         {"name": "TASUKI_ATTEMPT", "value": str(attempt)},
         {"name": "TASUKI_RUNNER_NAME", "value": name},
-        {"name": "TASUKI_JIT_CONFIG_CIPHERTEXT", "value": base64.b64encode(blob).decode()},
-        {"name": "TASUKI_KMS_KEY_ID", "value": "alias/tasuki-runner"},
+        {"name": "TASUKI_JIT_CONFIG_SEALED", "value": sealed},
+        {"name": "TASUKI_KMS_KEY_ID", "value": key},
     ]
     r = _run_task(config, f"tasuki/{job}/{attempt}", provider, env=env)
     return job, r["tasks"][0]
