@@ -2,8 +2,9 @@
 //! type and checked in at `infra/tasuki.config.schema.json`; `cdk synth` validates against it.
 
 use crate::domain::config::{
-    check_access, check_api_url, check_capacity_order, check_security_groups, check_sizes,
-    check_timeouts, invalid, AccessConfig, Arch, Capacity, ConfigError, SizesConfig, Timeouts,
+    check_access, check_api_url, check_capacity_order, check_secret_id, check_security_groups,
+    check_sizes, check_timeouts, invalid, AccessConfig, Arch, Capacity, ConfigError, SizesConfig,
+    Timeouts,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -161,6 +162,14 @@ impl DeployConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         check_api_url("github.api_url", &self.github.api_url, false)?;
+        check_secret_id(
+            "github.private_key_secret_name",
+            &self.github.private_key_secret_name,
+        )?;
+        check_secret_id(
+            "github.webhook_secret_name",
+            &self.github.webhook_secret_name,
+        )?;
         check_access(&self.access)?;
         check_sizes(&self.sizes)?;
         check_capacity_order(&self.capacity_order)?;
@@ -190,6 +199,14 @@ impl DeployConfig {
                     return Err(invalid(
                         "network.vpc.create.availability_zones",
                         format!("max_azs {max_azs} needs the zones named: the stack is environment-agnostic, so CDK sees only 2 zones and would silently create 2"),
+                    ));
+                }
+                let distinct: std::collections::BTreeSet<&String> =
+                    availability_zones.iter().collect();
+                if distinct.len() != availability_zones.len() {
+                    return Err(invalid(
+                        "network.vpc.create.availability_zones",
+                        "names a zone twice",
                     ));
                 }
                 if !availability_zones.is_empty()
@@ -336,5 +353,17 @@ mod tests {
         v["network"]["vpc"] = serde_json::json!({"create": {"max_azs": 2,
             "availability_zones": ["us-east-1a"]}});
         assert_eq!(field_of(v), "network.vpc.create.availability_zones");
+        let mut v = example();
+        v["network"]["vpc"] = serde_json::json!({"create": {"max_azs": 2,
+            "availability_zones": ["us-east-1a", "us-east-1a"]}});
+        assert_eq!(field_of(v), "network.vpc.create.availability_zones");
+    }
+
+    #[test]
+    fn a_partial_secret_arn_in_the_deploy_file_is_refused() {
+        let mut v = example();
+        v["github"]["webhook_secret_name"] =
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:tasuki/hook".into();
+        assert_eq!(field_of(v), "github.webhook_secret_name");
     }
 }
