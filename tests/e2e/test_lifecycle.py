@@ -177,19 +177,23 @@ def test_a_task_that_stops_before_registering_moves_on_with_the_stop_reason(job_
     assert failed["reason"].startswith("TaskStopped") and "CannotPullContainerError" in failed["reason"]
 
 
-def test_when_every_candidate_fails_the_job_fails_with_every_reason(job_ids):
+def test_when_every_candidate_fails_for_capacity_the_job_waits_for_rounds_then_fails_with_every_reason(job_ids, config):
     client.add_fault("capacity")
     job = queue(job_ids)
-    item = client.wait_for_state(job, "failed", timeout=180)
+    wait = config["timeouts"]["capacity_wait_seconds"]
+    item = client.wait_for_state(job, "failed", timeout=180 + wait)
     timeline = client.timeline(job)
     planned = next(e for e in timeline if e["event"] == "planned")
     failed = [e for e in timeline if e["event"] == "attempt-failed"]
     launched = [e["candidate"] for e in timeline if e["event"] == "launching"]
-    assert len(failed) == len(launched) >= 4
+    # The local horizon (capacity_wait_seconds, under the first 30 s backoff) buys one more round.
+    per_round = len(set(launched))
+    assert per_round >= 4 and len(failed) == len(launched) == 2 * per_round
+    assert launched[:per_round] == launched[per_round:], "the second round retries the same candidates"
     assert [e["attempt"] for e in failed] == list(range(1, len(failed) + 1))
     assert all(CAPACITY_REASON in e["reason"] for e in failed)
-    assert len(set(launched)) == len(launched), "each candidate tried once"
-    assert f"all {len(failed)} launch candidates failed" in item["reason"]
+    assert failed[per_round - 1]["reason"].endswith(f"round 2 starts in {wait} s")
+    assert f"all {per_round} launch candidates failed in each of 2 rounds" in item["reason"]
     assert planned["state"] == "planned"
     assert client.ecs_tasks_for_job(job) == []
     [execution] = client.wait_for_executions_done(job)

@@ -39,7 +39,7 @@ log = logging.getLogger("github")
 DOCS = "https://docs.github.com/rest"
 # the runner simulator's behaviours (tests/harness/README.md, "Simulated GitHub jobs and runners")
 BEHAVIOURS = {"never_register", "stop_early", "conclusion", "hold", "spot_interruption", "assign_to",
-              "lose_in_progress", "version_deprecated", "stop_grace_seconds", "waiting"}
+              "lose_in_progress", "version_deprecated", "stop_grace_seconds", "waiting", "workflow_name"}
 READ_ONLY_LABELS = {"self-hosted", "linux", "x64", "arm64"}
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 
@@ -380,7 +380,8 @@ class World:
             runner_group_id=None,
             runner_group_name=None,
             name="build",
-            workflow_name="CI",
+            # free text on GitHub: `name:` of the workflow file, any characters
+            workflow_name=str(behaviour.get("workflow_name") or "CI"),
             node_id="CR_" + secrets.token_hex(8),
             run_url=f"https://api.github.com/repos/{full}/actions/runs/{run_id}",
             url=f"https://api.github.com/repos/{full}/actions/jobs/{job_id}",
