@@ -138,10 +138,11 @@ def guide_secrets(endpoint_url: str, deploy_config: dict[str, Any], guide: Path 
     # https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/managing-private-keys-for-github-apps
     private_key_pem = generate_app_key()
     (workdir / pems[0]).write_text(private_key_pem)
-    secret_file_m = [re.search(r"openssl rand -hex 32\s*>\s*(\S+)", c) for c in commands]
+    # The file the `openssl rand -hex 32 … > <file>` pipeline writes (its last redirection).
+    secret_file_m = [re.search(r">\s*([^\s>|;&]+)\s*$", c) for c in commands if c.startswith("openssl rand")]
     secret_files = [m.group(1) for m in secret_file_m if m]
     if len(secret_files) != 1:
-        raise ValueError(f"{guide}: expected one `openssl rand -hex 32 > <file>`, found {secret_files}")
+        raise ValueError(f"{guide}: expected one `openssl rand -hex 32 … > <file>`, found {secret_files}")
     names = [m.group(1) for c in commands if (m := re.search(r"--name\s+(\S+)", c))]
     venv_bin = str(Path(sys.executable).parent)
     env = {

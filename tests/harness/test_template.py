@@ -239,5 +239,8 @@ def test_guide_parsing_reads_only_sh_blocks() -> None:
         "aws secretsmanager create-secret --name a --secret-string file://k.pem",
         "aws secretsmanager create-secret --name b --secret-string file://s.txt",
     ]
+    piped = guide_commands("```sh\nopenssl rand -hex 32 | tr -d '\\n' > w.txt\n```\n```sh\n"
+                           "aws secretsmanager create-secret --name a\naws secretsmanager create-secret --name b\n```\n")
+    assert piped[0] == "openssl rand -hex 32 | tr -d '\\n' > w.txt"
     with pytest.raises(ValueError, match="openssl"):
         guide_commands("```sh\naws secretsmanager create-secret --name a\naws secretsmanager create-secret --name b\n```\n")
