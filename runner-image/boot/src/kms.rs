@@ -39,10 +39,12 @@ const TRANSIENT: &[&str] = &[
     "RequestTimeout",
 ];
 
-/// How long `AccessDeniedException` is retried. The runner task role may decrypt only through its
-/// job's grant, which `issue-token` creates just before the task starts, and grants are eventually
-/// consistent (<https://docs.aws.amazon.com/kms/latest/developerguide/grants.html#terms-eventual-consistency>:
-/// a new grant may take a few seconds to be usable everywhere), so a denial at first is expected.
+/// How long `AccessDeniedException` is retried (contract D: about 30 s). The runner task role may
+/// decrypt only through its job's grant, which `issue-token` creates just before the task starts,
+/// and a new grant may not be usable at once: "there might be a brief delay, usually less than five
+/// minutes, until the operation achieves eventual consistency"
+/// (<https://docs.aws.amazon.com/kms/latest/developerguide/grants.html>, eventual consistency),
+/// in practice seconds. So a denial at first is expected; one that lasts is a refusal (exit 69).
 pub const GRANT_WAIT: Duration = Duration::from_secs(30);
 
 /// The pause before retry number `retry` (0-based) after a denial, or `None` once `elapsed` plus
