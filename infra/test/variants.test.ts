@@ -15,7 +15,7 @@ describe('an imported VPC, Fargate only, a private ECR image, GitHub Enterprise 
   let s: Synth;
   let t: Json;
   let runtime: Json;
-  const image = '111122223333.dkr.ecr.eu-west-1.amazonaws.com/ci/tasuki-runner:2.330.0';
+  const image = '111122223333.dkr.ecr.eu-west-1.amazonaws.com/ci/tasuki-runner:2.336.0';
   const hookArn = 'arn:aws:secretsmanager:eu-west-1:111122223333:secret:ci/tasuki-hook-AbC123';
 
   before(() => {
