@@ -16,9 +16,8 @@ and starts the Lambdas with the template's environment, resolved (see tests/harn
 
 Other knobs (env): TASUKI_LOCAL_READY_SECONDS (240), TASUKI_LOCAL_BUILD_SECONDS (1800),
 TASUKI_LOCAL_ASL_FILE (state machine definition, default statemachines/runner-job.asl.json),
-TASUKI_LOCAL_REGISTRATION_SECONDS (8) and TASUKI_LOCAL_CAPACITY_WAIT_SECONDS (30, when the deploy
-config's schema has timeouts.capacity_wait_seconds): written into the local deploy config before
-synth; TASUKI_LOCAL_SYNTH_SECONDS (600), TASUKI_LOCAL_LAMBDA_DIR (cargo workspace of the Lambdas,
+TASUKI_LOCAL_REGISTRATION_SECONDS (8) and TASUKI_LOCAL_CAPACITY_WAIT_SECONDS (10): written into
+the local deploy config before synth; TASUKI_LOCAL_SYNTH_SECONDS (600), TASUKI_LOCAL_LAMBDA_DIR (cargo workspace of the Lambdas,
 default the repo root), TASUKI_LOCAL_LAMBDA_PACKAGE (tasuki-lambdas; empty: build the whole
 workspace), TASUKI_LOCAL_SKIP_BUILD=1, TASUKI_LOCAL_WATCH_RELOAD=1 (let cargo lambda watch rebuild
 on source changes; off by default, see README in this folder).
@@ -275,23 +274,16 @@ def cargo_build() -> None:
 
 def local_deploy_config(ports: Ports) -> dict[str, Any]:
     """tests/harness/local.tasuki.config.json with the knobs written in (before synth)."""
-    from harness.template import INFRA_DIR, LOCAL_DEPLOY_CONFIG
+    from harness.template import LOCAL_DEPLOY_CONFIG
 
     config = json.loads(LOCAL_DEPLOY_CONFIG.read_text())
     config.pop("$schema", None)
     timeouts = config.setdefault("timeouts", {})
-    raw = os.environ.get("TASUKI_LOCAL_REGISTRATION_SECONDS", "").strip()
-    if raw:
-        timeouts["registration_seconds"] = int(raw)
-    # timeouts.capacity_wait_seconds (default 900) lands with issue 8; a local job should not wait
-    # 15 minutes for capacity. Only written when the deploy config's schema knows the field.
-    schema = json.loads((INFRA_DIR / "tasuki.config.schema.json").read_text())
-    known = ((schema.get("$defs") or {}).get("Timeouts") or {}).get("properties") or {}
-    raw = os.environ.get("TASUKI_LOCAL_CAPACITY_WAIT_SECONDS", "").strip()
-    if "capacity_wait_seconds" in known:
-        timeouts.setdefault("capacity_wait_seconds", int(raw) if raw else 30)
-    elif raw:
-        raise ValueError("TASUKI_LOCAL_CAPACITY_WAIT_SECONDS is set but the deploy config schema has no timeouts.capacity_wait_seconds")
+    for knob, field in (("TASUKI_LOCAL_REGISTRATION_SECONDS", "registration_seconds"),
+                        ("TASUKI_LOCAL_CAPACITY_WAIT_SECONDS", "capacity_wait_seconds")):
+        raw = os.environ.get(knob, "").strip()
+        if raw:
+            timeouts[field] = int(raw)
     return config
 
 
