@@ -44,7 +44,7 @@ unit: deps
 e2e: build
 	@trap '$(MAKE) --no-print-directory local-down' EXIT; \
 	$(MAKE) --no-print-directory local-up; \
-	$(PY) -m pytest -q tests/e2e tests/harness/test_harness.py tests/harness/test_template.py
+	$(PY) -m pytest -q tests/e2e tests/harness/test_harness.py tests/harness/test_template.py tests/harness/test_github_strict.py
 
 test: lint unit infra-test image-test e2e
 
