@@ -6,7 +6,9 @@ import json
 import os
 import re
 import shlex
+import signal
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +170,19 @@ def write_json(path: Path, data: Any) -> None:
 
 def load_fixture(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES_DIR / name).read_text())
+
+
+def run_bounded(cmd: list[str], cwd: Path, out: Any, limit: float, env: dict[str, str] | None = None) -> int | None:
+    """Runs `cmd` in its own process group with output to `out`; its exit status, or None when it
+    did not finish within `limit` seconds (then the whole group is stopped: TERM, then KILL)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        return proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        return None

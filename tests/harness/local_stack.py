@@ -43,6 +43,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.common import (  # noqa: E402
+    run_bounded,
     DUMMY_ACCESS_KEY,
     DUMMY_SECRET_KEY,
     FAILED_FILE,
@@ -256,17 +257,9 @@ def cargo_build() -> None:
     say(f"{' '.join(cmd)} in {lambda_dir()} (log: {log_file.relative_to(REPO_ROOT)}, limit {int(limit)} s)")
     started = time.monotonic()
     with open(log_file, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=lambda_dir(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-            raise SystemExit(f"local-stack: cargo build did not finish within {int(limit)} s\n{tail(log_file)}")
+        rc = run_bounded(cmd, lambda_dir(), out, limit)
+    if rc is None:
+        raise SystemExit(f"local-stack: cargo build did not finish within {int(limit)} s\n{tail(log_file)}")
     if rc != 0:
         raise SystemExit(f"local-stack: cargo build failed (exit {rc})\n{tail(log_file)}")
     say(f"cargo build done in {time.monotonic() - started:.0f} s")

@@ -26,14 +26,12 @@ import hashlib
 import json
 import os
 import re
-import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.common import ACCOUNT_ID, LAMBDA_BINS, REGION, REPO_ROOT
+from harness.common import ACCOUNT_ID, LAMBDA_BINS, REGION, REPO_ROOT, run_bounded
 
 INFRA_DIR = REPO_ROOT / "infra"
 INFRA_NODE_STAMP = INFRA_DIR / "node_modules" / ".tasuki-package.sha256"
@@ -369,18 +367,9 @@ def _run(cmd: list[str], cwd: Path, log_file: Path, limit: float, what: str) -> 
     with open(log_file, "a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
-        env = dict(os.environ, CDK_DISABLE_CLI_TELEMETRY="true")
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-            raise RuntimeError(f"{what} did not finish within {int(limit)} s (log: {log_file})") from None
+        rc = run_bounded(cmd, cwd, out, limit, env=dict(os.environ, CDK_DISABLE_CLI_TELEMETRY="true"))
+        if rc is None:
+            raise RuntimeError(f"{what} did not finish within {int(limit)} s (log: {log_file})")
     if rc != 0:
         tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-30:])
         raise RuntimeError(f"{what} failed (exit {rc}; log: {log_file})\n{tail}")
