@@ -54,7 +54,8 @@ DEFAULT_REASONS = {
 # ---- what the real RunTask refuses and moto accepts ----------------------------------------------
 # Tags: https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Tag.html — at most 50 per
 # resource, keys 1-128 and values 0-256 characters, "letters, numbers, and spaces representable in
-# UTF-8, and the following characters: + - = . _ : / @", and no `aws:` prefix.
+# UTF-8, and the following characters: + - = . _ : / @", and no `aws:` prefix. The limits are the
+# documented ones; the wording of the refusals is ours (the API reference does not quote it).
 MAX_TAGS = 50
 MAX_TAG_KEY = 128
 MAX_TAG_VALUE = 256
@@ -454,9 +455,7 @@ class GatewayHandler(BaseHandler):
         fwd = dict(req)
         fwd.pop("capacityProviderStrategy", None)
         fwd["launchType"] = "FARGATE"
-        launch_type = req.get("launchType") or (
-            "FARGATE" if provider in (None, "FARGATE", "FARGATE_SPOT") else "EC2"
-        )
+        launch_type = req.get("launchType") or ("FARGATE" if fargate else "EC2")
         status, headers, data = self.moto(json.dumps(fwd).encode())
         resp = json_or_none(data)
         if status != 200 or not isinstance(resp, dict):

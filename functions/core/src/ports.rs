@@ -210,5 +210,3 @@ pub trait CredentialSealer: Send + Sync {
     /// Ends the job's grant; one already gone is not an error.
     async fn revoke(&self, grant_id: &str) -> Result<(), StepError>;
 }
-
-pub use crate::runner_contract::encryption_context;
