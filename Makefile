@@ -37,6 +37,10 @@ lint: deps
 	sed 's/$${Partition}/aws/g' statemachines/runner-job.asl.json > .tasuki/runner-job.lint.asl.json
 	asl-validator --json-path .tasuki/runner-job.lint.asl.json
 	shellcheck scripts/*.sh .ci/run
+	@# The Python harness and e2e tests (settings in tests/pyproject.toml).
+	ruff check tests
+	ruff format --check tests
+	mypy --config-file tests/pyproject.toml tests/harness tests/e2e
 
 unit: deps
 	cargo test --workspace

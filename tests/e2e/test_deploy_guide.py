@@ -77,15 +77,18 @@ def test_the_lambdas_run_with_the_templates_environment_resolved():
     want_config = json.loads(want["TASUKI_CONFIG"])
     # The only local change: GitHub's API URL (the deploy config takes only https://).
     template_config = json.loads(expected["TASUKI_CONFIG"])
-    assert {**template_config, "github": {**template_config["github"], "api_url": None}} == \
-        {**want_config, "github": {**want_config["github"], "api_url": None}}
+    assert {**template_config, "github": {**template_config["github"], "api_url": None}} == {
+        **want_config,
+        "github": {**want_config["github"], "api_url": None},
+    }
 
     procs = lambda_processes()
     ready = json.loads(READY_FILE.read_text())
     assert ready["lambdas_pid"] in procs, "cargo lambda watch does not carry the template's TASUKI_CONFIG"
     # The webhook answered the readiness probe, so its function process runs.
-    assert any("webhook" in cmd for cmd, _ in procs.values() if cmd != procs[ready["lambdas_pid"]][0]), \
+    assert any("webhook" in cmd for cmd, _ in procs.values() if cmd != procs[ready["lambdas_pid"]][0]), (
         f"no webhook function process among {[c for c, _ in procs.values()]}"
+    )
     for pid, (cmd, env) in procs.items():
         assert json.loads(env["TASUKI_CONFIG"]) == want_config, f"{pid} {cmd}"
         for name, value in want.items():
@@ -112,6 +115,7 @@ def test_a_delivery_signed_with_the_secret_pasted_into_github_is_accepted(job_id
     # completion is tests/e2e/test_lifecycle.py's business.)
     runners = client.wait_until(
         lambda: [r for r in client.mock_state()["runners"] if r["name"].startswith(f"tasuki-{job}-")],
-        timeout=60, what=f"a JIT runner for job {job}",
+        timeout=60,
+        what=f"a JIT runner for job {job}",
     )
     assert len(runners) == 1

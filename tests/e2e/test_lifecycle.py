@@ -146,8 +146,14 @@ def test_no_spot_capacity_in_the_first_az_falls_back_to_the_next_candidate(job_i
     assert item["attempt"] == 2
     timeline = client.timeline(job)
     assert [e["event"] for e in timeline] == [
-        "received", "planned", "launching", "attempt-failed", "launching",
-        "waiting-for-registration", "running", "completed",
+        "received",
+        "planned",
+        "launching",
+        "attempt-failed",
+        "launching",
+        "waiting-for-registration",
+        "running",
+        "completed",
     ]
     assert timeline[2]["candidate"].startswith("fargate-spot/us-east-1a")
     assert timeline[3]["reason"].startswith("CapacityUnavailable") and CAPACITY_REASON in timeline[3]["reason"]
@@ -216,15 +222,27 @@ def test_the_cli_prints_the_timeline_from_dynamodb(job_ids):
     client.wait_for_state(job, "completed", timeout=120)
     env = {**os.environ, **client.env()}
     cli = str(REPO / "target/debug/tasuki")
-    shown = json.loads(subprocess.run([cli, "jobs", "show", job, "--json"], env=env, check=True,
-                                      capture_output=True, text=True, timeout=60).stdout)
+    shown = json.loads(
+        subprocess.run(
+            [cli, "jobs", "show", job, "--json"], env=env, check=True, capture_output=True, text=True, timeout=60
+        ).stdout
+    )
     assert shown["job"]["state"] == "completed"
     assert [e["event"] for e in shown["events"]] == events(job)
-    text = subprocess.run([cli, "jobs", "show", job], env=env, check=True, capture_output=True, text=True,
-                          timeout=60).stdout
+    text = subprocess.run(
+        [cli, "jobs", "show", job], env=env, check=True, capture_output=True, text=True, timeout=60
+    ).stdout
     assert "state: completed (attempt 1) · conclusion: success" in text
-    listed = json.loads(subprocess.run([cli, "jobs", "ls", "--json", "--limit", "500"], env=env, check=True,
-                                       capture_output=True, text=True, timeout=60).stdout)
+    listed = json.loads(
+        subprocess.run(
+            [cli, "jobs", "ls", "--json", "--limit", "500"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )
     assert job in [str(j["job_id"]) for j in listed]
     missing = subprocess.run([cli, "jobs", "show", "1"], env=env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "no job 1" in missing.stderr
@@ -248,7 +266,7 @@ def test_a_runner_that_takes_another_queued_job_is_paired_by_job_and_its_own_job
     assert item["attempt"] == 2
     [failed] = [e for e in client.timeline(thief) if e["event"] == "attempt-failed"]
     assert failed["reason"] == f"RunnerTaken: runner tasuki-{thief}-1 took job {victim} instead"
-    assert not runners_named(f"tasuki-{thief}-1")[0]["deleted_by"] == "api", "a busy runner is never deleted"
+    assert runners_named(f"tasuki-{thief}-1")[0]["deleted_by"] != "api", "a busy runner is never deleted"
 
 
 def test_a_lost_in_progress_webhook_does_not_strand_the_job(job_ids):
@@ -257,4 +275,6 @@ def test_a_lost_in_progress_webhook_does_not_strand_the_job(job_ids):
     assert item["attempt"] == 1 and item["conclusion"] == "success"
     assert item["runner_name"] == f"tasuki-{job}-1"
     assert [w["action"] for w in client.mock_state()["webhooks_sent"] if str(w["job_id"]) == job] == [
-        "queued", "completed"]
+        "queued",
+        "completed",
+    ]

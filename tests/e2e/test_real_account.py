@@ -76,8 +76,11 @@ def test_account_quotas_move_on_to_the_next_candidate_then_wait_for_a_new_round(
     assert "above your limit" in failed[0]["reason"] and QUOTA in failed[1]["reason"]
     assert failed[-1]["reason"].endswith(f"every candidate tried: round 2 starts in {wait} s")
     [execution] = client.wait_for_executions_done(job)
-    entered = [e["stateEnteredEventDetails"]["name"] for e in client.execution_history(execution["executionArn"])
-               if e["type"].endswith("StateEntered")]
+    entered = [
+        e["stateEnteredEventDetails"]["name"]
+        for e in client.execution_history(execution["executionArn"])
+        if e["type"].endswith("StateEntered")
+    ]
     assert entered.count("WaitForCapacity") == 1
 
 

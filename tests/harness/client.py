@@ -18,9 +18,10 @@ import os
 import time
 import urllib.error
 import urllib.request
-from functools import lru_cache
+from collections.abc import Callable, Iterable
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from harness.common import APP_ID, LOCAL_ENV_FILE, PRIVATE_KEY_SECRET_NAME, read_env_file
 
@@ -52,15 +53,16 @@ def _boto(service: str) -> Any:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def boto(service: str) -> Any:
     """A boto3 client for `service` on the gateway (what the Lambdas see)."""
     return _boto(service)
 
 
 # ---- HTTP ---------------------------------------------------------------------------------------------
-def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         timeout: float = 120) -> tuple[int, Any, dict[str, str]]:
+def http(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 120
+) -> tuple[int, Any, dict[str, str]]:
     """(status, parsed JSON body or None, headers). `body` may be bytes or a JSON-able value."""
     data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
     hdrs = {"Content-Type": "application/json", **(headers or {})}
@@ -89,8 +91,9 @@ def _ok(status: int, parsed: Any, what: str) -> Any:
 
 
 # ---- the GitHub mock --------------------------------------------------------------------------------------
-def queue_job_full(labels: list[str], behaviour: dict[str, Any] | None = None, private: bool = True,
-                   repository: str | None = None) -> dict[str, Any]:
+def queue_job_full(
+    labels: list[str], behaviour: dict[str, Any] | None = None, private: bool = True, repository: str | None = None
+) -> dict[str, Any]:
     """Queue a simulated GitHub job; returns {job_id, delivery_id, status, body} (status/body: the webhook's answer)."""
     body: dict[str, Any] = {"labels": labels, "private": private, "behaviour": behaviour or {}}
     if repository:
@@ -98,8 +101,9 @@ def queue_job_full(labels: list[str], behaviour: dict[str, Any] | None = None, p
     return _ok(*mock("POST", "/_mock/jobs", body), "queue job")
 
 
-def queue_job(labels: list[str], behaviour: dict[str, Any] | None = None, private: bool = True,
-              repository: str | None = None) -> str:
+def queue_job(
+    labels: list[str], behaviour: dict[str, Any] | None = None, private: bool = True, repository: str | None = None
+) -> str:
     return str(queue_job_full(labels, behaviour, private, repository)["job_id"])
 
 
@@ -119,13 +123,26 @@ def complete_job(job_id: str, conclusion: str = "success") -> dict[str, Any]:
     return _ok(*mock("POST", f"/_mock/jobs/{job_id}/complete", {"conclusion": conclusion}), "complete")
 
 
-def add_fault(kind: str = "capacity", *, job_id: str | None = None, attempt: int | None = None,
-              capacity_provider: str | None = None, subnet: str | None = None, times: int | None = None,
-              reason: str | None = None) -> dict[str, Any]:
+def add_fault(
+    kind: str = "capacity",
+    *,
+    job_id: str | None = None,
+    attempt: int | None = None,
+    capacity_provider: str | None = None,
+    subnet: str | None = None,
+    times: int | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
     """Make matching ECS RunTask calls fail: kind `capacity` (failures[]) or `throttle` (ThrottlingException)."""
     rule: dict[str, Any] = {"kind": kind}
-    for key, value in (("job_id", job_id), ("attempt", attempt), ("capacity_provider", capacity_provider),
-                       ("subnet", subnet), ("times", times), ("reason", reason)):
+    for key, value in (
+        ("job_id", job_id),
+        ("attempt", attempt),
+        ("capacity_provider", capacity_provider),
+        ("subnet", subnet),
+        ("times", times),
+        ("reason", reason),
+    ):
         if value is not None:
             rule[key] = value
     return _ok(*mock("POST", "/_mock/faults", rule), "add fault")
@@ -158,7 +175,7 @@ def send_raw_webhook(body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
 def app_jwt(private_key_pem: str | None = None, iss: Any = APP_ID, lifetime: int = 540, iat_offset: int = -60) -> str:
     """A GitHub App JWT (RS256) like octocrab makes; by default with the local App key."""
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
     if private_key_pem is None:
         private_key_pem = boto("secretsmanager").get_secret_value(SecretId=PRIVATE_KEY_SECRET_NAME)["SecretString"]
@@ -168,14 +185,19 @@ def app_jwt(private_key_pem: str | None = None, iss: Any = APP_ID, lifetime: int
     def enc(obj: Any) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj, separators=(",", ":")).encode()).rstrip(b"=").decode()
 
-    signing_input = f"{enc({'alg': 'RS256', 'typ': 'JWT'})}.{enc({'iat': now + iat_offset, 'exp': now + lifetime, 'iss': iss})}"
-    sig = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr]
+    signing_input = (
+        f"{enc({'alg': 'RS256', 'typ': 'JWT'})}.{enc({'iat': now + iat_offset, 'exp': now + lifetime, 'iss': iss})}"
+    )
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise TypeError(f"the App's private key is not an RSA key: {type(key).__name__}")
+    sig = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
     return signing_input + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
 
 
 def installation_token(installation_id: int = 23154469) -> str:
-    status, body = mock("POST", f"/app/installations/{installation_id}/access_tokens", {},
-                        {"Authorization": f"Bearer {app_jwt()}"})
+    status, body = mock(
+        "POST", f"/app/installations/{installation_id}/access_tokens", {}, {"Authorization": f"Bearer {app_jwt()}"}
+    )
     return _ok(status, body, "installation token")["token"]
 
 
@@ -238,7 +260,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
     raise TimeoutError(f"{what} not reached within {timeout} s")
 
 
-def wait_for_state(job_id: str, states: Iterable[str] | str, timeout: float = 60, interval: float = 0.25) -> dict[str, Any]:
+def wait_for_state(
+    job_id: str, states: Iterable[str] | str, timeout: float = 60, interval: float = 0.25
+) -> dict[str, Any]:
     """Poll the job item until its `state` is one of `states`; returns the item."""
     wanted = {states} if isinstance(states, str) else set(states)
     last: dict[str, Any] = {}
@@ -254,7 +278,8 @@ def wait_for_state(job_id: str, states: Iterable[str] | str, timeout: float = 60
         item = last.get("item")
         events = [(e.get("event"), e.get("state"), e.get("reason")) for e in timeline(job_id)]
         raise TimeoutError(
-            f"{exc}; last state {item.get('state') if item else None!r} (reason {item.get('reason') if item else None!r}); "
+            f"{exc}; last state {item.get('state') if item else None!r} "
+            f"(reason {item.get('reason') if item else None!r}); "
             f"timeline {events}"
         ) from None
 
@@ -291,14 +316,17 @@ def ecs_tasks_for_job(job_id: str) -> list[dict[str, Any]]:
 def executions_for_job(job_id: str) -> list[dict[str, Any]]:
     """Step Functions executions of the runner-job state machine named `<job_id>-...` (DescribeExecution of each)."""
     sfn = boto("stepfunctions")
-    executions = _pages(sfn.list_executions, "executions", 100,
-                        stateMachineArn=env()["TASUKI_STATE_MACHINE_ARN"], maxResults=1000)
-    return [sfn.describe_execution(executionArn=e["executionArn"])
-            for e in executions if e["name"].startswith(f"{job_id}-")]
+    executions = _pages(
+        sfn.list_executions, "executions", 100, stateMachineArn=env()["TASUKI_STATE_MACHINE_ARN"], maxResults=1000
+    )
+    return [
+        sfn.describe_execution(executionArn=e["executionArn"]) for e in executions if e["name"].startswith(f"{job_id}-")
+    ]
 
 
 def wait_for_executions_done(job_id: str, timeout: float = 60) -> list[dict[str, Any]]:
     """Wait until the job has at least one execution and none is RUNNING; returns them."""
+
     def done() -> Any:
         execs = executions_for_job(job_id)
         return execs if execs and all(e["status"] != "RUNNING" for e in execs) else None
@@ -307,8 +335,9 @@ def wait_for_executions_done(job_id: str, timeout: float = 60) -> list[dict[str,
 
 
 def execution_history(execution_arn: str) -> list[dict[str, Any]]:
-    return _pages(boto("stepfunctions").get_execution_history, "events", 1000,
-                  executionArn=execution_arn, maxResults=1000)
+    return _pages(
+        boto("stepfunctions").get_execution_history, "events", 1000, executionArn=execution_arn, maxResults=1000
+    )
 
 
 # ---- leak check ------------------------------------------------------------------------------------------

@@ -91,9 +91,9 @@ def substitute_asl(text: str) -> str:
     if unknown:
         raise ValueError(
             "unknown placeholder(s) in the state machine definition: "
-            + ", ".join("${%s}" % u for u in unknown)
+            + ", ".join(f"${{{u}}}" for u in unknown)
             + "; known: "
-            + ", ".join("${%s}" % k for k in sorted(known))
+            + ", ".join(f"${{{k}}}" for k in sorted(known))
         )
     return PLACEHOLDER_RE.sub(lambda m: known[m.group(1)], text)
 
@@ -107,7 +107,7 @@ class Ports:
         self.github = base + 3
 
     @classmethod
-    def from_env(cls) -> "Ports":
+    def from_env(cls) -> Ports:
         raw = os.environ.get("TASUKI_LOCAL_PORT_BASE", "").strip()
         base = int(raw) if raw else DEFAULT_PORT_BASE
         if not 1024 <= base <= 65532:

@@ -40,8 +40,10 @@ def main() -> int:
     started = time.monotonic()
     queued = client.queue_job_full(LABELS, repository="octo-org/app")
     job = str(queued["job_id"])
-    print(f"demo: GitHub queued job {job} (runs-on: {', '.join(LABELS)}); webhook answered "
-          f"{queued['status']} {json.dumps(queued['body'])}")
+    print(
+        f"demo: GitHub queued job {job} (runs-on: {', '.join(LABELS)}); webhook answered "
+        f"{queued['status']} {json.dumps(queued['body'])}"
+    )
     try:
         item = client.wait_for_state(job, client.TERMINAL_STATES, timeout=180)
     except TimeoutError as exc:
@@ -76,8 +78,9 @@ def main() -> int:
     # What an operator sees: the same timeline through the `tasuki` CLI, from DynamoDB.
     cli = Path(__file__).resolve().parents[2] / "target" / "debug" / "tasuki"
     print(f"\n$ tasuki jobs show {job}")
-    shown = subprocess.run([str(cli), "jobs", "show", job], env={**os.environ, **env},
-                           capture_output=True, text=True, timeout=60)
+    shown = subprocess.run(
+        [str(cli), "jobs", "show", job], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
     print(shown.stdout or shown.stderr, end="")
 
     leaks = client.leak_report([job])
@@ -86,9 +89,11 @@ def main() -> int:
         for leak in leaks:
             print(f"  {leak}")
     else:
-        print(f"\nNo credential (webhook secret, installation tokens, JIT configs: "
-              f"{len(client.secrets_for_leak_check())} values) in execution history, task overrides, "
-              f"DynamoDB, webhook answers or .tasuki/logs.")
+        print(
+            f"\nNo credential (webhook secret, installation tokens, JIT configs: "
+            f"{len(client.secrets_for_leak_check())} values) in execution history, task overrides, "
+            f"DynamoDB, webhook answers or .tasuki/logs."
+        )
     client.clear_faults()
     return 0 if item["state"] == "completed" and not leaks else 1
 

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -34,9 +35,7 @@ from harness.httputil import BaseHandler, forward, json_or_none
 log = logging.getLogger("gateway")
 
 ECS_PREFIX = "AmazonEC2ContainerServiceV20141113."
-CAPACITY_REASON = (
-    "Capacity is unavailable at this time. Please try again later or in a different availability zone"
-)
+CAPACITY_REASON = "Capacity is unavailable at this time. Please try again later or in a different availability zone"
 # Account quota answers (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/service-quotas.html;
 # the wording as ECS reports it, e.g. in service events and RunTask failures): "quota" comes back as a
 # RunTask failure, "cpu_limit" as the exception a new account's Fargate task size limit raises
@@ -117,6 +116,8 @@ def fargate_size_problem(cpu: Any, memory: Any) -> str | None:
             "See the Amazon ECS documentation for the valid values."
         )
     return None
+
+
 FAULT_MATCH_KEYS = ("job_id", "attempt", "capacity_provider", "subnet")
 
 
@@ -254,7 +255,7 @@ class EcsLedger:
 class GatewayHandler(BaseHandler):
     # set on the server object
     @property
-    def ctx(self) -> "Gateway":
+    def ctx(self) -> Gateway:
         return self.server.ctx  # type: ignore[attr-defined]
 
     def do_HEAD(self) -> None:
@@ -291,14 +292,12 @@ class GatewayHandler(BaseHandler):
             pass
         except Exception as exc:  # keep the gateway alive; answer like a broken service would
             log.exception("gateway error on %s %s", self.command, self.path)
-            try:
+            with contextlib.suppress(OSError):
                 self.send_json(
                     500,
                     {"__type": "InternalFailure", "message": f"local gateway error: {exc}"},
                     [("x-amzn-ErrorType", "InternalFailure")],
                 )
-            except OSError:
-                pass
 
     # ---- moto passthrough ------------------------------------------------------------------------
     def moto(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -430,7 +429,8 @@ class GatewayHandler(BaseHandler):
                         "tasks": [],
                         "failures": [
                             {
-                                "arn": f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:cluster/{req.get('cluster') or CLUSTER_NAME}",
+                                "arn": f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:cluster/"
+                                f"{req.get('cluster') or CLUSTER_NAME}",
                                 "reason": rule["reason"],
                             }
                         ],
@@ -459,7 +459,9 @@ class GatewayHandler(BaseHandler):
         status, headers, data = self.moto(json.dumps(fwd).encode())
         resp = json_or_none(data)
         if status != 200 or not isinstance(resp, dict):
-            entry.update(outcome="error", status=status, error=(resp or {}).get("__type") if isinstance(resp, dict) else None)
+            entry.update(
+                outcome="error", status=status, error=(resp or {}).get("__type") if isinstance(resp, dict) else None
+            )
             ledger.record(entry)
             log.info("RunTask %s attempt %s -> moto error %s", job_id, attempt, status)
             self.send_bytes(status, data, headers)

@@ -8,6 +8,7 @@ kept in memory for the leak check and never logged.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import hashlib
 import hmac
@@ -22,7 +23,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -38,14 +39,25 @@ log = logging.getLogger("github")
 
 DOCS = "https://docs.github.com/rest"
 # the runner simulator's behaviours (tests/harness/README.md, "Simulated GitHub jobs and runners")
-BEHAVIOURS = {"never_register", "stop_early", "conclusion", "hold", "spot_interruption", "assign_to",
-              "lose_in_progress", "version_deprecated", "stop_grace_seconds", "waiting", "workflow_name"}
+BEHAVIOURS = {
+    "never_register",
+    "stop_early",
+    "conclusion",
+    "hold",
+    "spot_interruption",
+    "assign_to",
+    "lose_in_progress",
+    "version_deprecated",
+    "stop_grace_seconds",
+    "waiting",
+    "workflow_name",
+}
 READ_ONLY_LABELS = {"self-hosted", "linux", "x64", "arm64"}
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 
 
 def now_rfc3339(offset: timedelta = timedelta(0)) -> str:
-    return (datetime.now(timezone.utc) + offset).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (datetime.now(UTC) + offset).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def b64url_decode(part: str) -> bytes:
@@ -154,7 +166,10 @@ def verify_app_jwt(token: str, public_key: Any, app_id: int) -> str | None:
     if not isinstance(exp, (int, float)) or isinstance(exp, bool):
         return "'Expiration time' claim ('exp') must be a numeric value"
     if exp <= now:
-        return "'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires"
+        return (
+            "'Expiration time' claim ('exp') must be a numeric value representing the future time "
+            "at which the assertion expires"
+        )
     if exp > now + 600 + 60:
         return "'Expiration time' claim ('exp') is too far in the future"
     if iat is not None and (not isinstance(iat, (int, float)) or iat > now + 60):
@@ -165,7 +180,9 @@ def verify_app_jwt(token: str, public_key: Any, app_id: int) -> str | None:
 class World:
     """Everything the mock and the runner simulator know. One lock guards it all."""
 
-    def __init__(self, webhook_url: str, webhook_secret: str, private_key_pem: str, ledger: EcsLedger, gateway: Gateway):
+    def __init__(
+        self, webhook_url: str, webhook_secret: str, private_key_pem: str, ledger: EcsLedger, gateway: Gateway
+    ):
         self.lock = threading.RLock()
         self.webhook_url = webhook_url
         self.webhook_secret = webhook_secret
@@ -206,8 +223,15 @@ class World:
     def note_invalid_request(self, method: str, path: str, op: openapi_check.Operation, problems: list[str]) -> None:
         log.warning("refused %s %s (%s): %s", method, path, op.operation_id, "; ".join(problems))
         with self.lock:
-            self.invalid_requests.append({"at": time.time(), "method": method, "path": path,
-                                          "operation_id": op.operation_id, "problems": list(problems)})
+            self.invalid_requests.append(
+                {
+                    "at": time.time(),
+                    "method": method,
+                    "path": path,
+                    "operation_id": op.operation_id,
+                    "problems": list(problems),
+                }
+            )
 
     def installation(self, installation_id: int, owner: str) -> dict[str, Any]:
         """An `installation` (REST description, components/schemas/installation) of the tasuki App."""
@@ -243,8 +267,12 @@ class World:
             "app_slug": "tasuki-local",
             "target_id": account_id,
             "target_type": "Organization",
-            "permissions": {"administration": "write", "organization_self_hosted_runners": "write",
-                            "actions": "read", "metadata": "read"},
+            "permissions": {
+                "administration": "write",
+                "organization_self_hosted_runners": "write",
+                "actions": "read",
+                "metadata": "read",
+            },
             "events": ["workflow_job"],
             "created_at": "2024-01-01T00:00:00Z",
             "updated_at": "2024-01-01T00:00:00Z",
@@ -283,7 +311,9 @@ class World:
             return False
         with self.lock:
             info = self.tokens.get(value.strip())
-        return bool(info) and info["expires"] > time.time()
+        if not info:
+            return False
+        return info["expires"] > time.time()
 
     # ---- runners ----------------------------------------------------------------------------------
     def create_runner(self, scope: tuple[str, str], body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -459,15 +489,33 @@ class World:
                 p.pop(key, None)
         wj = copy.deepcopy(p["workflow_job"])
         qj = q["workflow_job"]
-        for key in ("id", "run_id", "run_attempt", "labels", "workflow_name", "name", "head_branch", "head_sha",
-                    "run_url", "url", "html_url", "check_run_url", "node_id", "created_at"):
+        for key in (
+            "id",
+            "run_id",
+            "run_attempt",
+            "labels",
+            "workflow_name",
+            "name",
+            "head_branch",
+            "head_sha",
+            "run_url",
+            "url",
+            "html_url",
+            "check_run_url",
+            "node_id",
+            "created_at",
+        ):
             wj[key] = copy.deepcopy(qj.get(key))
         wj["status"] = action
         with self.lock:
             runner_id, runner_name = job["runner_id"], job["runner_name"]
         if runner_id is not None:
-            wj.update(runner_id=runner_id, runner_name=runner_name, runner_group_id=RUNNER_GROUP_ID,
-                      runner_group_name="Default")
+            wj.update(
+                runner_id=runner_id,
+                runner_name=runner_name,
+                runner_group_id=RUNNER_GROUP_ID,
+                runner_group_name="Default",
+            )
         else:
             wj.update(runner_id=None, runner_name=None, runner_group_id=None, runner_group_name=None, steps=[])
         if action == "in_progress":
@@ -519,8 +567,20 @@ class World:
             "body": resp,
             "request_sha256": hashlib.sha256(d["body"]).hexdigest(),
             "signature": d["headers"]["X-Hub-Signature-256"],
-            "workflow_job": {k: wj.get(k) for k in ("id", "run_id", "run_attempt", "status", "conclusion", "labels",
-                                                    "runner_id", "runner_name", "runner_group_id")},
+            "workflow_job": {
+                k: wj.get(k)
+                for k in (
+                    "id",
+                    "run_id",
+                    "run_attempt",
+                    "status",
+                    "conclusion",
+                    "labels",
+                    "runner_id",
+                    "runner_name",
+                    "runner_group_id",
+                )
+            },
         }
         with self.lock:
             self.webhooks_sent.append(entry)
@@ -649,10 +709,8 @@ class GitHubHandler(BaseHandler):
             pass
         except Exception as exc:
             log.exception("mock error on %s %s", self.command, self.path)
-            try:
+            with contextlib.suppress(OSError):
                 self.reply(500, {"message": f"mock error: {exc}"})
-            except OSError:
-                pass
 
     def github_request(self, path: str) -> None:
         """A GitHub REST call: routed like GitHub's description says, checked against it both ways."""
@@ -662,13 +720,14 @@ class GitHubHandler(BaseHandler):
         if op is None:
             # GitHub answers 404 for a path (or a method on it) its API does not have
             raise HttpError(404, "Not Found")
-        for method, pattern, name, auth in ROUTES:
+        for method, pattern, name, auth in ROUTES:  # noqa: B007 -- name/auth: the matched route, used after the loop
             m = pattern.match(path)
             if m and method == self.command:
                 break
         else:
-            self.world.spec_violation(f"{self.command} {op.template}: the mock does not implement "
-                                      f"{op.operation_id}, which tasuki called")
+            self.world.spec_violation(
+                f"{self.command} {op.template}: the mock does not implement {op.operation_id}, which tasuki called"
+            )
             raise HttpError(404, "Not Found", op.doc_url)
         if auth == "jwt":
             self.require_app_jwt()
@@ -714,8 +773,8 @@ class GitHubHandler(BaseHandler):
             return {}
         try:
             data = json.loads(self.raw)
-        except (ValueError, UnicodeDecodeError):
-            raise HttpError(400, "Problems parsing JSON")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HttpError(400, "Problems parsing JSON") from exc
         if not isinstance(data, dict):
             raise HttpError(400, "Problems parsing JSON")
         return data
@@ -755,7 +814,9 @@ class GitHubHandler(BaseHandler):
             raise HttpError(422, "Validation Failed", errors=["Name and labels can't be blank"])
         group = body["runner_group_id"]
         if group != RUNNER_GROUP_ID:
-            raise HttpError(404, f"Not Found (runner group {group} does not exist; the local mock has only {RUNNER_GROUP_ID})")
+            raise HttpError(
+                404, f"Not Found (runner group {group} does not exist; the local mock has only {RUNNER_GROUP_ID})"
+            )
         return self.world.create_runner(scope, body)
 
     def jit_repo(self, owner: str, repo: str) -> tuple[int, Any]:
@@ -765,7 +826,8 @@ class GitHubHandler(BaseHandler):
         return self._jit(("org", org))
 
     def _list(self, scope: tuple[str, str]) -> tuple[int, Any]:
-        name = (self.query.get("name") or [None])[0]
+        names = self.query.get("name")
+        name = names[0] if names else None
         with self.world.lock:
             runners = [
                 World.public_runner(r)
@@ -793,7 +855,7 @@ class GitHubHandler(BaseHandler):
             if r is None:
                 raise HttpError(404, "Not Found")
             if r["busy"]:
-                raise HttpError(422, "Bad request - Runner \"%s\" is still running a job\"" % r["name"])
+                raise HttpError(422, f'Bad request - Runner "{r["name"]}" is still running a job"')
             r["deleted"] = True
             r["deleted_by"] = "api"
             r["status"] = "offline"
@@ -827,24 +889,27 @@ class GitHubHandler(BaseHandler):
     # ---- control API ---------------------------------------------------------------------------------
     def mock_health(self) -> tuple[int, Any]:
         health = getattr(self.server, "health", None)
-        answer = dict(health()) if health else {"ok": True, "problems": []}
+        answer: dict[str, Any] = dict(health()) if health else {"ok": True, "problems": []}
         with self.world.lock:
             violations = [v["problem"] for v in self.world.spec_violations]
         if violations:
             # a mock that breaks GitHub's description proves nothing: say so loudly
             answer["problems"] = list(answer.get("problems") or []) + [
-                f"GitHub mock broke GitHub's description: {v}" for v in violations[-20:]]
+                f"GitHub mock broke GitHub's description: {v}" for v in violations[-20:]
+            ]
             answer["ok"] = False
         return 200, answer
 
     def mock_spec(self) -> tuple[int, Any]:
         """Which descriptions the mock checks against, and what it found."""
         with self.world.lock:
-            return 200, {"rest_version": self.world.rest_spec.version,
-                         "rest_file": str(openapi_check.REST_SPEC_FILE),
-                         "webhook_file": str(openapi_check.WEBHOOK_SPEC_FILE),
-                         "spec_violations": copy.deepcopy(self.world.spec_violations),
-                         "invalid_requests": copy.deepcopy(self.world.invalid_requests)}
+            return 200, {
+                "rest_version": self.world.rest_spec.version,
+                "rest_file": str(openapi_check.REST_SPEC_FILE),
+                "webhook_file": str(openapi_check.WEBHOOK_SPEC_FILE),
+                "spec_violations": copy.deepcopy(self.world.spec_violations),
+                "invalid_requests": copy.deepcopy(self.world.invalid_requests),
+            }
 
     def mock_state(self) -> tuple[int, Any]:
         return 200, self.world.state()
@@ -877,6 +942,7 @@ class GitHubHandler(BaseHandler):
             known = delivery_id in self.world.deliveries
         if not known:
             raise HttpError(404, f"unknown delivery {delivery_id!r}")
+        assert isinstance(delivery_id, str)  # a key of world.deliveries
         return 200, self.world.send(delivery_id)
 
     def _job(self, job: str) -> dict[str, Any]:
@@ -919,7 +985,7 @@ class GitHubHandler(BaseHandler):
         try:
             rule = self.world.ledger.add_rule(self.json_body())
         except ValueError as exc:
-            raise HttpError(422, str(exc))
+            raise HttpError(422, str(exc)) from exc
         return 201, rule
 
     def mock_faults_clear(self) -> tuple[int, Any]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any
 
 HOP_BY_HOP = {
     "connection",

@@ -17,14 +17,15 @@ and starts the Lambdas with the template's environment, resolved (see tests/harn
 Other knobs (env): TASUKI_LOCAL_READY_SECONDS (240), TASUKI_LOCAL_BUILD_SECONDS (1800),
 TASUKI_LOCAL_ASL_FILE (state machine definition, default statemachines/runner-job.asl.json),
 TASUKI_LOCAL_REGISTRATION_SECONDS (8) and TASUKI_LOCAL_CAPACITY_WAIT_SECONDS (10): written into
-the local deploy config before synth; TASUKI_LOCAL_SYNTH_SECONDS (600), TASUKI_LOCAL_LAMBDA_DIR (cargo workspace of the Lambdas,
-default the repo root), TASUKI_LOCAL_LAMBDA_PACKAGE (tasuki-lambdas; empty: build the whole
-workspace), TASUKI_LOCAL_SKIP_BUILD=1, TASUKI_LOCAL_WATCH_RELOAD=1 (let cargo lambda watch rebuild
-on source changes; off by default, see README in this folder).
+the local deploy config before synth; TASUKI_LOCAL_SYNTH_SECONDS (600), TASUKI_LOCAL_LAMBDA_DIR
+(cargo workspace of the Lambdas, default the repo root), TASUKI_LOCAL_LAMBDA_PACKAGE (tasuki-lambdas;
+empty: build the whole workspace), TASUKI_LOCAL_SKIP_BUILD=1, TASUKI_LOCAL_WATCH_RELOAD=1 (let cargo
+lambda watch rebuild on source changes; off by default, see README in this folder).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -43,7 +44,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.common import (  # noqa: E402
-    run_bounded,
     DUMMY_ACCESS_KEY,
     DUMMY_SECRET_KEY,
     FAILED_FILE,
@@ -62,6 +62,7 @@ from harness.common import (  # noqa: E402
     Ports,
     port_accepts,
     port_is_free,
+    run_bounded,
     write_env_file,
     write_json,
 )
@@ -195,10 +196,8 @@ def cmd_down(quiet: bool = False) -> int:
             signal_pids(left, signal.SIGKILL)
             left = wait_gone(left, 5)
     for f in (PID_FILE, READY_FILE, LOCAL_ENV_FILE):  # a stale local.env would point at nothing
-        try:
+        with contextlib.suppress(FileNotFoundError):
             f.unlink()
-        except FileNotFoundError:
-            pass
     if left:
         say(f"error: processes still alive after SIGKILL: {left}")
         return 1
@@ -272,8 +271,10 @@ def local_deploy_config(ports: Ports) -> dict[str, Any]:
     config = json.loads(LOCAL_DEPLOY_CONFIG.read_text())
     config.pop("$schema", None)
     timeouts = config.setdefault("timeouts", {})
-    for knob, field in (("TASUKI_LOCAL_REGISTRATION_SECONDS", "registration_seconds"),
-                        ("TASUKI_LOCAL_CAPACITY_WAIT_SECONDS", "capacity_wait_seconds")):
+    for knob, field in (
+        ("TASUKI_LOCAL_REGISTRATION_SECONDS", "registration_seconds"),
+        ("TASUKI_LOCAL_CAPACITY_WAIT_SECONDS", "capacity_wait_seconds"),
+    ):
         raw = os.environ.get(knob, "").strip()
         if raw:
             timeouts[field] = int(raw)
@@ -290,7 +291,10 @@ def cdk_synth(ports: Ports) -> None:
     log_file = LOG_DIR / "synth.log"
     log_file.write_text("")
     limit = env_seconds("TASUKI_LOCAL_SYNTH_SECONDS", 600)
-    say(f"cdk synth of infra/ into {SYNTH_DIR.relative_to(REPO_ROOT)} (log: {log_file.relative_to(REPO_ROOT)}, limit {int(limit)} s)")
+    say(
+        f"cdk synth of infra/ into {SYNTH_DIR.relative_to(REPO_ROOT)} "
+        f"(log: {log_file.relative_to(REPO_ROOT)}, limit {int(limit)} s)"
+    )
     started = time.monotonic()
     if synth(LOCAL_DEPLOY_CONFIG_FILE, SYNTH_DIR, log_file, limit=limit):
         say(f"cdk synth done in {time.monotonic() - started:.0f} s")
@@ -317,8 +321,11 @@ def cmd_up() -> int:
 
     taken = [f"{name} port {port}" for name, port in ports.as_dict().items() if not port_is_free(port)]
     if taken:
-        say("error: port(s) already in use on 127.0.0.1: " + ", ".join(taken)
-            + " (set TASUKI_LOCAL_PORT_BASE to use other ports)")
+        say(
+            "error: port(s) already in use on 127.0.0.1: "
+            + ", ".join(taken)
+            + " (set TASUKI_LOCAL_PORT_BASE to use other ports)"
+        )
         return 1
     # fail early on a missing or broken state machine definition override
     from harness.setup_aws import check_asl_override
@@ -335,10 +342,8 @@ def cmd_up() -> int:
         return 1
 
     for f in (READY_FILE, FAILED_FILE, LOCAL_ENV_FILE):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             f.unlink()
-        except FileNotFoundError:
-            pass
     try:
         cdk_synth(ports)
     except (OSError, ValueError, RuntimeError) as exc:
@@ -362,7 +367,10 @@ def cmd_up() -> int:
         )
     PID_FILE.write_text(f"{proc.pid}\n")
     limit = env_seconds("TASUKI_LOCAL_READY_SECONDS", 240)
-    say(f"daemon {proc.pid} started; waiting up to {int(limit)} s for it to be ready (log: {daemon_log.relative_to(REPO_ROOT)})")
+    say(
+        f"daemon {proc.pid} started; waiting up to {int(limit)} s for it to be ready "
+        f"(log: {daemon_log.relative_to(REPO_ROOT)})"
+    )
     try:
         return _wait_ready(proc, limit)
     except KeyboardInterrupt:
@@ -371,13 +379,15 @@ def cmd_up() -> int:
         return 130
 
 
-def _wait_ready(proc: "subprocess.Popen[bytes]", limit: float) -> int:
+def _wait_ready(proc: subprocess.Popen[bytes], limit: float) -> int:
     deadline = time.monotonic() + limit
     for _ in range(int(limit / 0.25) + 1):
         if READY_FILE.exists():
             ready = json.loads(READY_FILE.read_text())
-            say(f"ready in {ready['startup_seconds']:.0f} s: gateway {ready['urls']['gateway']}, "
-                f"webhook {ready['urls']['webhook']}, GitHub mock {ready['urls']['github']}")
+            say(
+                f"ready in {ready['startup_seconds']:.0f} s: gateway {ready['urls']['gateway']}, "
+                f"webhook {ready['urls']['webhook']}, GitHub mock {ready['urls']['github']}"
+            )
             for note in ready.get("notes") or []:
                 say(f"note: {note}")
             say(f"env: source {LOCAL_ENV_FILE.relative_to(REPO_ROOT)}")
@@ -385,8 +395,12 @@ def _wait_ready(proc: "subprocess.Popen[bytes]", limit: float) -> int:
         if FAILED_FILE.exists() or proc.poll() is not None or time.monotonic() > deadline:
             break
         time.sleep(0.25)
-    why = FAILED_FILE.read_text().strip() if FAILED_FILE.exists() else (
-        f"daemon exited with {proc.returncode}" if proc.poll() is not None else f"not ready within {int(limit)} s"
+    why = (
+        FAILED_FILE.read_text().strip()
+        if FAILED_FILE.exists()
+        else (
+            f"daemon exited with {proc.returncode}" if proc.poll() is not None else f"not ready within {int(limit)} s"
+        )
     )
     say(f"error: local stack failed to start: {why}")
     for name in ("daemon.log", "moto.log", "lambdas.log"):
@@ -408,12 +422,11 @@ class Daemon:
         self.problems: list[str] = []
 
     def spawn(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> None:
-        out = open(LOG_DIR / f"{name}.log", "w")
-        log.info("starting %s: %s", name, " ".join(cmd))
-        self.children[name] = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-        )
-        out.close()
+        with open(LOG_DIR / f"{name}.log", "w") as out:
+            log.info("starting %s: %s", name, " ".join(cmd))
+            self.children[name] = subprocess.Popen(
+                cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def check_children(self) -> None:
         for name, proc in self.children.items():
@@ -453,10 +466,8 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 log.warning("%s did not stop in 10 s; killing", name)
                 proc.kill()
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    pass
         # anything else we started (function processes of cargo lambda watch, cargo run, ...)
         left = marked_pids()
         if left:
@@ -530,14 +541,17 @@ class Daemon:
             template_env = ids["lambda_env"]
             function_env = local_overrides(template_env, github_url)
             write_json(LOCAL_CONFIG_FILE, json.loads(function_env["TASUKI_CONFIG"]))
-            write_json(LOCAL_RESOURCES_FILE, {
-                "cdk_out": str(SYNTH_DIR),
-                "stack_name": ids["stack_name"],
-                "azs": ids["azs"],
-                "locals": ids["locals"],
-                "template_env": template_env,
-                "github_url": github_url,
-            })
+            write_json(
+                LOCAL_RESOURCES_FILE,
+                {
+                    "cdk_out": str(SYNTH_DIR),
+                    "stack_name": ids["stack_name"],
+                    "azs": ids["azs"],
+                    "locals": ids["locals"],
+                    "template_env": template_env,
+                    "github_url": github_url,
+                },
+            )
             log.info("wrote %s and %s", LOCAL_CONFIG_FILE, LOCAL_RESOURCES_FILE)
 
             world = World(webhook_url, ids["webhook_secret"], ids["private_key_pem"], ledger, gateway)
@@ -564,8 +578,17 @@ class Daemon:
             for k in [k for k in lambda_env if k.startswith("TASUKI_") and k != MARKER_ENV]:
                 del lambda_env[k]
             lambda_env.update(function_env)
-            watch = [venv_tool("cargo-lambda"), "lambda", "watch", "-A", "127.0.0.1", "-P", str(p.lambdas),
-                     "--concurrency", os.environ.get("TASUKI_LOCAL_CONCURRENCY", "4")]
+            watch = [
+                venv_tool("cargo-lambda"),
+                "lambda",
+                "watch",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                str(p.lambdas),
+                "--concurrency",
+                os.environ.get("TASUKI_LOCAL_CONCURRENCY", "4"),
+            ]
             if os.environ.get("TASUKI_LOCAL_WATCH_RELOAD") != "1":
                 # cargo lambda watch 1.9.2 with --concurrency > 1 and reloading on: instances are
                 # restarted by file events while they hold invocations, which then never answer.
@@ -577,8 +600,12 @@ class Daemon:
             warm: dict[str, Any] = {}
 
             def webhook_answers() -> bool:
-                req = urllib.request.Request(webhook_url, data=b"{}", method="POST",
-                                             headers={"Content-Type": "application/json", "X-GitHub-Event": "ping"})
+                req = urllib.request.Request(
+                    webhook_url,
+                    data=b"{}",
+                    method="POST",
+                    headers={"Content-Type": "application/json", "X-GitHub-Event": "ping"},
+                )
                 try:
                     with urllib.request.urlopen(req, timeout=120) as r:
                         warm["status"] = r.status
@@ -593,7 +620,9 @@ class Daemon:
             self.wait_until("webhook function", webhook_answers, 150, interval=1)
             notes: list[str] = []
             if warm.get("status", 0) >= 500:
-                raise RuntimeError(f"webhook function answered an unsigned request with HTTP {warm['status']}: {warm.get('body')}")
+                raise RuntimeError(
+                    f"webhook function answered an unsigned request with HTTP {warm['status']}: {warm.get('body')}"
+                )
             log.info("webhook answered an unsigned request with HTTP %s", warm.get("status"))
             if warm.get("status") not in (400, 401):
                 notes.append(f"webhook answered an unsigned request with HTTP {warm.get('status')} (expected 401)")

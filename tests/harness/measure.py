@@ -52,8 +52,10 @@ def main() -> int:
     executions = sum(len(client.executions_for_job(j)) for j in jobs)
     tasks = sum(len(client.ecs_tasks_for_job(j)) for j in jobs)
     slowest = max(s for _, s in results)
-    print(f"{concurrent} concurrent jobs: all completed in {time.monotonic() - started:.1f} s "
-          f"(slowest {slowest:.1f} s); {executions} executions, {tasks} tasks")
+    print(
+        f"{concurrent} concurrent jobs: all completed in {time.monotonic() - started:.1f} s "
+        f"(slowest {slowest:.1f} s); {executions} executions, {tasks} tasks"
+    )
     return 0
 
 

@@ -133,7 +133,7 @@ def describe_error(err: jsonschema.ValidationError) -> str:
     value = json.dumps(err.instance)[:200]
     prefix = f"For '{where}', " if where else ""
     if err.validator == "type":
-        wanted = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        wanted: list[Any] = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
         return prefix + f"{value} is not {' or '.join(JSON_TYPE_NAMES.get(t, t) for t in wanted)}."
     if err.validator == "minItems":
         return prefix + f"{value} has fewer than {err.validator_value} item(s)."
@@ -142,14 +142,20 @@ def describe_error(err: jsonschema.ValidationError) -> str:
     if err.validator == "enum":
         return prefix + f"{value} is not a member of {json.dumps(err.validator_value)}."
     if err.validator == "additionalProperties":
-        return prefix + err.message.replace("Additional properties are not allowed", "Not a permitted key").rstrip(".") + "."
+        return (
+            prefix
+            + err.message.replace("Additional properties are not allowed", "Not a permitted key").rstrip(".")
+            + "."
+        )
     if err.validator in ("anyOf", "oneOf"):
         return prefix + f'No subschema in "{err.validator}" matched.'
     return prefix + err.message
 
 
 def schema_errors(validator: jsonschema.protocols.Validator, instance: Any, limit: int = 10) -> list[str]:
-    errors = sorted(validator.iter_errors(instance), key=lambda e: ([str(p) for p in e.absolute_path], str(e.validator)))
+    errors = sorted(
+        validator.iter_errors(instance), key=lambda e: ([str(p) for p in e.absolute_path], str(e.validator))
+    )
     lines: list[str] = []
     missing: dict[str, list[str]] = {}
     for e in errors:
@@ -201,11 +207,15 @@ class RestSpec:
                     operation_id=raw.get("operationId", ""),
                 )
             segments = template.strip("/").split("/")
-            regex = "^" + re.sub(
-                r"\\\{([^}]*)\\\}",
-                lambda m: f"(?P<{re.sub(r'[^0-9A-Za-z_]', '_', m.group(1))}>[^/]+)",
-                re.escape(template),
-            ) + "$"
+            regex = (
+                "^"
+                + re.sub(
+                    r"\\\{([^}]*)\\\}",
+                    lambda m: f"(?P<{re.sub(r'[^0-9A-Za-z_]', '_', m.group(1))}>[^/]+)",
+                    re.escape(template),
+                )
+                + "$"
+            )
             literal = sum(1 for s in segments if "{" not in s)
             self.templates.append((re.compile(regex), literal, template, ops))
         # the most literal template first: `/runners/generate-jitconfig` before `/runners/{runner_id}`

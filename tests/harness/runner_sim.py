@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 import uuid
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -71,8 +71,14 @@ BOOT_EXIT_CODES = {0, 80, 81, 82, 83, 84, 64, 65, 69, 70, 75, 77, 78, 126, 127}
 SEALED_MAGIC = b"TSK1"
 NONCE_LEN = 12
 MAX_OPENED_BYTES = 64 * 1024
-KMS_TRANSIENT = {"ThrottlingException", "LimitExceededException", "KMSInternalException",
-                 "DependencyTimeoutException", "KeyUnavailableException", "RequestTimeout"}
+KMS_TRANSIENT = {
+    "ThrottlingException",
+    "LimitExceededException",
+    "KMSInternalException",
+    "DependencyTimeoutException",
+    "KeyUnavailableException",
+    "RequestTimeout",
+}
 
 
 def stop_grace_seconds(behaviour: dict[str, Any]) -> float:
@@ -105,11 +111,13 @@ def parse_sealed(sealed: str) -> tuple[bytes, bytes, bytes]:
     """(wrapped key, nonce, ciphertext) of a TASUKI_JIT_CONFIG_SEALED value."""
     try:
         raw = base64.b64decode(sealed.strip(), validate=True)
-    except ValueError:
-        raise BootFailure(EXIT_MISSING_CREDENTIAL, "TASUKI_JIT_CONFIG_SEALED is not base64")
+    except ValueError as exc:
+        raise BootFailure(EXIT_MISSING_CREDENTIAL, "TASUKI_JIT_CONFIG_SEALED is not base64") from exc
     if not raw.startswith(SEALED_MAGIC):
-        raise BootFailure(EXIT_MISSING_CREDENTIAL, "TASUKI_JIT_CONFIG_SEALED is not a tasuki sealed config (no TSK1 header)")
-    rest = raw[len(SEALED_MAGIC):]
+        raise BootFailure(
+            EXIT_MISSING_CREDENTIAL, "TASUKI_JIT_CONFIG_SEALED is not a tasuki sealed config (no TSK1 header)"
+        )
+    rest = raw[len(SEALED_MAGIC) :]
     if len(rest) < 2:
         raise BootFailure(EXIT_MISSING_CREDENTIAL, "TASUKI_JIT_CONFIG_SEALED is truncated")
     n = int.from_bytes(rest[:2], "big")
@@ -140,9 +148,13 @@ def seal_jit_config(kms: Any, job_id: str, encoded_jit_config: str, key_id: str 
 def grant_for_job(kms: Any, key_id: str, task_role_arn: str, job_id: str, attempt: int = 1) -> str:
     """What issue-token does (contract D): the task role may Decrypt under this job's context only."""
     key_arn = kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"]
-    return kms.create_grant(KeyId=key_arn, GranteePrincipal=task_role_arn, Operations=["Decrypt"],
-                            Constraints={"EncryptionContextEquals": {"tasuki:job-id": job_id}},
-                            Name=f"tasuki-{job_id}-{attempt}")["GrantId"]
+    return kms.create_grant(
+        KeyId=key_arn,
+        GranteePrincipal=task_role_arn,
+        Operations=["Decrypt"],
+        Constraints={"EncryptionContextEquals": {"tasuki:job-id": job_id}},
+        Name=f"tasuki-{job_id}-{attempt}",
+    )["GrantId"]
 
 
 def open_sealed(job_id: str, data_key: bytes, nonce: bytes, ciphertext: bytes) -> str:
@@ -151,8 +163,8 @@ def open_sealed(job_id: str, data_key: bytes, nonce: bytes, ciphertext: bytes) -
         raise BootFailure(EXIT_WRONG_JOB, "the data key is not 32 bytes")
     try:
         payload = AESGCM(data_key).decrypt(nonce, ciphertext, f"tasuki:job-id={job_id}".encode())
-    except InvalidTag:
-        raise BootFailure(EXIT_WRONG_JOB, f"the sealed config does not open for job {job_id}")
+    except InvalidTag as exc:
+        raise BootFailure(EXIT_WRONG_JOB, f"the sealed config does not open for job {job_id}") from exc
     if not payload:
         raise BootFailure(EXIT_NOT_TEXT, "the opened config is empty")
     form, compressed = payload[0], payload[1:]
@@ -161,20 +173,20 @@ def open_sealed(job_id: str, data_key: bytes, nonce: bytes, ciphertext: bytes) -
         data = d.decompress(compressed, MAX_OPENED_BYTES)
         if d.unconsumed_tail:
             raise BootFailure(EXIT_NOT_TEXT, "the opened config exceeds 64 KiB")
-    except zlib.error:
-        raise BootFailure(EXIT_NOT_TEXT, "the opened config does not decompress")
+    except zlib.error as exc:
+        raise BootFailure(EXIT_NOT_TEXT, "the opened config does not decompress") from exc
     if form == 1:
         return base64.b64encode(data).decode()
     if form == 0:
         try:
             return data.decode()
-        except UnicodeDecodeError:
-            raise BootFailure(EXIT_NOT_TEXT, "the opened config is not text")
+        except UnicodeDecodeError as exc:
+            raise BootFailure(EXIT_NOT_TEXT, "the opened config is not text") from exc
     raise BootFailure(EXIT_NOT_TEXT, f"unknown payload form {form}")
 
 
 def iso(ts: float | None = None) -> str:
-    dt = datetime.fromtimestamp(ts if ts is not None else time.time(), timezone.utc)
+    dt = datetime.fromtimestamp(ts if ts is not None else time.time(), UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
@@ -243,7 +255,7 @@ class RunnerSimulator:
         with self.lock:
             st = self.tasks.get(arn)
             new = st is None
-            if new:
+            if st is None:
                 st = self.tasks[arn] = {"stopped": threading.Event(), "event_sent": False, "phase": "booting"}
         if status == "STOPPED":
             st["stopped"].set()
@@ -253,11 +265,19 @@ class RunnerSimulator:
             if send:
                 threading.Thread(target=self.send_stopped_event, args=(task,), name="ecs-event", daemon=True).start()
         elif new and status == "RUNNING":
-            threading.Thread(target=self.runner_lifecycle, args=(task, st["stopped"]), name="runner", daemon=True).start()
+            threading.Thread(
+                target=self.runner_lifecycle, args=(task, st["stopped"]), name="runner", daemon=True
+            ).start()
 
     # ---- one runner --------------------------------------------------------------------------------
     def note(self, kind: str, task: dict[str, Any], **extra: Any) -> None:
-        entry = {"at": time.time(), "event": kind, "task_arn": task.get("taskArn"), "started_by": task.get("startedBy"), **extra}
+        entry = {
+            "at": time.time(),
+            "event": kind,
+            "task_arn": task.get("taskArn"),
+            "started_by": task.get("startedBy"),
+            **extra,
+        }
         with self.world.lock:
             self.world.runner_events.append(entry)
         log.info("runner %s: %s %s", kind, task.get("startedBy"), {k: v for k, v in extra.items() if k != "detail"})
@@ -308,8 +328,10 @@ class RunnerSimulator:
         key_arn = self.kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyId"]
         for g in self.kms.list_grants(KeyId=key_arn).get("Grants") or []:
             ctx = (g.get("Constraints") or {}).get("EncryptionContextEquals") or {}
-            if "Decrypt" in (g.get("Operations") or []) and ctx == {"tasuki:job-id": job_id} and (
-                role is None or g.get("GranteePrincipal") == role
+            if (
+                "Decrypt" in (g.get("Operations") or [])
+                and ctx == {"tasuki:job-id": job_id}
+                and (role is None or g.get("GranteePrincipal") == role)
             ):
                 return True
         return False
@@ -324,24 +346,32 @@ class RunnerSimulator:
             deadline = time.monotonic() + grant_wait_seconds()
             while not self.live_grant(key_id, job_id, role):
                 if time.monotonic() >= deadline or stopped.wait(0.25):
-                    raise BootFailure(EXIT_KMS_REFUSED, f"KMS AccessDeniedException: no live grant lets "
-                                      f"{role or 'the task role'} Decrypt for tasuki:job-id={job_id}")
+                    raise BootFailure(
+                        EXIT_KMS_REFUSED,
+                        f"KMS AccessDeniedException: no live grant lets "
+                        f"{role or 'the task role'} Decrypt for tasuki:job-id={job_id}",
+                    )
         try:
-            data_key = self.kms.decrypt(CiphertextBlob=wrapped, KeyId=key_id,
-                                        EncryptionContext={"tasuki:job-id": job_id})["Plaintext"]
+            data_key = self.kms.decrypt(
+                CiphertextBlob=wrapped, KeyId=key_id, EncryptionContext={"tasuki:job-id": job_id}
+            )["Plaintext"]
         except Exception as exc:
             code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
             if code == "InvalidCiphertextException":
-                raise BootFailure(EXIT_WRONG_JOB, f"KMS {code}: the data key is not for job {job_id}")
+                raise BootFailure(EXIT_WRONG_JOB, f"KMS {code}: the data key is not for job {job_id}") from exc
             if code in KMS_TRANSIENT:
-                raise BootFailure(EXIT_KMS_UNAVAILABLE, f"KMS {code}")
-            raise BootFailure(EXIT_KMS_REFUSED, f"KMS {code}")
+                raise BootFailure(EXIT_KMS_UNAVAILABLE, f"KMS {code}") from exc
+            raise BootFailure(EXIT_KMS_REFUSED, f"KMS {code}") from exc
         return open_sealed(job_id, data_key, nonce, ciphertext)
 
     # ---- one runner --------------------------------------------------------------------------------
     def _lifecycle(self, task: dict[str, Any], stopped: threading.Event) -> None:
         env = container_env(task)
-        missing = [k for k in ("TASUKI_JOB_ID", "TASUKI_ATTEMPT", "TASUKI_RUNNER_NAME", "TASUKI_JIT_CONFIG_SEALED") if not env.get(k)]
+        missing = [
+            k
+            for k in ("TASUKI_JOB_ID", "TASUKI_ATTEMPT", "TASUKI_RUNNER_NAME", "TASUKI_JIT_CONFIG_SEALED")
+            if not env.get(k)
+        ]
         if missing:
             self.boot_failure(task, f"missing container env {missing}", EXIT_MISSING_CREDENTIAL)
             return
@@ -349,7 +379,9 @@ class RunnerSimulator:
         try:
             attempt = int(env["TASUKI_ATTEMPT"])
         except ValueError:
-            self.boot_failure(task, f"TASUKI_ATTEMPT is not a number: {env['TASUKI_ATTEMPT']!r}", EXIT_MISSING_CREDENTIAL)
+            self.boot_failure(
+                task, f"TASUKI_ATTEMPT is not a number: {env['TASUKI_ATTEMPT']!r}", EXIT_MISSING_CREDENTIAL
+            )
             return
         try:
             opened = self.open_credential(task, env, job_id, stopped)
@@ -363,9 +395,13 @@ class RunnerSimulator:
         if issued is None or opened != issued:
             # GitHub does not know this registration: the listener's session is refused, it exits
             # 1 (terminated), run-helper.sh and run.sh exit 0, no job ran: tasuki-boot exits 80.
-            self.boot_failure(task, f"the opened JIT config is not the one issued for runner {runner_name}", EXIT_NO_JOB)
+            self.boot_failure(
+                task, f"the opened JIT config is not the one issued for runner {runner_name}", EXIT_NO_JOB
+            )
             return
         runner = self.world.runner_by_name(runner_name)
+        if runner is None:  # the mock records a runner with its JIT config (World.create_runner)
+            raise RuntimeError(f"no runner {runner_name} although its JIT config was issued")
         with self.world.lock:
             runner["booted"] = True
             runner["task_arn"] = task["taskArn"]
@@ -418,14 +454,15 @@ class RunnerSimulator:
             if stolen is not None and stolen["status"] == "queued":
                 job_id = str(other)
                 job = stolen
-            take = job is not None and job["status"] == "queued"
-            if take:
+            take = False
+            if job is not None and job["status"] == "queued":
+                take = True
                 job["status"] = "in_progress"
                 job["runner_id"] = runner["id"]
                 job["runner_name"] = runner_name
                 runner["busy"] = True
                 runner["job_id"] = job_id
-        if not take:
+        if job is None or not take:  # take implies a job
             self.note("idle", task, runner=runner_name, reason="no queued job for this runner")
             stopped.wait(MAX_HOLD_SECONDS)
             with self.world.lock:
@@ -438,17 +475,16 @@ class RunnerSimulator:
             self.note("in_progress webhook lost", task, runner=runner_name)
         else:
             self.world.deliver(job_id, "in_progress", self.world.derived_payload(job, "in_progress"))
-        if attempt in (behaviour.get("spot_interruption") or []):
-            if not stopped.wait(JOB_SECONDS / 2):
-                # Fargate Spot: SIGTERM with a two-minute warning, the task stops with stopCode
-                # SpotInterruption (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-capacity-providers.html).
-                # tasuki-boot gives the running job the stop grace, then stops the runner and exits 82.
-                grace = stop_grace_seconds(behaviour)
-                self.note("spot-interrupted", task, attempt=attempt, grace_seconds=grace)
-                if not stopped.wait(grace) and not job["complete_event"].is_set():
-                    self.note("grace-expired", task, attempt=attempt)
-                    self.exit_task(task, "SpotInterruption", SPOT_REASON, EXIT_JOB_INTERRUPTED)
-                    stopped.wait(10)
+        if attempt in (behaviour.get("spot_interruption") or []) and not stopped.wait(JOB_SECONDS / 2):
+            # Fargate Spot: SIGTERM with a two-minute warning, the task stops with stopCode
+            # SpotInterruption (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-capacity-providers.html).
+            # tasuki-boot gives the running job the stop grace, then stops the runner and exits 82.
+            grace = stop_grace_seconds(behaviour)
+            self.note("spot-interrupted", task, attempt=attempt, grace_seconds=grace)
+            if not stopped.wait(grace) and not job["complete_event"].is_set():
+                self.note("grace-expired", task, attempt=attempt)
+                self.exit_task(task, "SpotInterruption", SPOT_REASON, EXIT_JOB_INTERRUPTED)
+                stopped.wait(10)
         if behaviour.get("hold"):
             deadline = time.time() + MAX_HOLD_SECONDS
             while time.time() < deadline and not job["complete_event"].is_set() and not stopped.is_set():
@@ -489,7 +525,8 @@ class RunnerSimulator:
         reason = task.get("stoppedReason") or meta.get("stoppedReason") or "Task stopped by user"
         stopped_at = meta.get("stoppedAt") or time.time()
         container: dict[str, Any] = {
-            "containerArn": f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:container/{CLUSTER_NAME}/{arn.rsplit('/', 1)[-1]}/{uuid.uuid4()}",
+            "containerArn": f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:container/{CLUSTER_NAME}/"
+            f"{arn.rsplit('/', 1)[-1]}/{uuid.uuid4()}",
             "name": CONTAINER_NAME,
             "lastStatus": "STOPPED",
             "taskArn": arn,
@@ -570,5 +607,11 @@ class RunnerSimulator:
         }
         with self.world.lock:
             self.world.ecs_events_sent.append(entry)
-        log.info("ecs-events %s (%s, %s) -> %s%s", task.get("startedBy"), stop_code, arn.rsplit("/", 1)[-1], status,
-                 f" {function_error}" if function_error else "")
+        log.info(
+            "ecs-events %s (%s, %s) -> %s%s",
+            task.get("startedBy"),
+            stop_code,
+            arn.rsplit("/", 1)[-1],
+            status,
+            f" {function_error}" if function_error else "",
+        )

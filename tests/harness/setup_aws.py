@@ -121,8 +121,9 @@ def guide_commands(guide_text: str) -> list[str]:
     return commands
 
 
-def guide_secrets(endpoint_url: str, deploy_config: dict[str, Any], guide: Path = DEPLOY_GUIDE,
-                  workdir: Path = GUIDE_DIR) -> dict[str, Any]:
+def guide_secrets(
+    endpoint_url: str, deploy_config: dict[str, Any], guide: Path = DEPLOY_GUIDE, workdir: Path = GUIDE_DIR
+) -> dict[str, Any]:
     """Do infra/README.md steps 1–2 as a user would: GitHub's downloaded private key file (made here,
     named as the guide names it), then the guide's own shell commands, literally, against the local
     endpoint. Returns the pasted webhook secret (what the user gives GitHub in step 6: the file's 64
@@ -133,7 +134,9 @@ def guide_secrets(endpoint_url: str, deploy_config: dict[str, Any], guide: Path 
     workdir.mkdir(parents=True)
     pems = sorted({m for c in commands for m in re.findall(r"file://(\S+\.pem)\b", c)})
     if len(pems) != 1:
-        raise ValueError(f"{guide}: expected one `file://<…>.pem` private key file in the secret commands, found {pems}")
+        raise ValueError(
+            f"{guide}: expected one `file://<…>.pem` private key file in the secret commands, found {pems}"
+        )
     # GitHub's "Generate a private key" downloads a PKCS#1 PEM:
     # https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/managing-private-keys-for-github-apps
     private_key_pem = generate_app_key()
@@ -158,11 +161,20 @@ def guide_secrets(endpoint_url: str, deploy_config: dict[str, Any], guide: Path 
         "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "aws-credentials"),
     }
     if not shutil.which("aws", path=env["PATH"]):
-        raise RuntimeError("the AWS CLI (`aws`) is not in the venv: run scripts/bootstrap.sh (tests/requirements.txt has awscli)")
+        raise RuntimeError(
+            "the AWS CLI (`aws`) is not in the venv: run scripts/bootstrap.sh (tests/requirements.txt has awscli)"
+        )
     script = "set -euo pipefail\n" + "\n".join(commands) + "\n"
     with open(workdir / "guide.log", "w") as out:
-        proc = subprocess.run(["bash", "-c", script], cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, timeout=120)
+        proc = subprocess.run(
+            ["bash", "-c", script],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
     if proc.returncode != 0:
         tail = (workdir / "guide.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"the deploy guide's secret commands failed (exit {proc.returncode}):\n{tail}")
@@ -173,9 +185,15 @@ def guide_secrets(endpoint_url: str, deploy_config: dict[str, Any], guide: Path 
     gh = deploy_config.get("github") or {}
     for key in ("private_key_secret_name", "webhook_secret_name"):
         if gh.get(key) not in names:
-            raise RuntimeError(f"the local deploy config's github.{key} {gh.get(key)!r} is not a secret the guide creates ({names})")
-    return {"webhook_secret": pasted, "webhook_secret_file": str(workdir / secret_files[0]),
-            "private_key_pem": private_key_pem, "secret_names": names}
+            raise RuntimeError(
+                f"the local deploy config's github.{key} {gh.get(key)!r} is not a secret the guide creates ({names})"
+            )
+    return {
+        "webhook_secret": pasted,
+        "webhook_secret_file": str(workdir / secret_files[0]),
+        "private_key_pem": private_key_pem,
+        "secret_names": names,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -274,22 +292,27 @@ class LocalProvider:
     def make_AWS__IAM__Role(self, lid: str, props: dict[str, Any]) -> Local:
         name = (self.r(lid, props, "RoleName") or self.physical_name(lid))[:64]
         doc = self.r(lid, props, "AssumeRolePolicyDocument", {})
-        role = self.c("iam").create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(doc),
-                                         Path=self.r(lid, props, "Path", "/"))["Role"]
+        role = self.c("iam").create_role(
+            RoleName=name, AssumeRolePolicyDocument=json.dumps(doc), Path=self.r(lid, props, "Path", "/")
+        )["Role"]
         return Local(role["RoleName"], {"Arn": role["Arn"], "RoleId": role["RoleId"]})
 
     # ---- CloudWatch Logs -------------------------------------------------------------------------
     def make_AWS__Logs__LogGroup(self, lid: str, props: dict[str, Any]) -> Local:
         name = self.r(lid, props, "LogGroupName") or self.physical_name(lid)
         self.c("logs").create_log_group(logGroupName=name)
-        return Local(name, {"Arn": f"arn:aws:logs:{REGION}:{self.resolver.pseudo['AWS::AccountId']}:log-group:{name}:*"})
+        return Local(
+            name, {"Arn": f"arn:aws:logs:{REGION}:{self.resolver.pseudo['AWS::AccountId']}:log-group:{name}:*"}
+        )
 
     # ---- EC2 -------------------------------------------------------------------------------------
     def make_AWS__EC2__VPC(self, lid: str, props: dict[str, Any]) -> Local:
         ec2 = self.c("ec2")
         vpc = ec2.create_vpc(CidrBlock=self.r(lid, props, "CidrBlock"))["Vpc"]
         vpc_id = vpc["VpcId"]
-        ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsSupport={"Value": bool(self.r(lid, props, "EnableDnsSupport", True))})
+        ec2.modify_vpc_attribute(
+            VpcId=vpc_id, EnableDnsSupport={"Value": bool(self.r(lid, props, "EnableDnsSupport", True))}
+        )
         # moto's ECS RunTask (awsvpc) fails (AttributeError private_dns_name) unless DNS hostnames
         # are on; CDK's Vpc turns them on anyway.
         ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": True})
@@ -304,16 +327,20 @@ class LocalProvider:
     def make_AWS__EC2__Subnet(self, lid: str, props: dict[str, Any]) -> Local:
         az = self.r(lid, props, "AvailabilityZone")
         vpc_id = self.r(lid, props, "VpcId")
-        sn = self.c("ec2").create_subnet(VpcId=vpc_id, CidrBlock=self.r(lid, props, "CidrBlock"),
-                                         AvailabilityZone=az)["Subnet"]
+        sn = self.c("ec2").create_subnet(VpcId=vpc_id, CidrBlock=self.r(lid, props, "CidrBlock"), AvailabilityZone=az)[
+            "Subnet"
+        ]
         self.subnet_azs[sn["SubnetId"]] = sn["AvailabilityZone"]
-        return Local(sn["SubnetId"], {"SubnetId": sn["SubnetId"], "AvailabilityZone": sn["AvailabilityZone"],
-                                      "VpcId": vpc_id})
+        return Local(
+            sn["SubnetId"], {"SubnetId": sn["SubnetId"], "AvailabilityZone": sn["AvailabilityZone"], "VpcId": vpc_id}
+        )
 
     def make_AWS__EC2__SecurityGroup(self, lid: str, props: dict[str, Any]) -> Local:
         vpc_id = self.r(lid, props, "VpcId")
-        args: dict[str, Any] = {"GroupName": self.r(lid, props, "GroupName") or self.physical_name(lid),
-                                "Description": self.r(lid, props, "GroupDescription")}
+        args: dict[str, Any] = {
+            "GroupName": self.r(lid, props, "GroupName") or self.physical_name(lid),
+            "Description": self.r(lid, props, "GroupDescription"),
+        }
         if vpc_id:
             args["VpcId"] = vpc_id
         gid = self.c("ec2").create_security_group(**args)["GroupId"]
@@ -325,10 +352,17 @@ class LocalProvider:
         ec2 = self.c("ec2")
         image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
         name = self.physical_name(lid)
-        lt = ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData={"ImageId": image_id})["LaunchTemplate"]
-        return Local(lt["LaunchTemplateId"], {"LaunchTemplateId": lt["LaunchTemplateId"],
-                                              "LatestVersionNumber": str(lt["LatestVersionNumber"]),
-                                              "DefaultVersionNumber": str(lt["DefaultVersionNumber"])})
+        lt = ec2.create_launch_template(LaunchTemplateName=name, LaunchTemplateData={"ImageId": image_id})[
+            "LaunchTemplate"
+        ]
+        return Local(
+            lt["LaunchTemplateId"],
+            {
+                "LaunchTemplateId": lt["LaunchTemplateId"],
+                "LatestVersionNumber": str(lt["LatestVersionNumber"]),
+                "DefaultVersionNumber": str(lt["DefaultVersionNumber"]),
+            },
+        )
 
     # ---- Auto Scaling ----------------------------------------------------------------------------
     def make_AWS__AutoScaling__AutoScalingGroup(self, lid: str, props: dict[str, Any]) -> Local:
@@ -346,19 +380,31 @@ class LocalProvider:
             spec = mixed["LaunchTemplate"]["LaunchTemplateSpecification"]
             args["MixedInstancesPolicy"] = {
                 "LaunchTemplate": {
-                    "LaunchTemplateSpecification": {"LaunchTemplateId": spec["LaunchTemplateId"], "Version": str(spec.get("Version", "$Latest"))},
-                    "Overrides": [{"InstanceType": o["InstanceType"]} for o in mixed["LaunchTemplate"].get("Overrides", [])],
+                    "LaunchTemplateSpecification": {
+                        "LaunchTemplateId": spec["LaunchTemplateId"],
+                        "Version": str(spec.get("Version", "$Latest")),
+                    },
+                    "Overrides": [
+                        {"InstanceType": o["InstanceType"]} for o in mixed["LaunchTemplate"].get("Overrides", [])
+                    ],
                 },
                 "InstancesDistribution": mixed.get("InstancesDistribution", {}),
             }
         elif "LaunchTemplate" in props:
             spec = self.r(lid, props, "LaunchTemplate")
-            args["LaunchTemplate"] = {"LaunchTemplateId": spec["LaunchTemplateId"], "Version": str(spec.get("Version", "$Latest"))}
+            args["LaunchTemplate"] = {
+                "LaunchTemplateId": spec["LaunchTemplateId"],
+                "Version": str(spec.get("Version", "$Latest")),
+            }
         else:
-            raise Unresolvable(f"{lid} (AWS::AutoScaling::AutoScalingGroup): no launch template the local stack can use")
+            raise Unresolvable(
+                f"{lid} (AWS::AutoScaling::AutoScalingGroup): no launch template the local stack can use"
+            )
         asg = self.c("autoscaling")
         asg.create_auto_scaling_group(**args)
-        arn = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]["AutoScalingGroupARN"]
+        arn = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0][
+            "AutoScalingGroupARN"
+        ]
         return Local(name, {"Arn": arn})
 
     # ---- ECS -------------------------------------------------------------------------------------
@@ -369,20 +415,25 @@ class LocalProvider:
         if not asg_ref.startswith("arn:"):
             # ECS takes the group's name or ARN; moto only its ARN.
             asg_ref = self.c("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[asg_ref])[
-                "AutoScalingGroups"][0]["AutoScalingGroupARN"]
-        self.c("ecs").create_capacity_provider(name=name, autoScalingGroupProvider={
-            "autoScalingGroupArn": asg_ref,
-            "managedScaling": cfn_to_api(asgp.get("ManagedScaling") or {}),
-            "managedTerminationProtection": asgp.get("ManagedTerminationProtection", "DISABLED"),
-        })
+                "AutoScalingGroups"
+            ][0]["AutoScalingGroupARN"]
+        self.c("ecs").create_capacity_provider(
+            name=name,
+            autoScalingGroupProvider={
+                "autoScalingGroupArn": asg_ref,
+                "managedScaling": cfn_to_api(asgp.get("ManagedScaling") or {}),
+                "managedTerminationProtection": asgp.get("ManagedTerminationProtection", "DISABLED"),
+            },
+        )
         return Local(name, {})
 
     def make_AWS__ECS__Cluster(self, lid: str, props: dict[str, Any]) -> Local:
         name = self.r(lid, props, "ClusterName") or CLUSTER_NAME
         providers = list(self.r(lid, props, "CapacityProviders") or [])
         for alid, res in (self.template.get("Resources") or {}).items():
-            if res.get("Type") == "AWS::ECS::ClusterCapacityProviderAssociations" and \
-                    (res.get("Properties") or {}).get("Cluster") == {"Ref": lid}:
+            if res.get("Type") == "AWS::ECS::ClusterCapacityProviderAssociations" and (res.get("Properties") or {}).get(
+                "Cluster"
+            ) == {"Ref": lid}:
                 providers += self.r(alid, res["Properties"], "CapacityProviders") or []
         cluster = self.c("ecs").create_cluster(clusterName=name, capacityProviders=providers)["cluster"]
         self.cluster_capacity_providers = providers
@@ -408,14 +459,17 @@ class LocalProvider:
         definition = substitute_definition(text, subs)
         name = self.r(lid, props, "StateMachineName") or self.physical_name(lid)
         arn = self.c("stepfunctions").create_state_machine(
-            name=name, definition=definition, roleArn=self.r(lid, props, "RoleArn"),
+            name=name,
+            definition=definition,
+            roleArn=self.r(lid, props, "RoleArn"),
             type=self.r(lid, props, "StateMachineType", "STANDARD"),
         )["stateMachineArn"]
         return Local(arn, {"Arn": arn, "Name": name})
 
 
-def create_resources(moto_port: int, endpoint_url: str, cdk_out: Path, template: dict[str, Any],
-                     deploy_config: dict[str, Any]) -> dict[str, Any]:
+def create_resources(
+    moto_port: int, endpoint_url: str, cdk_out: Path, template: dict[str, Any], deploy_config: dict[str, Any]
+) -> dict[str, Any]:
     """Everything the local stack needs in moto; returns the Lambdas' environment and the ids the daemon needs."""
     moto_api(moto_port, "/moto-api/config", {"stepfunctions": {"execute_state_machine": True}})
     # moto advances an ECS task's status on every DescribeTasks (RUNNING -> ... -> STOPPED) by

@@ -22,14 +22,16 @@ CloudFormation's rules followed here (https://docs.aws.amazon.com/AWSCloudFormat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.common import ACCOUNT_ID, LAMBDA_BINS, REGION, REPO_ROOT, run_bounded
 
@@ -95,7 +97,7 @@ class Resolver:
         if resource is None:
             raise Unresolvable(f"{logical_id!r} is not a resource of the template{_where(path)}")
         if logical_id in self._providing:
-            cycle = " -> ".join([*self._providing[self._providing.index(logical_id):], logical_id])
+            cycle = " -> ".join([*self._providing[self._providing.index(logical_id) :], logical_id])
             raise Unresolvable(f"reference cycle {cycle}{_where(path)}")
         self._providing.append(logical_id)
         try:
@@ -149,7 +151,7 @@ class Resolver:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, arg), = value.items()
+            ((key, arg),) = value.items()
             here = f"{path}/{key}"
             if key == "Ref":
                 return self.ref(arg, path)
@@ -179,7 +181,9 @@ class Resolver:
             if key == "Fn::GetAZs":
                 region = self.resolve(arg, here)
                 if region not in ("", self.pseudo.get("AWS::Region")):
-                    raise Unresolvable(f"Fn::GetAZs of region {region!r}: only {self.pseudo.get('AWS::Region')} is local{_where(path)}")
+                    raise Unresolvable(
+                        f"Fn::GetAZs of region {region!r}: only {self.pseudo.get('AWS::Region')} is local{_where(path)}"
+                    )
                 return list(self.azs)
             if key == "Fn::Sub":
                 return self.sub(arg, here)
@@ -243,7 +247,9 @@ def tasuki_functions(template: dict[str, Any]) -> dict[str, str]:
             env = ((res.get("Properties") or {}).get("Environment") or {}).get("Variables") or {}
             stray = sorted(k for k in env if k.startswith("TASUKI_"))
             if stray:
-                raise Unresolvable(f"{lid} ({cdk_path or 'no cdk path'}) is not a tasuki bin but has {', '.join(stray)}")
+                raise Unresolvable(
+                    f"{lid} ({cdk_path or 'no cdk path'}) is not a tasuki bin but has {', '.join(stray)}"
+                )
             continue
         found.setdefault(bin_name, []).append(lid)
     missing = [b for b in LAMBDA_BINS if b not in found]
@@ -264,9 +270,7 @@ def lambda_environment(template: dict[str, Any], resolver: Resolver) -> dict[str
     first_bin, first = next(iter(envs.items()))
     differ = [b for b, e in envs.items() if e != first]
     if differ:
-        detail = "; ".join(
-            f"{b}: {sorted(set(envs[b].items()) ^ set(first.items()))}"[:400] for b in differ
-        )
+        detail = "; ".join(f"{b}: {sorted(set(envs[b].items()) ^ set(first.items()))}"[:400] for b in differ)
         raise Unresolvable(
             f"the Lambdas' environments differ ({', '.join(differ)} vs {first_bin}); cargo lambda watch "
             f"serves every bin with one environment: {detail}"
@@ -275,8 +279,11 @@ def lambda_environment(template: dict[str, Any], resolver: Resolver) -> dict[str
 
 
 def state_machine_resource(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    machines = [(lid, r) for lid, r in (template.get("Resources") or {}).items()
-                if r.get("Type") == "AWS::StepFunctions::StateMachine"]
+    machines = [
+        (lid, r)
+        for lid, r in (template.get("Resources") or {}).items()
+        if r.get("Type") == "AWS::StepFunctions::StateMachine"
+    ]
     if len(machines) != 1:
         raise Unresolvable(f"expected one AWS::StepFunctions::StateMachine, found {[lid for lid, _ in machines]}")
     return machines[0]
@@ -312,7 +319,7 @@ def substitute_definition(text: str, substitutions: dict[str, str]) -> str:
     if unknown:
         raise Unresolvable(
             "state machine definition placeholder(s) without a DefinitionSubstitution: "
-            + ", ".join("${%s}" % u for u in unknown)
+            + ", ".join(f"${{{u}}}" for u in unknown)
         )
     out = _PLACEHOLDER_RE.sub(lambda m: str(substitutions[m.group(1)]), text)
     json.loads(out)
@@ -377,7 +384,9 @@ def _run(cmd: list[str], cwd: Path, log_file: Path, limit: float, what: str) -> 
 
 def infra_npm_ci(log_file: Path, limit: float = 900) -> None:
     """`npm ci` in infra/ when package.json / package-lock.json changed (the stamp infra/infra.mk keeps)."""
-    want = hashlib.sha256((INFRA_DIR / "package.json").read_bytes() + (INFRA_DIR / "package-lock.json").read_bytes()).hexdigest()
+    want = hashlib.sha256(
+        (INFRA_DIR / "package.json").read_bytes() + (INFRA_DIR / "package-lock.json").read_bytes()
+    ).hexdigest()
     try:
         have = INFRA_NODE_STAMP.read_text().strip()
     except OSError:
@@ -388,8 +397,9 @@ def infra_npm_ci(log_file: Path, limit: float = 900) -> None:
     INFRA_NODE_STAMP.write_text(want + "\n")
 
 
-def synth(config_path: Path, out_dir: Path, log_file: Path, context: dict[str, str] | None = None,
-          limit: float = 600) -> bool:
+def synth(
+    config_path: Path, out_dir: Path, log_file: Path, context: dict[str, str] | None = None, limit: float = 600
+) -> bool:
     """`npx cdk synth -c lambdaCode=placeholder -c config=<file> -o <out_dir>` from infra/, unless the
     inputs are unchanged since the last synth into out_dir. Returns True when it synthesized."""
     context = {"lambdaCode": "placeholder", "config": str(config_path.resolve()), **(context or {})}
@@ -406,10 +416,8 @@ def synth(config_path: Path, out_dir: Path, log_file: Path, context: dict[str, s
         cmd += ["-c", f"{k}={v}"]
     cmd += ["-o", str(out_dir.resolve())]
     started = time.monotonic()
-    try:
+    with contextlib.suppress(OSError):
         stamp.unlink()
-    except OSError:
-        pass
     _run(cmd, INFRA_DIR, log_file, limit, "cdk synth")
     stamp.write_text(digest + "\n")
     with open(log_file, "a") as out:

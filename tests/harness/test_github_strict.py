@@ -20,8 +20,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -48,7 +49,9 @@ class Recorder(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         with self.server.lock:  # type: ignore[attr-defined]
-            self.server.seen.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body or b"null")})  # type: ignore[attr-defined]
+            self.server.seen.append(  # type: ignore[attr-defined]
+                {"path": self.path, "headers": dict(self.headers), "body": json.loads(body or b"null")}
+            )
         out = b"{}"
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -80,11 +83,16 @@ class Mock:
         self.port = port
         self.recorder = recorder
 
-    def call(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-             raw: bytes | None = None) -> tuple[int, Any]:
+    def call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
+    ) -> tuple[int, Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 status, payload = r.status, r.read()
@@ -111,8 +119,9 @@ def start_mock(moto_port: int = 0) -> tuple[Mock, list[QuietServer]]:
     serve(recorder)
     ledger = EcsLedger()
     key_pem = generate_app_key()
-    world = World(f"http://127.0.0.1:{recorder.server_address[1]}/hook", "s3cret", key_pem, ledger,
-                  Gateway(moto_port, 0, ledger))
+    world = World(
+        f"http://127.0.0.1:{recorder.server_address[1]}/hook", "s3cret", key_pem, ledger, Gateway(moto_port, 0, ledger)
+    )
     gh = QuietServer(("127.0.0.1", 0), GitHubHandler)
     gh.world = world  # type: ignore[attr-defined]
     serve(gh)
@@ -167,7 +176,9 @@ def test_jit_config_has_githubs_structure_and_a_real_2048_bit_rsa_key(mock: Mock
     # a fresh key per runner, and every secret part is in the leak list
     status, other = mock.call("POST", JIT_PATH, {**GOOD_JIT, "name": "tasuki-1-2"}, mock.token())
     assert status == 201
-    other_params = json.loads(base64.b64decode(json.loads(base64.b64decode(other["encoded_jit_config"]))[".credentials_rsaparams"]))
+    other_params = json.loads(
+        base64.b64decode(json.loads(base64.b64decode(other["encoded_jit_config"]))[".credentials_rsaparams"])
+    )
     assert other_params["modulus"] != params["modulus"]
     status, leaks = mock.call("GET", "/_mock/secrets-for-leak-check")
     assert encoded in leaks["values"] and params["d"] in leaks["values"]
@@ -189,13 +200,16 @@ def test_jit_config_has_githubs_structure_and_a_real_2048_bit_rsa_key(mock: Mock
         (None, '"name", "runner_group_id", "labels" weren\'t supplied.'),
     ],
 )
-def test_generate_jitconfig_refuses_what_githubs_schema_refuses_with_githubs_error(mock: Mock, body: Any, detail: str) -> None:
+def test_generate_jitconfig_refuses_what_githubs_schema_refuses_with_githubs_error(
+    mock: Mock, body: Any, detail: str
+) -> None:
     status, answer = mock.call("POST", JIT_PATH, body, mock.token())
     assert status == 422, answer
     assert answer["message"].startswith("Invalid request.\n\n") and detail in answer["message"], answer["message"]
     assert answer["documentation_url"] == (
         "https://docs.github.com/rest/actions/self-hosted-runners"
-        "#create-configuration-for-a-just-in-time-runner-for-a-repository")
+        "#create-configuration-for-a-just-in-time-runner-for-a-repository"
+    )
     assert answer["status"] == "422"
     status, state = mock.call("GET", "/_mock/state")
     [refused] = state["invalid_requests"]
@@ -241,7 +255,9 @@ def test_every_answer_the_mock_gives_matches_githubs_description(mock: Mock) -> 
     rid = created["runner"]["id"]
     assert call("POST", JIT_PATH, GOOD_JIT, auth)[0] == 409
     assert call("POST", JIT_PATH, {**GOOD_JIT, "name": "other", "runner_group_id": 7}, auth)[0] == 404
-    assert call("POST", "/orgs/octo-org/actions/runners/generate-jitconfig", {**GOOD_JIT, "name": "org-1"}, auth)[0] == 201
+    assert (
+        call("POST", "/orgs/octo-org/actions/runners/generate-jitconfig", {**GOOD_JIT, "name": "org-1"}, auth)[0] == 201
+    )
     assert call("GET", "/repos/octo-org/app/actions/runners?name=tasuki-1-1", None, auth)[0] == 200
     assert call("GET", "/orgs/octo-org/actions/runners", None, auth)[0] == 200
     assert call("GET", f"/repos/octo-org/app/actions/runners/{rid}", None, auth)[0] == 200
@@ -275,7 +291,9 @@ def test_an_answer_that_breaks_the_description_is_reported_loudly(mock: Mock, mo
     status, created = mock.call("POST", JIT_PATH, GOOD_JIT, auth)
     assert status == 201
     original = World.public_runner
-    monkeypatch.setattr(World, "public_runner", staticmethod(lambda r: {k: v for k, v in original(r).items() if k != "os"}))
+    monkeypatch.setattr(
+        World, "public_runner", staticmethod(lambda r: {k: v for k, v in original(r).items() if k != "os"})
+    )
     assert mock.call("GET", f"/repos/octo-org/app/actions/runners/{created['runner']['id']}", None, auth)[0] == 200
     status, state = mock.call("GET", "/_mock/state")
     [violation] = state["spec_violations"]
@@ -288,7 +306,9 @@ def test_an_answer_that_breaks_the_description_is_reported_loudly(mock: Mock, mo
 # ---- 2c. webhooks match the webhook description --------------------------------------------------------
 def test_webhooks_match_githubs_webhook_description_before_they_are_sent(mock: Mock) -> None:
     spec = openapi_check.webhook_spec()
-    status, job = mock.call("POST", "/_mock/jobs", {"labels": ["self-hosted", "tasuki"], "behaviour": {"waiting": True}})
+    status, job = mock.call(
+        "POST", "/_mock/jobs", {"labels": ["self-hosted", "tasuki"], "behaviour": {"waiting": True}}
+    )
     assert status == 200
     j = mock.world.jobs[str(job["job_id"])]
     mock.world.deliver(j["job_id"], "in_progress", mock.world.derived_payload(j, "in_progress"))
@@ -305,8 +325,9 @@ def test_webhooks_match_githubs_webhook_description_before_they_are_sent(mock: M
     del broken["workflow_job"]["run_id"]
     mock.world.deliver(j["job_id"], "completed", broken)
     status, state = mock.call("GET", "/_mock/state")
-    assert any("webhook workflow-job-completed" in v["problem"] and "run_id" in v["problem"]
-               for v in state["spec_violations"]), state["spec_violations"]
+    assert any(
+        "webhook workflow-job-completed" in v["problem"] and "run_id" in v["problem"] for v in state["spec_violations"]
+    ), state["spec_violations"]
 
 
 # ---- 3. the simulated runner exits like tasuki-boot ---------------------------------------------------------
@@ -329,20 +350,29 @@ def aws() -> Iterator[dict[str, Any]]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
-        moto_api(port, "/moto-api/state-manager/set-transition",
-                 {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1_000_000_000}})
+        moto_api(
+            port,
+            "/moto-api/state-manager/set-transition",
+            {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1_000_000_000}},
+        )
         ec2 = client("ec2", port)
         vpc = ec2.create_vpc(CidrBlock="10.43.0.0/16")["Vpc"]["VpcId"]
         ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
-        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.43.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.43.1.0/24", AvailabilityZone="us-east-1a")["Subnet"][
+            "SubnetId"
+        ]
         sg = ec2.create_security_group(GroupName="tasuki-strict", Description="test", VpcId=vpc)["GroupId"]
         ecs = client("ecs", port)
         from harness.common import CLUSTER_NAME, CONTAINER_NAME
 
         ecs.create_cluster(clusterName=CLUSTER_NAME, capacityProviders=["FARGATE", "FARGATE_SPOT"])
         td = ecs.register_task_definition(
-            family="tasuki-runner-x64", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="2048",
-            memory="4096", taskRoleArn=TASK_ROLE,
+            family="tasuki-runner-x64",
+            networkMode="awsvpc",
+            requiresCompatibilities=["FARGATE"],
+            cpu="2048",
+            memory="4096",
+            taskRoleArn=TASK_ROLE,
             containerDefinitions=[{"name": CONTAINER_NAME, "image": "runner", "essential": True, "memory": 4096}],
         )["taskDefinition"]["taskDefinitionArn"]
         kms = client("kms", port)
@@ -373,8 +403,13 @@ def seal(kms: Any, job_id: str, encoded: str) -> str:
     return seal_jit_config(kms, job_id, encoded)
 
 
-def launch(m: Mock, aws: dict[str, Any], behaviour: dict[str, Any] | None = None, grant: bool = True,
-           env_override: dict[str, str] | None = None) -> tuple[str, str]:
+def launch(
+    m: Mock,
+    aws: dict[str, Any],
+    behaviour: dict[str, Any] | None = None,
+    grant: bool = True,
+    env_override: dict[str, str] | None = None,
+) -> tuple[str, str]:
     """What issue-token + run-task do for one job: returns (job id, task ARN)."""
     from harness.common import CLUSTER_NAME, CONTAINER_NAME
 
@@ -388,21 +423,41 @@ def launch(m: Mock, aws: dict[str, Any], behaviour: dict[str, Any] | None = None
         from harness.runner_sim import grant_for_job
 
         grant_for_job(aws["kms"], "alias/tasuki-runner", TASK_ROLE, job_id)
-    env = {"TASUKI_JOB_ID": job_id, "TASUKI_ATTEMPT": "1", "TASUKI_RUNNER_NAME": name,
-           "TASUKI_JIT_CONFIG_SEALED": seal(aws["kms"], job_id, created["encoded_jit_config"]),
-           "TASUKI_KMS_KEY_ID": "alias/tasuki-runner", **(env_override or {})}
+    env = {
+        "TASUKI_JOB_ID": job_id,
+        "TASUKI_ATTEMPT": "1",
+        "TASUKI_RUNNER_NAME": name,
+        "TASUKI_JIT_CONFIG_SEALED": seal(aws["kms"], job_id, created["encoded_jit_config"]),
+        "TASUKI_KMS_KEY_ID": "alias/tasuki-runner",
+        **(env_override or {}),
+    }
     task = aws["ecs"].run_task(
-        cluster=CLUSTER_NAME, taskDefinition=aws["td"], launchType="FARGATE", startedBy=f"tasuki/{job_id}/1",
-        networkConfiguration={"awsvpcConfiguration": {"subnets": [aws["subnet"]], "securityGroups": [aws["sg"]],
-                                                        "assignPublicIp": "DISABLED"}},
-        overrides={"containerOverrides": [{"name": CONTAINER_NAME, "environment": [{"name": k, "value": v} for k, v in env.items()]}]},
+        cluster=CLUSTER_NAME,
+        taskDefinition=aws["td"],
+        launchType="FARGATE",
+        startedBy=f"tasuki/{job_id}/1",
+        networkConfiguration={
+            "awsvpcConfiguration": {
+                "subnets": [aws["subnet"]],
+                "securityGroups": [aws["sg"]],
+                "assignPublicIp": "DISABLED",
+            }
+        },
+        overrides={
+            "containerOverrides": [
+                {"name": CONTAINER_NAME, "environment": [{"name": k, "value": v} for k, v in env.items()]}
+            ]
+        },
     )["tasks"][0]
     return job_id, task["taskArn"]
 
 
 def stopped_event(m: Mock, task_arn: str, seconds: float = 20) -> dict[str, Any]:
-    return wait_until(lambda: next((e["detail"] for e in m.events() if e["detail"]["taskArn"] == task_arn), None),
-                      seconds, f"the ECS event of {task_arn}")
+    return wait_until(
+        lambda: next((e["detail"] for e in m.events() if e["detail"]["taskArn"] == task_arn), None),
+        seconds,
+        f"the ECS event of {task_arn}",
+    )
 
 
 def actions(m: Mock, job_id: str) -> list[str]:
@@ -429,6 +484,7 @@ def test_a_deprecated_runner_version_exits_81_without_registering(sim: Mock, aws
     assert actions(sim, job) == ["queued"]
     assert [e["event"] for e in runner_events(sim, arn)] == ["booted", "version-deprecated"]
     runner = sim.world.runner_by_name(f"tasuki-{job}-1")
+    assert runner is not None
     assert runner["status"] == "offline" and not runner["busy"]
 
 
@@ -440,7 +496,9 @@ def test_a_spot_interruption_gives_the_job_the_grace_then_exits_82(sim: Mock, aw
     assert events["spot-interrupted"]["grace_seconds"] == 1.5
     assert events["grace-expired"]["at"] - events["spot-interrupted"]["at"] >= 1.4
     wait_until(lambda: actions(sim, job) == ["queued", "in_progress", "completed"], 10, "completed")
-    completed = [h for h in sim.hooks() if h["body"]["action"] == "completed" and str(h["body"]["workflow_job"]["id"]) == job]
+    completed = [
+        h for h in sim.hooks() if h["body"]["action"] == "completed" and str(h["body"]["workflow_job"]["id"]) == job
+    ]
     assert completed[0]["body"]["workflow_job"]["conclusion"] == "failure"
 
 
@@ -454,7 +512,9 @@ def test_a_runner_stopped_before_any_job_exits_83(sim: Mock, aws: dict[str, Any]
     assert detail["stopCode"] == "UserInitiated" and detail["containers"][0]["exitCode"] == 83
 
 
-def test_boot_failures_exit_with_tasuki_boots_codes(sim: Mock, aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_boot_failures_exit_with_tasuki_boots_codes(
+    sim: Mock, aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TASUKI_LOCAL_GRANT_WAIT_SECONDS", "0.5")
     # no grant for the task role: KMS refuses (tasuki-boot retries, then exits 69)
     _, arn = launch(sim, aws, grant=False)

@@ -62,8 +62,13 @@ def test_started_by_and_function_names_are_parsed() -> None:
     assert parse_started_by("tasuki/123/2") == ("123", 2)
     assert parse_started_by("ecs-svc/1") == (None, None)
     assert parse_started_by(None) == (None, None)
-    assert function_name_from_path_segment("arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Arun-task") == "run-task"
-    assert function_name_from_path_segment("arn:aws:lambda:us-east-1:123456789012:function:confirm:$LATEST") == "confirm"
+    assert (
+        function_name_from_path_segment("arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Arun-task")
+        == "run-task"
+    )
+    assert (
+        function_name_from_path_segment("arn:aws:lambda:us-east-1:123456789012:function:confirm:$LATEST") == "confirm"
+    )
     assert function_name_from_path_segment("123456789012:function:finalize") == "finalize"
     assert function_name_from_path_segment("validate") == "validate"
 
@@ -123,7 +128,11 @@ def fake_gateway() -> Any:
         if "/functions/missing/" in path:
             return 404, [("Content-Type", "application/json")], b'{"title":"Missing function"}'
         if payload.get("fail"):
-            return 500, [("Content-Type", "application/json")], b'{"errorType":"CapacityUnavailable","errorMessage":"no"}'
+            return (
+                500,
+                [("Content-Type", "application/json")],
+                b'{"errorType":"CapacityUnavailable","errorMessage":"no"}',
+            )
         if payload.get("crash"):
             return 502, [], b"bad gateway"
         return 200, [("Content-Type", "application/json")], json.dumps({"echo": payload}).encode()
@@ -134,9 +143,17 @@ def fake_gateway() -> Any:
             arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tasuki/webhook-secret-AbCdEf"
             secret = {"ARN": arn, "Name": "tasuki/webhook-secret", "SecretString": "s3cr3t"}
             return 200, [("Content-Type", "application/x-amz-json-1.1")], json.dumps(secret).encode()
-        task = {"taskArn": "arn:aws:ecs:us-east-1:123456789012:task/tasuki-local/abc", "lastStatus": "RUNNING",
-                "launchType": req.get("launchType"), "startedBy": req.get("startedBy")}
-        return 200, [("Content-Type", "application/x-amz-json-1.1")], json.dumps({"tasks": [task], "failures": []}).encode()
+        task = {
+            "taskArn": "arn:aws:ecs:us-east-1:123456789012:task/tasuki-local/abc",
+            "lastStatus": "RUNNING",
+            "launchType": req.get("launchType"),
+            "startedBy": req.get("startedBy"),
+        }
+        return (
+            200,
+            [("Content-Type", "application/x-amz-json-1.1")],
+            json.dumps({"tasks": [task], "failures": []}).encode(),
+        )
 
     lam = serve(lambda_answer)
     moto = serve(moto_answer)
@@ -159,7 +176,9 @@ def _invoke(url: str, name: str, payload: Any) -> tuple[int, Any, dict[str, str]
 
 def test_gateway_strips_arns_and_turns_function_errors_into_function_error_header(fake_gateway: Any) -> None:
     url = fake_gateway["url"]
-    status, body, headers = _invoke(url, "arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Avalidate", {"a": 1})
+    status, body, headers = _invoke(
+        url, "arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Avalidate", {"a": 1}
+    )
     assert status == 200 and body == {"echo": {"a": 1}}
     assert "X-Amz-Function-Error" not in headers
     assert fake_gateway["lambda"].seen[-1][0] == "/2015-03-31/functions/validate/invocations"
@@ -178,8 +197,13 @@ def test_gateway_strips_arns_and_turns_function_errors_into_function_error_heade
 
 
 def test_gateway_is_what_boto3_lambda_expects(fake_gateway: Any) -> None:
-    lam = boto3.client("lambda", region_name="us-east-1", endpoint_url=fake_gateway["url"],
-                       aws_access_key_id="x", aws_secret_access_key="y")
+    lam = boto3.client(
+        "lambda",
+        region_name="us-east-1",
+        endpoint_url=fake_gateway["url"],
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+    )
     ok = lam.invoke(FunctionName="arn:aws:lambda:us-east-1:123456789012:function:confirm", Payload=b'{"k":1}')
     assert ok["StatusCode"] == 200 and "FunctionError" not in ok
     assert json.loads(ok["Payload"].read()) == {"echo": {"k": 1}}
@@ -192,16 +216,23 @@ def test_gateway_is_what_boto3_lambda_expects(fake_gateway: Any) -> None:
 
 
 def _ecs(url: str, retries: int = 1) -> Any:
-    return boto3.client("ecs", region_name="us-east-1", endpoint_url=url, aws_access_key_id="x",
-                        aws_secret_access_key="y", config=Config(retries={"total_max_attempts": retries, "mode": "standard"}))
+    return boto3.client(
+        "ecs",
+        region_name="us-east-1",
+        endpoint_url=url,
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        config=Config(retries={"total_max_attempts": retries, "mode": "standard"}),
+    )
 
 
 RUN = dict(
     cluster="tasuki-local",
     taskDefinition="tasuki-runner-x64",
     count=1,
-    networkConfiguration={"awsvpcConfiguration": {"subnets": ["subnet-a"], "securityGroups": ["sg-1"],
-                                                  "assignPublicIp": "DISABLED"}},
+    networkConfiguration={
+        "awsvpcConfiguration": {"subnets": ["subnet-a"], "securityGroups": ["sg-1"], "assignPublicIp": "DISABLED"}
+    },
 )
 
 
@@ -232,7 +263,10 @@ def test_gateway_injects_run_task_faults_and_forwards_the_rest_as_fargate(fake_g
         ecs.run_task(startedBy="tasuki/44/1", launchType="FARGATE", capacityProviderStrategy=spot, **RUN)
     assert err.value.response["Error"]["Code"] == "InvalidParameterException"
 
-    outcomes = [(r["job_id"], r["attempt"], r["capacity_provider"], r["outcome"]) for r in ledger.snapshot()["run_task_requests"]]
+    outcomes = [
+        (r["job_id"], r["attempt"], r["capacity_provider"], r["outcome"])
+        for r in ledger.snapshot()["run_task_requests"]
+    ]
     assert outcomes == [
         ("42", 1, "FARGATE_SPOT", "capacity"),
         ("42", 2, "FARGATE_SPOT", "started"),
@@ -252,8 +286,12 @@ def test_gateway_refuses_run_task_requests_as_ecs_does(fake_gateway: Any) -> Non
     assert err.value.response["Error"]["Message"] == "Container Overrides length must be at most 8192"
 
     with pytest.raises(ClientError) as err:
-        ecs.run_task(startedBy="tasuki/51/1", launchType="FARGATE",
-                     tags=[{"key": "tasuki:workflow", "value": "Build (linux, x64) & test"}], **RUN)
+        ecs.run_task(
+            startedBy="tasuki/51/1",
+            launchType="FARGATE",
+            tags=[{"key": "tasuki:workflow", "value": "Build (linux, x64) & test"}],
+            **RUN,
+        )
     assert err.value.response["Error"]["Code"] == "InvalidParameterException"
     assert "'('" in err.value.response["Error"]["Message"]
     with pytest.raises(ClientError):
@@ -264,11 +302,18 @@ def test_gateway_refuses_run_task_requests_as_ecs_does(fake_gateway: Any) -> Non
     with pytest.raises(ClientError) as err:
         ecs.run_task(startedBy="tasuki/54/1", launchType="FARGATE", overrides={"cpu": "2048", "memory": "2048"}, **RUN)
     assert err.value.response["Error"]["Code"] == "ClientException"
-    assert "No Fargate configuration exists for given values: 2048 CPU, 2048 memory" in err.value.response["Error"]["Message"]
+    assert (
+        "No Fargate configuration exists for given values: 2048 CPU, 2048 memory"
+        in err.value.response["Error"]["Message"]
+    )
 
-    ok = ecs.run_task(startedBy="tasuki/55/1", launchType="FARGATE",
-                      overrides={"cpu": "2048", "memory": "4096"},
-                      tags=[{"key": "tasuki:workflow", "value": "Build _linux_ x64_ _ test"}], **RUN)
+    ok = ecs.run_task(
+        startedBy="tasuki/55/1",
+        launchType="FARGATE",
+        overrides={"cpu": "2048", "memory": "4096"},
+        tags=[{"key": "tasuki:workflow", "value": "Build _linux_ x64_ _ test"}],
+        **RUN,
+    )
     assert ok["tasks"]
     refused = [r["job_id"] for r in fake_gateway["ledger"].snapshot()["run_task_requests"] if r["outcome"] == "error"]
     assert refused == ["50", "51", "52", "53", "54"]
@@ -289,8 +334,13 @@ def test_gateway_answers_account_quota_failures(fake_gateway: Any) -> None:
 
 def test_gateway_reads_an_arn_ending_in_six_characters_as_complete(fake_gateway: Any) -> None:
     """Issue 8, defect 1: `…:secret:tasuki/webhook-secret` is not found on AWS; moto finds it."""
-    sm = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=fake_gateway["url"],
-                      aws_access_key_id="x", aws_secret_access_key="y")
+    sm = boto3.client(
+        "secretsmanager",
+        region_name="us-east-1",
+        endpoint_url=fake_gateway["url"],
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+    )
     partial = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tasuki/webhook-secret"
     with pytest.raises(ClientError) as err:
         sm.get_secret_value(SecretId=partial)
@@ -368,7 +418,9 @@ def test_moto_has_what_the_config_names(stack: dict[str, str], config: dict[str,
 
     ec2 = client.boto("ec2")
     subnets = ec2.describe_subnets(SubnetIds=list(config["network"]["subnets"].values()))["Subnets"]
-    assert {s["SubnetId"]: s["AvailabilityZone"] for s in subnets} == {v: k for k, v in config["network"]["subnets"].items()}
+    assert {s["SubnetId"]: s["AvailabilityZone"] for s in subnets} == {
+        v: k for k, v in config["network"]["subnets"].items()
+    }
     sgs = config["network"]["security_groups"] + config["network"]["security_group_allowlist"]
     assert len(ec2.describe_security_groups(GroupIds=sgs)["SecurityGroups"]) == len(set(sgs)) >= 1
 
@@ -386,7 +438,9 @@ def test_moto_has_what_the_config_names(stack: dict[str, str], config: dict[str,
         assert td["requiresCompatibilities"] == (["EC2"] if key.endswith("docker") else ["FARGATE"])
         if key.endswith("docker"):  # EC2: the arch is a placement constraint, as the template has it
             arch = "arm64" if key.startswith("arm64") else "x86_64"
-            assert [c["expression"] for c in td["placementConstraints"]] == [f"attribute:ecs.cpu-architecture == {arch}"]
+            assert [c["expression"] for c in td["placementConstraints"]] == [
+                f"attribute:ecs.cpu-architecture == {arch}"
+            ]
         else:
             assert td["runtimePlatform"]["cpuArchitecture"] == ("ARM64" if key.startswith("arm64") else "X86_64")
         runner = [c for c in td["containerDefinitions"] if c["name"] == "runner"][0]
@@ -399,7 +453,9 @@ def test_moto_has_what_the_config_names(stack: dict[str, str], config: dict[str,
     assert stored.strip() == stack["TASUKI_WEBHOOK_SECRET"]
     pem = sm.get_secret_value(SecretId=config["github"]["private_key_secret_id"])["SecretString"]
     assert pem.startswith("-----BEGIN RSA PRIVATE KEY-----")
-    definition = client.boto("stepfunctions").describe_state_machine(stateMachineArn=stack["TASUKI_STATE_MACHINE_ARN"])["definition"]
+    definition = client.boto("stepfunctions").describe_state_machine(stateMachineArn=stack["TASUKI_STATE_MACHINE_ARN"])[
+        "definition"
+    ]
     assert "${" not in definition and lambda_arn("run-task") in definition
 
     assert config["github"]["api_url"] == stack["TASUKI_GITHUB_URL"] and config["github"]["app_id"] == 424242
@@ -414,21 +470,39 @@ def test_unknown_lambda_is_resource_not_found(stack: dict[str, str]) -> None:
     assert err.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
-def _run_task(config: dict[str, Any], started_by: str, provider: str | None = "FARGATE_SPOT", az: str = "us-east-1a",
-              env: list[dict[str, str]] | None = None, retries: int = 1) -> dict[str, Any]:
-    ecs = boto3.client("ecs", region_name="us-east-1", endpoint_url=client.env()["AWS_ENDPOINT_URL"],
-                       aws_access_key_id="x", aws_secret_access_key="y",
-                       config=Config(retries={"total_max_attempts": retries, "mode": "standard"}))
+def _run_task(
+    config: dict[str, Any],
+    started_by: str,
+    provider: str | None = "FARGATE_SPOT",
+    az: str = "us-east-1a",
+    env: list[dict[str, str]] | None = None,
+    retries: int = 1,
+) -> dict[str, Any]:
+    ecs = boto3.client(
+        "ecs",
+        region_name="us-east-1",
+        endpoint_url=client.env()["AWS_ENDPOINT_URL"],
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        config=Config(retries={"total_max_attempts": retries, "mode": "standard"}),
+    )
     kwargs: dict[str, Any] = dict(
         cluster=config["ecs"]["cluster"],
         taskDefinition=config["ecs"]["task_definitions"]["x64"],
         count=1,
         startedBy=started_by,
-        networkConfiguration={"awsvpcConfiguration": {"subnets": [config["network"]["subnets"][az]],
-                                                      "securityGroups": config["network"]["security_groups"],
-                                                      "assignPublicIp": "DISABLED"}},
-        overrides={"cpu": "2048", "memory": "4096",
-                   "containerOverrides": [{"name": "runner", "environment": env or []}]},
+        networkConfiguration={
+            "awsvpcConfiguration": {
+                "subnets": [config["network"]["subnets"][az]],
+                "securityGroups": config["network"]["security_groups"],
+                "assignPublicIp": "DISABLED",
+            }
+        },
+        overrides={
+            "cpu": "2048",
+            "memory": "4096",
+            "containerOverrides": [{"name": "runner", "environment": env or []}],
+        },
     )
     if provider in (None, "FARGATE"):
         kwargs["launchType"] = "FARGATE"
@@ -485,8 +559,13 @@ def test_access_tokens_need_a_jwt_signed_by_the_app_key(stack: dict[str, str]) -
     from harness.setup_aws import generate_app_key
 
     path = "/app/installations/23154469/access_tokens"
-    for auth in (None, "Bearer not.a.jwt", f"Bearer {client.app_jwt(generate_app_key())}",
-                 f"Bearer {client.app_jwt(iss=99)}", f"token {client.app_jwt()}"):
+    for auth in (
+        None,
+        "Bearer not.a.jwt",
+        f"Bearer {client.app_jwt(generate_app_key())}",
+        f"Bearer {client.app_jwt(iss=99)}",
+        f"token {client.app_jwt()}",
+    ):
         status, body = client.mock("POST", path, {}, {"Authorization": auth} if auth else {})
         assert status == 401, auth
         assert body["message"] and body["documentation_url"].startswith("https://docs.github.com")
@@ -507,20 +586,32 @@ def test_generate_jitconfig_validates_and_answers_like_github(stack: dict[str, s
     assert client.mock("POST", path, good, {"Authorization": f"Bearer {client.app_jwt()}"})[0] == 401
 
     auth = {"Authorization": f"token {client.installation_token()}"}
-    for bad in ({**good, "name": ""}, {k: v for k, v in good.items() if k != "name"}, {**good, "labels": []},
-                {**good, "labels": [f"l{i}" for i in range(101)]}, {**good, "labels": "tasuki"},
-                {**good, "runner_group_id": "1"}, {**good, "work_folder": 3}):
+    for bad in (
+        {**good, "name": ""},
+        {k: v for k, v in good.items() if k != "name"},
+        {**good, "labels": []},
+        {**good, "labels": [f"l{i}" for i in range(101)]},
+        {**good, "labels": "tasuki"},
+        {**good, "runner_group_id": "1"},
+        {**good, "work_folder": 3},
+    ):
         status, body = client.mock("POST", path, bad, auth)
         assert status == 422, bad
         # The OpenAPI check answers a body the schema refuses; the mock's own rules what it lets through.
         assert body["message"].startswith("Invalid request.\n\n") or (
-            body["message"] == "Validation Failed" and body["errors"]), body
+            body["message"] == "Validation Failed" and body["errors"]
+        ), body
 
     status, body = client.mock("POST", path, good, auth)
     assert status == 201
     runner = body["runner"]
-    assert runner["name"] == name and runner["os"] == "linux" and runner["status"] == "offline" and runner["busy"] is False
-    assert [(label["name"], label["type"]) for label in runner["labels"]] == [("self-hosted", "read-only"), ("tasuki", "custom")]
+    assert (
+        runner["name"] == name and runner["os"] == "linux" and runner["status"] == "offline" and runner["busy"] is False
+    )
+    assert [(label["name"], label["type"]) for label in runner["labels"]] == [
+        ("self-hosted", "read-only"),
+        ("tasuki", "custom"),
+    ]
     outer = json.loads(base64.b64decode(body["encoded_jit_config"]))
     assert set(outer) == {".runner", ".credentials", ".credentials_rsaparams"}
     dot_runner = json.loads(base64.b64decode(outer[".runner"]))
@@ -541,7 +632,9 @@ def test_generate_jitconfig_validates_and_answers_like_github(stack: dict[str, s
     assert client.mock("DELETE", f"/repos/octo-org/app/actions/runners/{rid}", None, auth)[0] == 404
     # the name is free again once deleted; org-level runners work the same way
     assert client.mock("POST", path, good, auth)[0] == 201
-    status, body = client.mock("POST", "/orgs/octo-org/actions/runners/generate-jitconfig", {**good, "name": name + "-org"}, auth)
+    status, body = client.mock(
+        "POST", "/orgs/octo-org/actions/runners/generate-jitconfig", {**good, "name": name + "-org"}, auth
+    )
     assert status == 201
     oid = body["runner"]["id"]
     assert client.mock("GET", f"/orgs/octo-org/actions/runners/{oid}", None, auth)[0] == 200
@@ -572,19 +665,28 @@ def test_mock_jobs_deliver_signed_webhooks_and_redeliver_the_same_bytes(stack: d
     assert [w["delivery_id"] for w in sent].count(first["delivery_id"]) == 2
     assert sent[3]["delivery_id"] == cancelled["delivery_id"]
     wj = sent[3]["workflow_job"]
-    assert (wj["status"], wj["conclusion"], wj["runner_id"], wj["runner_name"]) == ("completed", "cancelled", None, None)
+    assert (wj["status"], wj["conclusion"], wj["runner_id"], wj["runner_name"]) == (
+        "completed",
+        "cancelled",
+        None,
+        None,
+    )
     assert str(sent[0]["workflow_job"]["id"]) == job and sent[0]["workflow_job"]["run_attempt"] == 1
     assert sent[0]["workflow_job"]["labels"] == NOT_OURS
     record = [j for j in state["jobs"] if j["job_id"] == job][0]
     assert record["repository"] == "octo-org/harness" and record["status"] == "completed"
 
     # a raw webhook with a bad signature is refused by the webhook Lambda
-    status, _ = client.send_raw_webhook(b'{"action":"queued"}', {"X-GitHub-Event": "workflow_job",
-                                        "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": "sha256=00"})
+    status, _ = client.send_raw_webhook(
+        b'{"action":"queued"}',
+        {"X-GitHub-Event": "workflow_job", "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": "sha256=00"},
+    )
     assert status == 401
     body = b'{"zen":"Keep it logically awesome.","hook_id":1}'
-    status, _ = client.send_raw_webhook(body, {"X-GitHub-Event": "ping", "X-GitHub-Delivery": str(uuid.uuid4()),
-                                               "X-Hub-Signature-256": client.sign(body)})
+    status, _ = client.send_raw_webhook(
+        body,
+        {"X-GitHub-Event": "ping", "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": client.sign(body)},
+    )
     assert status < 500 and status != 401
 
 
@@ -596,14 +698,19 @@ def test_leak_check_lists_every_secret_handed_out(stack: dict[str, str]) -> None
 
 
 # ---- the simulated runner -----------------------------------------------------------------------------
-def _launch_by_hand(config: dict[str, Any], behaviour: dict[str, Any] | None = None, attempt: int = 1,
-                    provider: str = "FARGATE_SPOT") -> tuple[str, dict[str, Any]]:
+def _launch_by_hand(
+    config: dict[str, Any], behaviour: dict[str, Any] | None = None, attempt: int = 1, provider: str = "FARGATE_SPOT"
+) -> tuple[str, dict[str, Any]]:
     """What issue-token + run-task do, for a job the real Lambdas ignore: returns (job_id, task)."""
     job = client.queue_job(NOT_OURS, behaviour=behaviour)
     auth = {"Authorization": f"Bearer {client.installation_token()}"}
     name = f"tasuki-{job}-{attempt}"
-    status, body = client.mock("POST", "/repos/octo-org/app/actions/runners/generate-jitconfig",
-                               {"name": name, "runner_group_id": 1, "labels": ["tasuki"]}, auth)
+    status, body = client.mock(
+        "POST",
+        "/repos/octo-org/app/actions/runners/generate-jitconfig",
+        {"name": name, "runner_group_id": 1, "labels": ["tasuki"]},
+        auth,
+    )
     assert status == 201
     kms, key = client.boto("kms"), config["runner"]["kms_key_id"]
     sealed = seal_jit_config(kms, job, body["encoded_jit_config"], key_id=key)
@@ -623,7 +730,9 @@ def _actions(job: str) -> list[str]:
     return [w["action"] for w in client.mock_state()["webhooks_sent"] if str(w["job_id"]) == job]
 
 
-def test_simulated_runner_boots_from_the_kms_encrypted_config_and_runs_the_job(stack: dict[str, str], config: dict[str, Any]) -> None:
+def test_simulated_runner_boots_from_the_kms_encrypted_config_and_runs_the_job(
+    stack: dict[str, str], config: dict[str, Any]
+) -> None:
     job, task = _launch_by_hand(config, {"conclusion": "failure"})
     event = _event_for(task["taskArn"])
     assert event["stop_code"] == "EssentialContainerExited"
@@ -649,8 +758,14 @@ def test_runner_that_fails_to_start_and_one_that_never_registers(stack: dict[str
     assert _actions(job) == ["queued"]
 
     job, task = _launch_by_hand(config, {"never_register": [1]})
-    client.wait_until(lambda: any(e["event"] == "never-registers" and e["task_arn"] == task["taskArn"]
-                                  for e in client.mock_state()["runner_events"]), 10, what="runner boot")
+    client.wait_until(
+        lambda: any(
+            e["event"] == "never-registers" and e["task_arn"] == task["taskArn"]
+            for e in client.mock_state()["runner_events"]
+        ),
+        10,
+        what="runner boot",
+    )
     time.sleep(0.6)
     assert client.ecs_tasks_for_job(job)[0]["lastStatus"] == "RUNNING"
     client.boto("ecs").stop_task(cluster=config["ecs"]["cluster"], task=task["taskArn"], reason="cleanup")

@@ -25,8 +25,12 @@ from harness.template import (
 AZS = ["us-east-1a", "us-east-1b", "us-east-1c"]
 
 
-def resolver_for(resources: dict[str, Any], locals_: dict[str, Local], parameters: dict[str, Any] | None = None,
-                 calls: list[str] | None = None) -> Resolver:
+def resolver_for(
+    resources: dict[str, Any],
+    locals_: dict[str, Local],
+    parameters: dict[str, Any] | None = None,
+    calls: list[str] | None = None,
+) -> Resolver:
     def provider(lid: str, _res: dict[str, Any]) -> Local:
         if calls is not None:
             calls.append(lid)
@@ -48,12 +52,28 @@ def test_join_of_refs_getatts_and_pseudo_parameters() -> None:
         {"Jobs1": TABLE, "Key1": KEY},
         {"Jobs1": Local("tasuki-jobs"), "Key1": Local("kid", {"Arn": "arn:aws:kms:us-east-1:123456789012:key/kid"})},
     )
-    value = {"Fn::Join": ["", [
-        '{"t":"', {"Ref": "Jobs1"}, '","k":"', {"Fn::GetAtt": ["Key1", "Arn"]},
-        '","sm":"arn:', {"Ref": "AWS::Partition"}, ":states:", {"Ref": "AWS::Region"}, ":",
-        {"Ref": "AWS::AccountId"}, ':stateMachine:', {"Ref": "AWS::StackName"}, '-runner-job","u":"',
-        {"Ref": "AWS::URLSuffix"}, '"}',
-    ]]}
+    value = {
+        "Fn::Join": [
+            "",
+            [
+                '{"t":"',
+                {"Ref": "Jobs1"},
+                '","k":"',
+                {"Fn::GetAtt": ["Key1", "Arn"]},
+                '","sm":"arn:',
+                {"Ref": "AWS::Partition"},
+                ":states:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                ":stateMachine:",
+                {"Ref": "AWS::StackName"},
+                '-runner-job","u":"',
+                {"Ref": "AWS::URLSuffix"},
+                '"}',
+            ],
+        ]
+    }
     assert json.loads(r.resolve(value)) == {
         "t": "tasuki-jobs",
         "k": "arn:aws:kms:us-east-1:123456789012:key/kid",
@@ -68,7 +88,10 @@ def test_getatt_dotted_form_select_getazs_split_and_sub() -> None:
     assert r.resolve({"Fn::Select": [1, {"Fn::GetAZs": ""}]}) == "us-east-1b"
     assert r.resolve({"Fn::Select": ["0", {"Fn::GetAZs": {"Ref": "AWS::Region"}}]}) == "us-east-1a"
     assert r.resolve({"Fn::Split": [",", {"Fn::Join": [",", ["a", {"Ref": "Sn1"}]]}]}) == ["a", "subnet-1"]
-    assert r.resolve({"Fn::Sub": "arn:${AWS::Partition}:x:${Sn1}:${Key1.Arn}:${!Literal}"}) == "arn:aws:x:subnet-1:arn:k:${Literal}"
+    assert (
+        r.resolve({"Fn::Sub": "arn:${AWS::Partition}:x:${Sn1}:${Key1.Arn}:${!Literal}"})
+        == "arn:aws:x:subnet-1:arn:k:${Literal}"
+    )
     assert r.resolve({"Fn::Sub": ["${A}-${Sn1}", {"A": {"Ref": "AWS::Region"}}]}) == "us-east-1-subnet-1"
     # plain structures pass through, resolved inside
     assert r.resolve({"a": [{"Ref": "Sn1"}, 3, True]}) == {"a": ["subnet-1", 3, True]}
@@ -122,8 +145,10 @@ def test_parameter_with_a_default_resolves() -> None:
 
 
 def test_reference_cycle_is_an_error() -> None:
-    resources = {"A": {"Type": "X::A", "Properties": {"P": {"Ref": "B"}}},
-                 "B": {"Type": "X::B", "Properties": {"P": {"Ref": "A"}}}}
+    resources = {
+        "A": {"Type": "X::A", "Properties": {"P": {"Ref": "B"}}},
+        "B": {"Type": "X::B", "Properties": {"P": {"Ref": "A"}}},
+    }
     holder: dict[str, Resolver] = {}
 
     def provider(lid: str, res: dict[str, Any]) -> Local:
@@ -147,8 +172,11 @@ def lambdas_template(env_of: Any) -> dict[str, Any]:
             "Properties": {"Environment": {"Variables": env_of(b)}},
             "Metadata": {"aws:cdk:path": f"Tasuki/{_pascal(b)}Function/Resource"},
         }
-    res["CustomProviderHandlerAAAA0000"] = {"Type": "AWS::Lambda::Function", "Properties": {},
-                                            "Metadata": {"aws:cdk:path": "Tasuki/Custom::X/Handler"}}
+    res["CustomProviderHandlerAAAA0000"] = {
+        "Type": "AWS::Lambda::Function",
+        "Properties": {},
+        "Metadata": {"aws:cdk:path": "Tasuki/Custom::X/Handler"},
+    }
     return {"Resources": res}
 
 
@@ -181,17 +209,38 @@ def test_lambdas_with_different_environments_are_refused() -> None:
 
 # ---- state machine -----------------------------------------------------------------------------------
 def test_definition_from_the_s3_asset_and_substitutions(tmp_path: Path) -> None:
-    asl = {"StartAt": "A", "States": {"A": {"Type": "Task", "Resource": "arn:${Partition}:states:::lambda:invoke",
-                                            "Parameters": {"FunctionName": "${RunTaskFunctionArn}"}, "End": True}}}
+    asl = {
+        "StartAt": "A",
+        "States": {
+            "A": {
+                "Type": "Task",
+                "Resource": "arn:${Partition}:states:::lambda:invoke",
+                "Parameters": {"FunctionName": "${RunTaskFunctionArn}"},
+                "End": True,
+            }
+        },
+    }
     (tmp_path / "asset.abc.json").write_text(json.dumps(asl))
-    (tmp_path / "Tasuki.assets.json").write_text(json.dumps({"files": {"abc": {
-        "source": {"path": "asset.abc.json"},
-        "destinations": {"d": {"objectKey": "abc.json"}}}}}))
-    t = {"Resources": {"Sm": {"Type": "AWS::StepFunctions::StateMachine", "Properties": {
-        "DefinitionS3Location": {"Bucket": "b", "Key": "abc.json"},
-        "DefinitionSubstitutions": {"Partition": {"Ref": "AWS::Partition"},
-                                    "RunTaskFunctionArn": {"Fn::GetAtt": ["Fn1", "Arn"]}}}},
-        "Fn1": {"Type": "AWS::Lambda::Function", "Properties": {}}}}
+    (tmp_path / "Tasuki.assets.json").write_text(
+        json.dumps(
+            {"files": {"abc": {"source": {"path": "asset.abc.json"}, "destinations": {"d": {"objectKey": "abc.json"}}}}}
+        )
+    )
+    t: dict[str, Any] = {
+        "Resources": {
+            "Sm": {
+                "Type": "AWS::StepFunctions::StateMachine",
+                "Properties": {
+                    "DefinitionS3Location": {"Bucket": "b", "Key": "abc.json"},
+                    "DefinitionSubstitutions": {
+                        "Partition": {"Ref": "AWS::Partition"},
+                        "RunTaskFunctionArn": {"Fn::GetAtt": ["Fn1", "Arn"]},
+                    },
+                },
+            },
+            "Fn1": {"Type": "AWS::Lambda::Function", "Properties": {}},
+        }
+    }
     r = Resolver(t, lambda lid, res: Local("run-task", {"Arn": lambda_arn("run-task")}), pseudo_parameters("T"), AZS)
     text = definition_text(t, tmp_path, r)
     subs = r.resolve(t["Resources"]["Sm"]["Properties"]["DefinitionSubstitutions"])
@@ -207,14 +256,37 @@ def test_a_placeholder_without_substitution_is_an_error() -> None:
 
 # ---- ECS parameters, overrides, the guide ----------------------------------------------------------
 def test_cfn_properties_become_api_parameters_but_option_maps_keep_their_keys() -> None:
-    props = {"Family": "f", "ContainerDefinitions": [{"Name": "runner", "LogConfiguration": {
-        "LogDriver": "awslogs", "Options": {"awslogs-group": "g", "awslogs-stream-prefix": "x64"}}}]}
-    assert cfn_to_api(props) == {"family": "f", "containerDefinitions": [{"name": "runner", "logConfiguration": {
-        "logDriver": "awslogs", "options": {"awslogs-group": "g", "awslogs-stream-prefix": "x64"}}}]}
+    props = {
+        "Family": "f",
+        "ContainerDefinitions": [
+            {
+                "Name": "runner",
+                "LogConfiguration": {
+                    "LogDriver": "awslogs",
+                    "Options": {"awslogs-group": "g", "awslogs-stream-prefix": "x64"},
+                },
+            }
+        ],
+    }
+    assert cfn_to_api(props) == {
+        "family": "f",
+        "containerDefinitions": [
+            {
+                "name": "runner",
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {"awslogs-group": "g", "awslogs-stream-prefix": "x64"},
+                },
+            }
+        ],
+    }
 
 
 def test_local_overrides_change_only_the_github_api_url() -> None:
-    config = {"github": {"api_url": "https://api.github.com", "webhook_secret_id": "tasuki/webhook-secret"}, "x": [1]}
+    config: dict[str, Any] = {
+        "github": {"api_url": "https://api.github.com", "webhook_secret_id": "tasuki/webhook-secret"},
+        "x": [1],
+    }
     out = local_overrides({"TASUKI_CONFIG": json.dumps(config), "OTHER": "1"}, "http://127.0.0.1:47113")
     assert out["OTHER"] == "1"
     got = json.loads(out["TASUKI_CONFIG"])
@@ -232,15 +304,22 @@ def test_the_deploy_guide_has_the_secret_commands() -> None:
 
 
 def test_guide_parsing_reads_only_sh_blocks() -> None:
-    guide = "x\n```sh\nopenssl rand -hex 32 > s.txt\naws secretsmanager create-secret --name a \\\n  --secret-string file://k.pem\n```\n" \
-            "```\naws secretsmanager create-secret --name not-sh\n```\n```sh\naws secretsmanager create-secret --name b --secret-string file://s.txt\n```\n"
+    guide = (
+        "x\n```sh\nopenssl rand -hex 32 > s.txt\naws secretsmanager create-secret --name a \\\n  --secret-string file://k.pem\n```\n"
+        "```\naws secretsmanager create-secret --name not-sh\n```\n"
+        "```sh\naws secretsmanager create-secret --name b --secret-string file://s.txt\n```\n"
+    )
     assert guide_commands(guide) == [
         "openssl rand -hex 32 > s.txt",
         "aws secretsmanager create-secret --name a --secret-string file://k.pem",
         "aws secretsmanager create-secret --name b --secret-string file://s.txt",
     ]
-    piped = guide_commands("```sh\nopenssl rand -hex 32 | tr -d '\\n' > w.txt\n```\n```sh\n"
-                           "aws secretsmanager create-secret --name a\naws secretsmanager create-secret --name b\n```\n")
+    piped = guide_commands(
+        "```sh\nopenssl rand -hex 32 | tr -d '\\n' > w.txt\n```\n```sh\n"
+        "aws secretsmanager create-secret --name a\naws secretsmanager create-secret --name b\n```\n"
+    )
     assert piped[0] == "openssl rand -hex 32 | tr -d '\\n' > w.txt"
     with pytest.raises(ValueError, match="openssl"):
-        guide_commands("```sh\naws secretsmanager create-secret --name a\naws secretsmanager create-secret --name b\n```\n")
+        guide_commands(
+            "```sh\naws secretsmanager create-secret --name a\naws secretsmanager create-secret --name b\n```\n"
+        )
