@@ -5,7 +5,9 @@ use serde::Serialize;
 use std::process::ExitCode;
 use tasuki_core::adapters::dynamodb::DynamoLifecycleStore;
 use tasuki_core::domain::deploy::DeployConfig;
-use tasuki_core::ports::{JobRecord, LifecycleEvent, LifecycleStore};
+use tasuki_core::domain::ids::JobId;
+use tasuki_core::domain::record::{JobRecord, LifecycleEvent};
+use tasuki_core::ports::LifecycleStore;
 
 #[derive(Parser)]
 #[command(
@@ -54,7 +56,7 @@ enum Jobs {
     },
     /// One job's timeline: every state change, attempt and reason.
     Show {
-        job_id: u64,
+        job_id: JobId,
         #[arg(long)]
         json: bool,
     },
@@ -62,7 +64,7 @@ enum Jobs {
 
 #[derive(Serialize)]
 struct JobSummary {
-    job_id: u64,
+    job_id: JobId,
     repository: String,
     workflow: String,
     job_name: String,
@@ -93,10 +95,10 @@ impl From<JobRecord> for JobSummary {
             attempt: r.position.attempt,
             created_at: r.created_at,
             updated_at: r.updated_at,
-            runner_name: r.runner_name,
-            conclusion: r.conclusion,
+            runner_name: r.runner.map(|runner| runner.name),
+            conclusion: r.conclusion.map(|c| c.to_string()),
             reason: r.reason,
-            execution_arn: r.execution_arn,
+            execution_arn: Some(r.execution_arn),
         }
     }
 }
@@ -214,7 +216,12 @@ fn render_timeline(timeline: &JobTimeline) -> String {
     }
     out += "\n\n";
     for e in &timeline.events {
-        let mut line = format!("  {:<30} {:<26} attempt {}", e.at, e.event, e.attempt);
+        let mut line = format!(
+            "  {:<30} {:<26} attempt {}",
+            e.at,
+            e.event.as_str(),
+            e.attempt
+        );
         if let Some(candidate) = &e.candidate {
             line += &format!("  {candidate}");
         }
@@ -231,12 +238,13 @@ fn render_timeline(timeline: &JobTimeline) -> String {
 mod tests {
     use super::*;
     use tasuki_core::domain::lifecycle::JobState;
+    use tasuki_core::domain::record::Event;
 
     #[test]
     fn a_timeline_shows_every_event_with_its_attempt_candidate_and_reason() {
         let timeline = JobTimeline {
             job: JobSummary {
-                job_id: 7,
+                job_id: JobId::new(7),
                 repository: "octo-org/app".into(),
                 workflow: "CI".into(),
                 job_name: "build".into(),
@@ -254,7 +262,7 @@ mod tests {
                 LifecycleEvent {
                     seq: 3,
                     at: "t3".into(),
-                    event: "launching".into(),
+                    event: Event::Entered(JobState::Launching),
                     state: JobState::Launching,
                     attempt: 1,
                     candidate: Some("fargate-spot/us-east-1a/2cpu-4gb/x64".into()),
@@ -263,7 +271,7 @@ mod tests {
                 LifecycleEvent {
                     seq: 4,
                     at: "t4".into(),
-                    event: "attempt-failed".into(),
+                    event: Event::AttemptFailed,
                     state: JobState::Launching,
                     attempt: 1,
                     candidate: None,

@@ -39,37 +39,133 @@ pub enum StepError {
     /// A transient AWS failure that is worth retrying.
     #[error("transient failure: {0}")]
     Transient(String),
+    /// The step's input lacks what the state machine always provides: a contract bug between the
+    /// ASL and the Lambda, which no retry can fix.
+    #[error("malformed step input: {0}")]
+    MalformedInput(String),
+}
+
+/// The stable name of each [`StepError`]: the Lambda's `errorType`, what the ASL matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorName {
+    JobRefused,
+    CapacityUnavailable,
+    QuotaExceeded,
+    Throttled,
+    LaunchConfigError,
+    GitHubError,
+    TaskStopped,
+    RunnerTaken,
+    JobCancelled,
+    LifecycleConflict,
+    Transient,
+    MalformedInput,
+}
+
+impl ErrorName {
+    /// Every error name a step can raise; the ASL test checks this against `Retry`/`Catch`.
+    pub const ALL: [ErrorName; 12] = [
+        ErrorName::JobRefused,
+        ErrorName::CapacityUnavailable,
+        ErrorName::QuotaExceeded,
+        ErrorName::Throttled,
+        ErrorName::LaunchConfigError,
+        ErrorName::GitHubError,
+        ErrorName::TaskStopped,
+        ErrorName::RunnerTaken,
+        ErrorName::JobCancelled,
+        ErrorName::LifecycleConflict,
+        ErrorName::Transient,
+        ErrorName::MalformedInput,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorName::JobRefused => "JobRefused",
+            ErrorName::CapacityUnavailable => "CapacityUnavailable",
+            ErrorName::QuotaExceeded => "QuotaExceeded",
+            ErrorName::Throttled => "Throttled",
+            ErrorName::LaunchConfigError => "LaunchConfigError",
+            ErrorName::GitHubError => "GitHubError",
+            ErrorName::TaskStopped => "TaskStopped",
+            ErrorName::RunnerTaken => "RunnerTaken",
+            ErrorName::JobCancelled => "JobCancelled",
+            ErrorName::LifecycleConflict => "LifecycleConflict",
+            ErrorName::Transient => "Transient",
+            ErrorName::MalformedInput => "MalformedInput",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|n| n.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for ErrorName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ErrorName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// The `Error` a `Catch` put in the execution state: one of ours, the state's own timeout, or
+/// something else Step Functions or Lambda raised (`Lambda.Unknown`, `States.TaskFailed`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum Caught {
+    Step(ErrorName),
+    Timeout,
+    Other(String),
+}
+
+impl Caught {
+    pub const TIMEOUT: &'static str = "States.Timeout";
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Caught::Step(name) => name.as_str(),
+            Caught::Timeout => Self::TIMEOUT,
+            Caught::Other(name) => name,
+        }
+    }
+}
+
+impl From<String> for Caught {
+    fn from(name: String) -> Self {
+        match ErrorName::parse(&name) {
+            Some(step) => Caught::Step(step),
+            None if name == Self::TIMEOUT => Caught::Timeout,
+            None => Caught::Other(name),
+        }
+    }
+}
+
+impl From<Caught> for String {
+    fn from(caught: Caught) -> String {
+        caught.as_str().to_string()
+    }
 }
 
 impl StepError {
-    /// Every error name a step can raise; the ASL test checks this against `Retry`/`Catch`.
-    pub const NAMES: [&'static str; 11] = [
-        "JobRefused",
-        "CapacityUnavailable",
-        "QuotaExceeded",
-        "Throttled",
-        "LaunchConfigError",
-        "GitHubError",
-        "TaskStopped",
-        "RunnerTaken",
-        "JobCancelled",
-        "LifecycleConflict",
-        "Transient",
-    ];
-
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> ErrorName {
         match self {
-            StepError::JobRefused(_) => "JobRefused",
-            StepError::CapacityUnavailable(_) => "CapacityUnavailable",
-            StepError::QuotaExceeded(_) => "QuotaExceeded",
-            StepError::Throttled(_) => "Throttled",
-            StepError::LaunchConfigError(_) => "LaunchConfigError",
-            StepError::GitHubError(_) => "GitHubError",
-            StepError::TaskStopped(_) => "TaskStopped",
-            StepError::RunnerTaken(_) => "RunnerTaken",
-            StepError::JobCancelled(_) => "JobCancelled",
-            StepError::LifecycleConflict(_) => "LifecycleConflict",
-            StepError::Transient(_) => "Transient",
+            StepError::JobRefused(_) => ErrorName::JobRefused,
+            StepError::CapacityUnavailable(_) => ErrorName::CapacityUnavailable,
+            StepError::QuotaExceeded(_) => ErrorName::QuotaExceeded,
+            StepError::Throttled(_) => ErrorName::Throttled,
+            StepError::LaunchConfigError(_) => ErrorName::LaunchConfigError,
+            StepError::GitHubError(_) => ErrorName::GitHubError,
+            StepError::TaskStopped(_) => ErrorName::TaskStopped,
+            StepError::RunnerTaken(_) => ErrorName::RunnerTaken,
+            StepError::JobCancelled(_) => ErrorName::JobCancelled,
+            StepError::LifecycleConflict(_) => ErrorName::LifecycleConflict,
+            StepError::Transient(_) => ErrorName::Transient,
+            StepError::MalformedInput(_) => ErrorName::MalformedInput,
         }
     }
 
@@ -85,7 +181,8 @@ impl StepError {
             | StepError::RunnerTaken(d)
             | StepError::JobCancelled(d)
             | StepError::LifecycleConflict(d)
-            | StepError::Transient(d) => d,
+            | StepError::Transient(d)
+            | StepError::MalformedInput(d) => d,
         }
     }
 }
@@ -94,7 +191,7 @@ impl StepError {
 impl From<StepError> for lambda_runtime::Diagnostic {
     fn from(error: StepError) -> Self {
         lambda_runtime::Diagnostic {
-            error_type: error.name().to_string(),
+            error_type: error.name().as_str().to_string(),
             error_message: error.to_string(),
         }
     }
@@ -118,21 +215,41 @@ mod tests {
             StepError::JobCancelled(d()),
             StepError::LifecycleConflict(d()),
             StepError::Transient(d()),
+            StepError::MalformedInput(d()),
         ]
     }
 
     #[test]
     fn names_are_the_serde_tags_and_the_diagnostic_error_type() {
         let variants = every_variant();
-        assert_eq!(variants.len(), StepError::NAMES.len());
-        for (error, name) in variants.into_iter().zip(StepError::NAMES) {
+        assert_eq!(variants.len(), ErrorName::ALL.len());
+        for (error, name) in variants.into_iter().zip(ErrorName::ALL) {
             assert_eq!(error.name(), name);
-            assert_eq!(serde_json::to_value(&error).unwrap()["error"], name);
+            assert_eq!(ErrorName::parse(name.as_str()), Some(name));
+            assert_eq!(
+                serde_json::to_value(&error).unwrap()["error"],
+                name.as_str()
+            );
             #[cfg(feature = "aws")]
             {
                 let diagnostic: lambda_runtime::Diagnostic = error.into();
-                assert_eq!(diagnostic.error_type, name);
+                assert_eq!(diagnostic.error_type, name.as_str());
             }
         }
+    }
+
+    #[test]
+    fn caught_errors_are_ours_the_states_timeout_or_named_as_caught() {
+        let caught: Vec<Caught> =
+            serde_json::from_str(r#"["TaskStopped", "States.Timeout", "Lambda.Unknown"]"#).unwrap();
+        assert_eq!(
+            caught,
+            [
+                Caught::Step(ErrorName::TaskStopped),
+                Caught::Timeout,
+                Caught::Other("Lambda.Unknown".into())
+            ]
+        );
+        assert_eq!(serde_json::to_value(&caught[1]).unwrap(), "States.Timeout");
     }
 }

@@ -4,8 +4,11 @@
 pub mod adapters;
 pub mod domain;
 pub mod error;
+pub mod fakes;
 #[cfg(feature = "aws")]
 pub mod handlers;
+#[cfg(feature = "aws")]
+pub mod lambda;
 pub mod ports;
 pub mod runner_contract;
 pub mod signature;

@@ -1,11 +1,13 @@
-//! What the handlers need from the outside world, as traits; adapters implement them.
+//! What the handlers need from the outside world, as traits; `adapters` implements them against
+//! AWS and GitHub, `fakes` in memory for the handler tests.
 
+use crate::domain::ids::{Attempt, JobId, RunnerName};
 use crate::domain::job::JobRef;
-use crate::domain::lifecycle::{Happening, JobState, Position};
-use crate::domain::waits::{Signal, Signals, Wait};
+use crate::domain::launch::LaunchRequest;
+use crate::domain::record::{JobRecord, LifecycleEvent, Now};
+use crate::domain::waits::{CallbackOutput, Signal, TaskToken, Wait};
 use crate::error::StepError;
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 /// A credential that must never reach logs, state or task overrides in plaintext.
 #[derive(Clone, PartialEq, Eq)]
@@ -27,51 +29,9 @@ impl std::fmt::Debug for Sensitive {
     }
 }
 
-/// A job as stored: where it stands, what it is waiting for, and what it has been told.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobRecord {
-    pub job: JobRef,
-    pub position: Position,
-    pub seq: u32,
-    pub version: u64,
-    pub created_at: String,
-    pub updated_at: String,
-    pub deadline: u64,
-    pub execution_arn: Option<String>,
-    pub task_arn: Option<String>,
-    pub runner_name: Option<String>,
-    pub runner_id: Option<u64>,
-    pub conclusion: Option<String>,
-    pub reason: Option<String>,
-    pub wait: Option<Wait>,
-    pub signals: Signals,
-    pub last_happening: Option<Happening>,
-}
-
-/// One row of a job's timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LifecycleEvent {
-    pub seq: u32,
-    pub at: String,
-    pub event: String,
-    pub state: JobState,
-    pub attempt: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub candidate: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// A transition to commit: the new position, its event row, and the job attributes it sets.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Commit {
-    pub to: Position,
-    pub happening: Happening,
-    pub candidate: Option<String>,
-    pub deadline: u64,
-    pub task_arn: Option<String>,
-    pub runner: Option<(String, u64)>,
-    pub conclusion: Option<String>,
+/// The time; a port so that deadlines and timestamps are testable.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Now;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +40,7 @@ pub enum StoreError {
     #[error("the job changed since it was read")]
     Conflict,
     #[error("job {0} not found")]
-    NotFound(u64),
+    NotFound(JobId),
     #[error("store throttled: {0}")]
     Throttled(String),
     #[error("store failure: {0}")]
@@ -98,20 +58,30 @@ impl From<StoreError> for StepError {
     }
 }
 
+/// The job records and their timelines. Records change only as `JobRecord::apply` says; a store
+/// writes a new record and its event row together or not at all.
 #[async_trait]
 pub trait LifecycleStore: Send + Sync {
-    /// Writes the job as `received` with its first event; `false` when it already exists.
-    async fn create(&self, job: &JobRef, execution_arn: &str) -> Result<bool, StoreError>;
-    async fn get(&self, job_id: u64) -> Result<Option<JobRecord>, StoreError>;
-    /// Writes the transition on the condition that the job is still as `from` was read.
-    async fn commit(&self, from: &JobRecord, commit: &Commit) -> Result<(), StoreError>;
+    /// Writes a job just received with its first event; `false` when the job already exists.
+    async fn create(&self, record: &JobRecord, event: &LifecycleEvent) -> Result<bool, StoreError>;
+    async fn get(&self, job_id: JobId) -> Result<Option<JobRecord>, StoreError>;
+    /// Writes `to` and its event on the condition that the job is still as `from` was read
+    /// (same version); `Conflict` otherwise.
+    async fn commit(
+        &self,
+        from: &JobRecord,
+        to: &JobRecord,
+        event: &LifecycleEvent,
+    ) -> Result<(), StoreError>;
     /// Stores the task token an execution waits on and returns the job as it is now.
-    async fn arm(&self, job_id: u64, wait: &Wait) -> Result<JobRecord, StoreError>;
-    /// Forgets a task token once its wait is over.
-    async fn disarm(&self, job_id: u64, token: &str) -> Result<(), StoreError>;
-    /// Records a signal and returns the job as it is now; `None` for a job we never saw.
-    async fn signal(&self, job_id: u64, signal: &Signal) -> Result<Option<JobRecord>, StoreError>;
-    async fn timeline(&self, job_id: u64) -> Result<Vec<LifecycleEvent>, StoreError>;
+    async fn arm(&self, job_id: JobId, wait: &Wait) -> Result<JobRecord, StoreError>;
+    /// Forgets a task token once its wait is over; a token already replaced is left alone.
+    async fn disarm(&self, job_id: JobId, token: &TaskToken) -> Result<(), StoreError>;
+    /// Records a signal and returns the job as it is now; `None` for a job we never saw. A stop
+    /// of an older attempt than the one recorded is not recorded.
+    async fn signal(&self, job_id: JobId, signal: &Signal)
+        -> Result<Option<JobRecord>, StoreError>;
+    async fn timeline(&self, job_id: JobId) -> Result<Vec<LifecycleEvent>, StoreError>;
     /// Most recent jobs first, at most `limit`.
     async fn list(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError>;
 }
@@ -119,55 +89,20 @@ pub trait LifecycleStore: Send + Sync {
 /// Step Functions, as the webhook and callbacks use it.
 #[async_trait]
 pub trait Executions: Send + Sync {
-    /// Starts the job's execution; starting it again with the same name and input is a no-op.
-    async fn start(&self, name: &str, input: &str) -> Result<String, StepError>;
+    /// Starts the job's execution (named `JobRef::execution_name`) and returns its ARN; starting
+    /// it again is a no-op that returns the same ARN.
+    async fn start(&self, job: &JobRef) -> Result<String, StepError>;
     /// `false` when the wait was already over (a redelivered callback).
-    async fn succeed(&self, token: &str, output: &serde_json::Value) -> Result<bool, StepError>;
-    async fn fail(&self, token: &str, error: &StepError) -> Result<bool, StepError>;
-}
-
-/// An ECS RunTask, fully decided by the pure planner.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LaunchRequest {
-    pub cluster: String,
-    pub task_definition: String,
-    pub capacity_provider: String,
-    pub subnet: String,
-    pub security_groups: Vec<String>,
-    pub cpu_units: u32,
-    pub memory_mib: u32,
-    pub container_name: String,
-    pub environment: Vec<(String, String)>,
-    pub started_by: String,
-    pub tags: Vec<(String, String)>,
-}
-
-/// ECS's limit on RunTask `overrides`: "A total of 8192 characters are allowed for overrides. This
-/// limit includes the JSON formatting characters of the override structure."
-/// (<https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_RunTask.html>)
-pub const MAX_OVERRIDES_CHARS: usize = 8192;
-
-impl LaunchRequest {
-    /// The `overrides` structure as RunTask receives it (what the 8 192-character limit counts).
-    pub fn overrides_json(&self) -> String {
-        let environment: Vec<serde_json::Value> = self
-            .environment
-            .iter()
-            .map(|(name, value)| serde_json::json!({"name": name, "value": value}))
-            .collect();
-        serde_json::json!({
-            "containerOverrides": [{"name": self.container_name, "environment": environment}],
-            "cpu": self.cpu_units.to_string(),
-            "memory": self.memory_mib.to_string(),
-        })
-        .to_string()
-    }
+    async fn succeed(&self, token: &TaskToken, output: &CallbackOutput) -> Result<bool, StepError>;
+    async fn fail(&self, token: &TaskToken, error: &StepError) -> Result<bool, StepError>;
 }
 
 #[async_trait]
 pub trait TaskLauncher: Send + Sync {
-    /// The task ARN, or a classified error (`CapacityUnavailable`, `Throttled`, `LaunchConfigError`).
+    /// The task ARN, or a classified error (`CapacityUnavailable`, `QuotaExceeded`, `Throttled`,
+    /// `LaunchConfigError`).
     async fn run(&self, request: &LaunchRequest) -> Result<String, StepError>;
+    /// Stops a task; one already stopped is not an error.
     async fn stop(&self, task_arn: &str, reason: &str) -> Result<(), StepError>;
 }
 
@@ -183,7 +118,7 @@ pub trait RunnerRegistry: Send + Sync {
     async fn issue_jit_config(
         &self,
         job: &JobRef,
-        runner_name: &str,
+        runner_name: RunnerName,
         labels: &[String],
     ) -> Result<JitConfig, StepError>;
     /// Removes a runner; one that is already gone is not an error.
@@ -203,8 +138,8 @@ pub struct SealedConfig {
 pub trait CredentialSealer: Send + Sync {
     async fn seal(
         &self,
-        job_id: u64,
-        attempt: u32,
+        job_id: JobId,
+        attempt: Attempt,
         plaintext: &Sensitive,
     ) -> Result<SealedConfig, StepError>;
     /// Ends the job's grant; one already gone is not an error.

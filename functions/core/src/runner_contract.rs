@@ -10,6 +10,7 @@
 //! because the whole RunTask `overrides` must stay under 8 192 characters
 //! (<https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_RunTask.html>, `overrides`).
 
+use crate::domain::ids::JobId;
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine;
@@ -30,12 +31,12 @@ pub mod env {
 pub const ENCRYPTION_CONTEXT_KEY: &str = "tasuki:job-id";
 
 /// The KMS encryption context that binds a runner credential to its job.
-pub fn encryption_context(job_id: u64) -> (String, String) {
+pub fn encryption_context(job_id: JobId) -> (String, String) {
     (ENCRYPTION_CONTEXT_KEY.to_string(), job_id.to_string())
 }
 
 /// What AES-GCM authenticates besides the ciphertext: a config sealed for one job opens for no other.
-fn associated_data(job_id: u64) -> Vec<u8> {
+fn associated_data(job_id: JobId) -> Vec<u8> {
     format!("{ENCRYPTION_CONTEXT_KEY}={job_id}").into_bytes()
 }
 
@@ -87,7 +88,7 @@ pub enum OpenError {
 }
 
 /// Seals GitHub's `encoded_jit_config` for one job; the result is the `TASUKI_JIT_CONFIG_SEALED` text.
-pub fn seal(job_id: u64, key: &DataKey, encoded_jit_config: &str) -> Result<String, SealError> {
+pub fn seal(job_id: JobId, key: &DataKey, encoded_jit_config: &str) -> Result<String, SealError> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let payload = match b64.decode(encoded_jit_config) {
         // Only when decoding loses nothing: the runner gets back exactly the text GitHub gave.
@@ -152,7 +153,7 @@ impl Envelope {
     }
 
     /// The `encoded_jit_config` GitHub issued, given the data key KMS unwrapped for this job.
-    pub fn open(&self, job_id: u64, data_key: &[u8]) -> Result<String, OpenError> {
+    pub fn open(&self, job_id: JobId, data_key: &[u8]) -> Result<String, OpenError> {
         if data_key.len() != 32 {
             return Err(OpenError::WrongJobOrDamaged);
         }
@@ -301,22 +302,22 @@ mod tests {
     #[test]
     fn a_sealed_config_opens_for_its_own_job_exactly_as_issued() {
         let config = github_like(3000);
-        let sealed = seal(42, &key(7), &config).unwrap();
+        let sealed = seal(JobId::new(42), &key(7), &config).unwrap();
         let envelope = Envelope::parse(&sealed).unwrap();
         assert_eq!(envelope.wrapped_key, vec![0xAB; 184]);
-        assert_eq!(envelope.open(42, &[7; 32]).unwrap(), config);
+        assert_eq!(envelope.open(JobId::new(42), &[7; 32]).unwrap(), config);
     }
 
     #[test]
     fn a_config_sealed_for_one_job_does_not_open_for_another_or_with_another_key() {
-        let sealed = seal(42, &key(7), &github_like(100)).unwrap();
+        let sealed = seal(JobId::new(42), &key(7), &github_like(100)).unwrap();
         let envelope = Envelope::parse(&sealed).unwrap();
         assert_eq!(
-            envelope.open(43, &[7; 32]),
+            envelope.open(JobId::new(43), &[7; 32]),
             Err(OpenError::WrongJobOrDamaged)
         );
         assert_eq!(
-            envelope.open(42, &[8; 32]),
+            envelope.open(JobId::new(42), &[8; 32]),
             Err(OpenError::WrongJobOrDamaged)
         );
     }
@@ -324,13 +325,13 @@ mod tests {
     #[test]
     fn a_tampered_envelope_is_refused() {
         let b64 = base64::engine::general_purpose::STANDARD;
-        let sealed = seal(42, &key(7), &github_like(100)).unwrap();
+        let sealed = seal(JobId::new(42), &key(7), &github_like(100)).unwrap();
         let mut bytes = b64.decode(&sealed).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         let envelope = Envelope::parse(&b64.encode(bytes)).unwrap();
         assert_eq!(
-            envelope.open(42, &[7; 32]),
+            envelope.open(JobId::new(42), &[7; 32]),
             Err(OpenError::WrongJobOrDamaged)
         );
         assert_eq!(Envelope::parse("not base64!"), Err(OpenError::NotBase64));
@@ -347,9 +348,12 @@ mod tests {
     #[test]
     fn text_that_is_not_canonical_base64_round_trips_too() {
         let config = "not base64 at all: {json}";
-        let sealed = seal(1, &key(1), config).unwrap();
+        let sealed = seal(JobId::new(1), &key(1), config).unwrap();
         assert_eq!(
-            Envelope::parse(&sealed).unwrap().open(1, &[1; 32]).unwrap(),
+            Envelope::parse(&sealed)
+                .unwrap()
+                .open(JobId::new(1), &[1; 32])
+                .unwrap(),
             config
         );
     }
@@ -359,7 +363,7 @@ mod tests {
         // ~4.2 KB like GitHub's config with a 2048-bit key: the envelope must leave room in 8 KiB.
         let config = github_like(3000);
         assert!(config.len() > 4000, "{}", config.len());
-        let sealed = seal(42, &key(7), &config).unwrap();
+        let sealed = seal(JobId::new(42), &key(7), &config).unwrap();
         assert!(
             sealed.len() < config.len(),
             "{} >= {}",

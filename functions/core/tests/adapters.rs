@@ -1,5 +1,6 @@
 //! Adapters against moto: the real SDK clients, the real wire protocol, real conditional writes.
 
+mod contract;
 mod support;
 
 use aws_sdk_ecs::types::{Compatibility, ContainerDefinition, NetworkMode};
@@ -9,42 +10,13 @@ use base64::Engine;
 use tasuki_core::adapters::dynamodb::DynamoLifecycleStore;
 use tasuki_core::adapters::ecs::EcsTaskLauncher;
 use tasuki_core::adapters::kms::KmsSealer;
-use tasuki_core::domain::job::JobRef;
+use tasuki_core::domain::ids::{Attempt, JobId, StartedBy};
+use tasuki_core::domain::launch::LaunchRequest;
 use tasuki_core::domain::lifecycle::{Happening, JobState, Position};
-use tasuki_core::domain::waits::{Registered, Signal, Stopped, Wait, WaitPhase};
-use tasuki_core::ports::{
-    Commit, CredentialSealer, LaunchRequest, LifecycleStore, Sensitive, StoreError, TaskLauncher,
-};
+use tasuki_core::domain::plan::CapacityProvider;
+use tasuki_core::domain::record::Commit;
+use tasuki_core::ports::{CredentialSealer, LifecycleStore, Sensitive, TaskLauncher};
 use tasuki_core::runner_contract::Envelope;
-
-fn job(job_id: u64) -> JobRef {
-    JobRef {
-        job_id,
-        run_id: 99,
-        run_attempt: 1,
-        repository: "octo-org/app".into(),
-        private: true,
-        workflow: "CI".into(),
-        job_name: "build".into(),
-        labels: vec!["self-hosted".into(), "tasuki".into()],
-        installation_id: 1,
-    }
-}
-
-fn plan_commit(candidates: u32) -> Commit {
-    Commit {
-        to: Position {
-            state: JobState::Planned,
-            attempt: 0,
-        },
-        happening: Happening::Plan { candidates },
-        candidate: None,
-        deadline: 1,
-        task_arn: None,
-        runner: None,
-        conclusion: None,
-    }
-}
 
 async fn store() -> DynamoLifecycleStore {
     let sdk = support::sdk().await;
@@ -54,61 +26,27 @@ async fn store() -> DynamoLifecycleStore {
 
 #[tokio::test]
 async fn a_job_is_created_once_with_its_received_event() {
-    let store = store().await;
-    assert!(store.create(&job(1), "arn:exec").await.unwrap());
-    assert!(
-        !store.create(&job(1), "arn:exec").await.unwrap(),
-        "a redelivery creates nothing"
-    );
-    let record = store.get(1).await.unwrap().unwrap();
-    assert_eq!(record.position, Position::RECEIVED);
-    assert_eq!(record.job, job(1));
-    assert_eq!(record.execution_arn.as_deref(), Some("arn:exec"));
-    let timeline = store.timeline(1).await.unwrap();
-    assert_eq!(timeline.len(), 1);
-    assert_eq!(
-        (timeline[0].event.as_str(), timeline[0].state),
-        ("received", JobState::Received)
-    );
+    contract::a_job_is_created_once_with_its_received_event(&store().await).await;
 }
 
 #[tokio::test]
 async fn a_commit_from_a_stale_read_is_a_conflict_and_writes_nothing() {
-    let store = store().await;
-    store.create(&job(2), "arn").await.unwrap();
-    let read = store.get(2).await.unwrap().unwrap();
-    store.commit(&read, &plan_commit(3)).await.unwrap();
-    let again = store.commit(&read, &plan_commit(3)).await;
-    assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
-    // A signal in between also makes an older read stale: nothing a webhook wrote is lost.
-    let fresh = store.get(2).await.unwrap().unwrap();
-    store.signal(2, &Signal::Cancelled).await.unwrap();
-    let launch = Commit {
-        to: Position {
-            state: JobState::Launching,
-            attempt: 1,
-        },
-        happening: Happening::Launch {
-            attempt: 1,
-            candidate: "c".into(),
-        },
-        ..plan_commit(3)
-    };
-    assert!(matches!(
-        store.commit(&fresh, &launch).await,
-        Err(StoreError::Conflict)
-    ));
-    let now = store.get(2).await.unwrap().unwrap();
-    assert!(now.signals.cancelled);
-    assert_eq!(now.position.state, JobState::Planned);
-    let events: Vec<String> = store
-        .timeline(2)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
-    assert_eq!(events, ["received", "planned"]);
+    contract::a_commit_from_a_stale_read_is_a_conflict_and_writes_nothing(&store().await).await;
+}
+
+#[tokio::test]
+async fn whichever_of_signal_and_wait_comes_second_sees_both() {
+    contract::whichever_of_signal_and_wait_comes_second_sees_both(&store().await).await;
+}
+
+#[tokio::test]
+async fn a_late_stop_of_an_older_attempt_does_not_hide_a_newer_one() {
+    contract::a_late_stop_of_an_older_attempt_does_not_hide_a_newer_one(&store().await).await;
+}
+
+#[tokio::test]
+async fn ls_lists_jobs_newest_first() {
+    contract::ls_lists_jobs_newest_first(&store().await).await;
 }
 
 #[tokio::test]
@@ -116,9 +54,9 @@ async fn the_gsi_holds_only_jobs_that_are_not_finished() {
     let sdk = support::sdk().await;
     let table = support::table(&sdk).await;
     let store = DynamoLifecycleStore::new(aws_sdk_dynamodb::Client::new(&sdk), &table, 90);
-    store.create(&job(3), "arn").await.unwrap();
-    store.create(&job(4), "arn").await.unwrap();
-    let read = store.get(4).await.unwrap().unwrap();
+    contract::create(&store, 3, 1).await;
+    contract::create(&store, 4, 1).await;
+    let read = store.get(JobId::new(4)).await.unwrap().unwrap();
     let refuse = Commit {
         to: Position {
             state: JobState::Refused,
@@ -127,9 +65,14 @@ async fn the_gsi_holds_only_jobs_that_are_not_finished() {
         happening: Happening::Refuse {
             reason: "label `gpu`".into(),
         },
-        ..plan_commit(0)
+        candidate: None,
+        deadline: 1,
+        task_arn: None,
+        runner: None,
+        conclusion: None,
     };
-    store.commit(&read, &refuse).await.unwrap();
+    let (refused, event) = read.apply(&refuse, &contract::now(2));
+    store.commit(&read, &refused, &event).await.unwrap();
     let out = aws_sdk_dynamodb::Client::new(&sdk)
         .query()
         .table_name(&table)
@@ -148,7 +91,7 @@ async fn the_gsi_holds_only_jobs_that_are_not_finished() {
         .map(|i| i["pk"].as_s().unwrap().clone())
         .collect();
     assert_eq!(ids, ["JOB#3"]);
-    let refused = store.get(4).await.unwrap().unwrap();
+    let refused = store.get(JobId::new(4)).await.unwrap().unwrap();
     assert_eq!(refused.reason.as_deref(), Some("label `gpu`"));
     let item = aws_sdk_dynamodb::Client::new(&sdk)
         .get_item()
@@ -167,98 +110,11 @@ async fn the_gsi_holds_only_jobs_that_are_not_finished() {
         .item
         .unwrap();
     assert!(!item.contains_key("gsi_state"));
-    assert!(
-        item["expires_at"].as_n().unwrap().parse::<u64>().unwrap()
-            > tasuki_core::handlers::now_epoch() + 80 * 86_400
-    );
-}
-
-#[tokio::test]
-async fn whichever_of_signal_and_wait_comes_second_sees_both() {
-    let store = store().await;
-    store.create(&job(5), "arn").await.unwrap();
-    let registered = Signal::Registered(Registered {
-        runner_name: "tasuki-5-1".into(),
-        runner_id: 8,
-        job_id: 5,
-    });
-    // Signal first: the waiter's arm returns the signal.
-    let after_signal = store.signal(5, &registered).await.unwrap().unwrap();
-    assert!(after_signal.wait.is_none());
-    let wait = Wait {
-        token: "tok-1".into(),
-        phase: WaitPhase::Registration,
-        attempt: 1,
-    };
-    let armed = store.arm(5, &wait).await.unwrap();
-    assert_eq!(armed.wait.as_ref(), Some(&wait));
-    assert_eq!(armed.signals.registered.as_ref().unwrap().runner_id, 8);
-    // Wait first: the signal's write returns the token.
-    store.disarm(5, "tok-1").await.unwrap();
-    assert!(store.get(5).await.unwrap().unwrap().wait.is_none());
-    let wait2 = Wait {
-        token: "tok-2".into(),
-        phase: WaitPhase::Completion,
-        attempt: 1,
-    };
-    store.arm(5, &wait2).await.unwrap();
-    let signalled = store
-        .signal(
-            5,
-            &Signal::Completed {
-                conclusion: "success".into(),
-            },
-        )
-        .await
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .unwrap();
-    assert_eq!(signalled.wait, Some(wait2));
-    assert_eq!(signalled.signals.conclusion.as_deref(), Some("success"));
-    // Disarming with a stale token leaves the current one alone.
-    store.disarm(5, "tok-1").await.unwrap();
-    assert!(store.get(5).await.unwrap().unwrap().wait.is_some());
-}
-
-#[tokio::test]
-async fn a_late_stop_of_an_older_attempt_does_not_hide_a_newer_one() {
-    let store = store().await;
-    store.create(&job(6), "arn").await.unwrap();
-    let stop = |attempt| {
-        Signal::Stopped(Stopped {
-            attempt,
-            reason: format!("stop {attempt}"),
-            clean_exit: false,
-        })
-    };
-    store.signal(6, &stop(2)).await.unwrap();
-    let after = store.signal(6, &stop(1)).await.unwrap().unwrap();
-    assert_eq!(after.signals.stopped.unwrap().attempt, 2);
-    assert!(
-        store
-            .signal(404, &Signal::Cancelled)
-            .await
-            .unwrap()
-            .is_none(),
-        "unknown jobs are not created"
-    );
-    assert!(store.get(404).await.unwrap().is_none());
-}
-
-#[tokio::test]
-async fn ls_lists_jobs_newest_first() {
-    let store = store().await;
-    for id in [10, 11, 12] {
-        store.create(&job(id), "arn").await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    let ids: Vec<u64> = store
-        .list(2)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.job.job_id)
-        .collect();
-    assert_eq!(ids, [12, 11]);
+        .as_secs();
+    assert!(item["expires_at"].as_n().unwrap().parse::<u64>().unwrap() > epoch + 80 * 86_400);
 }
 
 /// GitHub's shape and size with a 2048-bit key: base64 of a JSON object of base64 files, ~4.2 KB.
@@ -304,7 +160,11 @@ async fn a_real_size_jit_config_is_sealed_for_its_job_only_and_its_grant_is_revo
     // KMS Encrypt would refuse this: it takes at most 4 096 bytes of plaintext.
     assert!(config.len() > 4096, "{}", config.len());
     let sealed = sealer
-        .seal(77, 1, &Sensitive::new(config.clone()))
+        .seal(
+            JobId::new(77),
+            Attempt::FIRST,
+            &Sensitive::new(config.clone()),
+        )
         .await
         .unwrap();
     assert!(!sealed.sealed.contains(&config[..40]));
@@ -322,8 +182,11 @@ async fn a_real_size_jit_config_is_sealed_for_its_job_only_and_its_grant_is_revo
             .send()
     };
     let data_key = unwrap("77").await.unwrap().plaintext.unwrap();
-    assert_eq!(envelope.open(77, data_key.as_ref()).unwrap(), config);
-    assert!(envelope.open(78, data_key.as_ref()).is_err());
+    assert_eq!(
+        envelope.open(JobId::new(77), data_key.as_ref()).unwrap(),
+        config
+    );
+    assert!(envelope.open(JobId::new(78), data_key.as_ref()).is_err());
     assert!(
         unwrap("78").await.is_err(),
         "another job's context must not unwrap"
@@ -404,14 +267,17 @@ async fn run_task_starts_a_tagged_task_with_the_credential_only_as_ciphertext_an
     let request = LaunchRequest {
         cluster: "adapter-test".into(),
         task_definition: "runner-x64".into(),
-        capacity_provider: "FARGATE".into(),
+        capacity: CapacityProvider::Fargate,
         subnet: subnet.clone(),
         security_groups: vec![sg],
         cpu_units: 2048,
         memory_mib: 4096,
         container_name: "runner".into(),
         environment: vec![("TASUKI_JIT_CONFIG_SEALED".into(), "SEALED".into())],
-        started_by: "tasuki/9/1".into(),
+        started_by: StartedBy {
+            job: JobId::new(9),
+            attempt: Attempt::FIRST,
+        },
         tags: vec![("tasuki:job-id".into(), "9".into())],
     };
     let task_arn = launcher.run(&request).await.unwrap();

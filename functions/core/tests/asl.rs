@@ -2,7 +2,11 @@
 
 use serde_json::Value;
 use std::collections::{BTreeSet, HashSet};
-use tasuki_core::StepError;
+use tasuki_core::domain::ids::{Attempt, JobId, RunnerName};
+use tasuki_core::domain::lifecycle::JobState;
+use tasuki_core::domain::rounds::NextAttempt;
+use tasuki_core::error::ErrorName;
+use tasuki_core::handlers::state::{ExecutionState, Finalized, IssuedRunner, LaunchedTask, Limits};
 
 fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -31,14 +35,150 @@ fn error_names(asl: &Value) -> BTreeSet<String> {
     names
 }
 
+/// Raised, but left to `States.ALL` on purpose: a malformed input is a contract bug that no retry
+/// and no dedicated branch can fix; the job fails with the parse error as its reason.
+const LEFT_TO_STATES_ALL: [ErrorName; 1] = [ErrorName::MalformedInput];
+
 #[test]
 fn every_error_the_asl_handles_is_one_the_lambdas_raise_and_vice_versa() {
     let handled: BTreeSet<String> = error_names(&asl())
         .into_iter()
         .filter(|n| !n.starts_with("States.") && !n.starts_with("Lambda."))
         .collect();
-    let raised: BTreeSet<String> = StepError::NAMES.iter().map(|n| n.to_string()).collect();
-    assert_eq!(handled, raised, "ASL Retry/Catch names vs StepError::NAMES");
+    let raised: BTreeSet<String> = ErrorName::ALL
+        .iter()
+        .filter(|n| !LEFT_TO_STATES_ALL.contains(n))
+        .map(|n| n.as_str().to_string())
+        .collect();
+    assert_eq!(handled, raised, "ASL Retry/Catch names vs ErrorName::ALL");
+}
+
+#[test]
+fn a_malformed_input_is_never_retried_and_every_task_catches_everything() {
+    let asl = asl();
+    for (name, state) in states(&asl) {
+        if state["Type"] != "Task" {
+            continue;
+        }
+        for rule in state["Retry"].as_array().into_iter().flatten() {
+            let names = rule["ErrorEquals"].as_array().unwrap();
+            assert!(
+                !names
+                    .iter()
+                    .any(|n| n == "MalformedInput" || n == "States.ALL"),
+                "{name} retries {names:?}"
+            );
+        }
+        let catches_all = state["Catch"].as_array().into_iter().flatten().any(|rule| {
+            rule["ErrorEquals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n == "States.ALL")
+        });
+        assert!(catches_all, "{name} has no States.ALL catch");
+    }
+}
+
+fn keys(value: Value) -> BTreeSet<String> {
+    value.as_object().unwrap().keys().cloned().collect()
+}
+
+#[test]
+fn every_result_path_names_a_field_of_the_execution_state() {
+    let minimal: ExecutionState = serde_json::from_value(serde_json::json!({"job": {
+        "job_id": 1, "run_id": 1, "run_attempt": 1, "repository": "o/r", "private": true,
+        "workflow": "w", "job_name": "j", "labels": ["tasuki"], "installation_id": 1
+    }}))
+    .unwrap();
+    // Unset fields serialize as null: the keys are every field the state can hold.
+    let fields = keys(serde_json::to_value(minimal).unwrap());
+    let asl = asl();
+    let mut paths = BTreeSet::new();
+    for (name, state) in states(&asl) {
+        let mut results: Vec<&Value> = vec![&state["ResultPath"]];
+        results.extend(
+            state["Catch"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| &c["ResultPath"]),
+        );
+        for path in results.into_iter().filter_map(Value::as_str) {
+            let field = path.strip_prefix("$.").unwrap_or(path);
+            assert!(
+                fields.contains(field),
+                "{name}: {path} is not a field of ExecutionState ({fields:?})"
+            );
+            paths.insert(field.to_string());
+        }
+    }
+    let built_elsewhere = ["job"]; // the execution's input
+    for field in &fields {
+        assert!(
+            paths.contains(field)
+                || built_elsewhere.contains(&field.as_str())
+                || field == "attempt",
+            "ExecutionState.{field} is written by no state"
+        );
+    }
+}
+
+#[test]
+fn each_result_selector_picks_exactly_the_fields_of_its_lambdas_output() {
+    let attempt = Attempt::FIRST;
+    let outputs = [
+        (
+            "Validate",
+            serde_json::to_value(Limits {
+                registration_seconds: 1,
+                job_seconds: 2,
+            }),
+        ),
+        (
+            "IssueToken",
+            serde_json::to_value(IssuedRunner {
+                name: RunnerName::new(JobId::new(1), attempt),
+                id: 1,
+                jit_config_sealed: "s".into(),
+                grant_id: "g".into(),
+            }),
+        ),
+        (
+            "RunTask",
+            serde_json::to_value(LaunchedTask {
+                task_arn: "t".into(),
+            }),
+        ),
+        (
+            "CleanupAttempt",
+            serde_json::to_value(NextAttempt {
+                number: attempt,
+                wait_seconds: 0,
+                exhausted: false,
+            }),
+        ),
+        (
+            "FinalizeFailed",
+            serde_json::to_value(Finalized {
+                state: JobState::Failed,
+                reason: None,
+            }),
+        ),
+    ];
+    let asl = asl();
+    for (name, output) in outputs {
+        let selected: BTreeSet<String> = keys(states(&asl)[name]["ResultSelector"].clone())
+            .into_iter()
+            .map(|k| k.trim_end_matches(".$").to_string())
+            .collect();
+        assert_eq!(selected, keys(output.unwrap()), "{name}");
+    }
+    let plan = &states(&asl)["ResolveLabels"]["ResultSelector"];
+    assert_eq!(
+        keys(plan.clone()),
+        BTreeSet::from(["candidates.$".to_string(), "count.$".to_string()])
+    );
 }
 
 #[test]

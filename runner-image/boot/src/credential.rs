@@ -1,6 +1,7 @@
 //! The runner credential, once opened.
 
 use crate::error::BootError;
+use tasuki_core::domain::ids::JobId;
 
 /// GitHub's `encoded_jit_config`, opened: a single-use credential that registers one runner.
 ///
@@ -10,7 +11,7 @@ pub struct JitConfig(String);
 
 impl JitConfig {
     /// The config the envelope held; refuses an empty one.
-    pub fn new(job_id: u64, text: String) -> Result<Self, BootError> {
+    pub fn new(job_id: JobId, text: String) -> Result<Self, BootError> {
         let trimmed = text.trim();
         if trimmed.is_empty() {
             return Err(BootError::NotText { job_id });
@@ -35,7 +36,7 @@ mod tests {
 
     #[test]
     fn the_debug_form_of_a_jit_config_hides_it() {
-        let jit = JitConfig::new(1, "eyJzZWNyZXQiOnRydWV9\n".into()).unwrap();
+        let jit = JitConfig::new(JobId::new(1), "eyJzZWNyZXQiOnRydWV9\n".into()).unwrap();
         let shown = format!("{jit:?} {:#?}", jit);
         assert!(!shown.contains("eyJ"), "{shown}");
         assert!(shown.contains("redacted"));
@@ -45,8 +46,10 @@ mod tests {
     #[test]
     fn an_empty_config_is_refused() {
         assert_eq!(
-            JitConfig::new(9, "  \n".into()).unwrap_err(),
-            BootError::NotText { job_id: 9 }
+            JitConfig::new(JobId::new(9), "  \n".into()).unwrap_err(),
+            BootError::NotText {
+                job_id: JobId::new(9)
+            }
         );
     }
 }

@@ -4,6 +4,7 @@
 //! No variant carries the opened credential or the sealed one: a message can be printed whole.
 
 use std::path::PathBuf;
+use tasuki_core::domain::ids::JobId;
 use tasuki_core::runner_contract::BootExit;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -17,17 +18,17 @@ pub enum BootError {
     #[error("no AWS region: set AWS_REGION (the KMS key's region)")]
     NoRegion,
     #[error("the credential is not for job {job_id} ({why}): it was sealed for another job, with another key, or is damaged")]
-    WrongJob { job_id: u64, why: String },
+    WrongJob { job_id: JobId, why: String },
     #[error("cannot decrypt the credential for job {job_id}: KMS {code}{}", detail(.message))]
     KmsRefused {
-        job_id: u64,
+        job_id: JobId,
         code: String,
         message: Option<String>,
     },
     #[error("cannot decrypt the credential for job {job_id}: KMS unavailable ({reason})")]
-    KmsUnavailable { job_id: u64, reason: String },
+    KmsUnavailable { job_id: JobId, reason: String },
     #[error("the opened credential for job {job_id} is not a JIT config (not text, or too large)")]
-    NotText { job_id: u64 },
+    NotText { job_id: JobId },
     #[error("cannot start the runner {}: {reason}", .program.display())]
     Spawn {
         program: PathBuf,
@@ -89,19 +90,21 @@ mod tests {
                 name: "TASUKI_JOB_ID",
             },
             BootError::WrongJob {
-                job_id: 1,
+                job_id: JobId::new(1),
                 why: "KMS InvalidCiphertextException".into(),
             },
             BootError::KmsRefused {
-                job_id: 1,
+                job_id: JobId::new(1),
                 code: "AccessDeniedException".into(),
                 message: None,
             },
             BootError::KmsUnavailable {
-                job_id: 1,
+                job_id: JobId::new(1),
                 reason: "timed out".into(),
             },
-            BootError::NotText { job_id: 1 },
+            BootError::NotText {
+                job_id: JobId::new(1),
+            },
             BootError::Internal("x".into()),
             BootError::StoppedBeforeStart {
                 signal: "SIGTERM".into(),
@@ -117,7 +120,7 @@ mod tests {
     #[test]
     fn a_wrong_job_says_which_job_and_why() {
         let e = BootError::WrongJob {
-            job_id: 77,
+            job_id: JobId::new(77),
             why: "KMS InvalidCiphertextException".into(),
         };
         let text = e.to_string();
@@ -131,7 +134,7 @@ mod tests {
     #[test]
     fn a_kms_refusal_shows_the_message_only_when_there_is_one() {
         let with = BootError::KmsRefused {
-            job_id: 5,
+            job_id: JobId::new(5),
             code: "NotFoundException".into(),
             message: Some("Alias alias/x is not found.".into()),
         };
@@ -140,7 +143,7 @@ mod tests {
             "cannot decrypt the credential for job 5: KMS NotFoundException: Alias alias/x is not found."
         );
         let without = BootError::KmsRefused {
-            job_id: 5,
+            job_id: JobId::new(5),
             code: "AccessDeniedException".into(),
             message: Some(String::new()),
         };

@@ -9,6 +9,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use std::time::{Duration, Instant};
+use tasuki_core::domain::ids::JobId;
 use tasuki_core::runner_contract::OpenError;
 
 /// How a Decrypt call failed, reduced to what decides the message and the exit code.
@@ -58,7 +59,7 @@ pub fn grant_retry_delay(retry: u32, elapsed: Duration) -> Option<Duration> {
 
 /// What a failed Decrypt means for the boot: only `InvalidCiphertextException` says the ciphertext
 /// does not open under this job's encryption context.
-pub fn classify(job_id: u64, failure: KmsFailure) -> BootError {
+pub fn classify(job_id: JobId, failure: KmsFailure) -> BootError {
     match failure {
         KmsFailure::Service { code, message } => {
             let code = code.unwrap_or_else(|| "error".to_string());
@@ -165,7 +166,7 @@ pub async fn open(plan: &BootPlan, mut note: impl FnMut(String)) -> Result<JitCo
 }
 
 /// What a failure of the envelope itself (after KMS unwrapped its key) means.
-pub fn opening_failure(job_id: u64, error: OpenError) -> BootError {
+pub fn opening_failure(job_id: JobId, error: OpenError) -> BootError {
     match error {
         OpenError::WrongJobOrDamaged => BootError::WrongJob {
             job_id,
@@ -193,7 +194,7 @@ mod tests {
 
     #[test]
     fn an_invalid_ciphertext_means_the_credential_is_for_another_job() {
-        let err = classify(77, service("InvalidCiphertextException", ""));
+        let err = classify(JobId::new(77), service("InvalidCiphertextException", ""));
         assert_eq!(err.exit(), BootExit::WrongJob);
         assert!(err
             .to_string()
@@ -203,7 +204,7 @@ mod tests {
     #[test]
     fn other_refusals_name_the_code_and_the_first_line_of_the_message() {
         let err = classify(
-            77,
+            JobId::new(77),
             service(
                 "AccessDeniedException",
                 "User: arn:aws:sts::1:assumed-role/runner is not authorized to perform: kms:Decrypt\nmore",
@@ -219,7 +220,7 @@ mod tests {
     #[test]
     fn throttling_and_internal_errors_are_unavailability() {
         for code in ["ThrottlingException", "KMSInternalException"] {
-            let err = classify(3, service(code, "slow down"));
+            let err = classify(JobId::new(3), service(code, "slow down"));
             assert_eq!(err.exit(), BootExit::KmsUnavailable, "{code}");
             assert!(err.to_string().contains(code));
         }
@@ -228,7 +229,7 @@ mod tests {
     #[test]
     fn no_answer_is_unavailability_with_the_reason() {
         let err = classify(
-            3,
+            JobId::new(3),
             KmsFailure::NoAnswer("dispatch failure: connection refused".into()),
         );
         assert_eq!(err.exit(), BootExit::KmsUnavailable);
@@ -241,7 +242,7 @@ mod tests {
     #[test]
     fn an_error_without_a_code_is_still_named() {
         let err = classify(
-            3,
+            JobId::new(3),
             KmsFailure::Service {
                 code: None,
                 message: None,
@@ -273,13 +274,13 @@ mod tests {
 
     #[test]
     fn a_failed_envelope_is_a_wrong_job_or_not_a_config() {
-        let err = opening_failure(4, OpenError::WrongJobOrDamaged);
+        let err = opening_failure(JobId::new(4), OpenError::WrongJobOrDamaged);
         assert_eq!(err.exit(), BootExit::WrongJob);
         assert!(err
             .to_string()
             .starts_with("the credential is not for job 4 (AES-GCM authentication failed)"));
         assert_eq!(
-            opening_failure(4, OpenError::BadPayload).exit(),
+            opening_failure(JobId::new(4), OpenError::BadPayload).exit(),
             BootExit::NotText
         );
     }

@@ -3,6 +3,7 @@
 use crate::error::BootError;
 use std::path::PathBuf;
 use std::time::Duration;
+use tasuki_core::domain::ids::JobId;
 use tasuki_core::runner_contract::{env, Envelope};
 
 /// The runner program to start instead of `<RUNNER_DIR>/run.sh` (tests, derived images).
@@ -47,7 +48,7 @@ pub const NOT_FOR_THE_RUNNER: &[&str] = &[
 /// What the boot program will do: open this job's credential with KMS, then start this runner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootPlan {
-    pub job_id: u64,
+    pub job_id: JobId,
     pub attempt: Option<u32>,
     pub runner_name: Option<String>,
     /// `TASUKI_JIT_CONFIG_SEALED`, parsed: the KMS-wrapped data key and the sealed config.
@@ -103,7 +104,7 @@ impl BootPlan {
         let job_id = present(env::JOB_ID)
             .ok_or(BootError::Missing { name: env::JOB_ID })?
             .trim()
-            .parse::<u64>()
+            .parse::<JobId>()
             .map_err(|_| BootError::Invalid {
                 name: env::JOB_ID,
                 problem: "is not a job id (a positive integer)".into(),
@@ -196,7 +197,7 @@ mod tests {
             plaintext: [7; 32],
             wrapped: vec![1, 2, 3, 4],
         };
-        seal(77, &key, "eyJhIjoxfQ==").unwrap()
+        seal(JobId::new(77), &key, "eyJhIjoxfQ==").unwrap()
     }
 
     fn full(sealed: &str) -> Vec<(&'static str, String)> {
@@ -217,7 +218,7 @@ mod tests {
     #[test]
     fn a_complete_environment_gives_the_plan_with_the_official_runner() {
         let plan = plan(&full(&sealed())).unwrap();
-        assert_eq!(plan.job_id, 77);
+        assert_eq!(plan.job_id, JobId::new(77));
         assert_eq!(plan.attempt, Some(2));
         assert_eq!(plan.runner_name.as_deref(), Some("tasuki-77-2"));
         assert_eq!(plan.envelope.wrapped_key, vec![1, 2, 3, 4]);

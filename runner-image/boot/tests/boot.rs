@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tasuki_core::domain::ids::JobId;
 use tasuki_core::runner_contract::{self, BootExit, DataKey};
 
 const BOOT: &str = env!("CARGO_BIN_EXE_tasuki-boot");
@@ -79,7 +80,7 @@ fn seal_config(job_id: u64, plaintext: String) -> Sealed {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (key_id, data_key) = runtime.block_on(async {
         let (kms, key_id) = support::kms_key(&support::sdk().await).await;
-        let (context_key, context_value) = runner_contract::encryption_context(job_id);
+        let (context_key, context_value) = runner_contract::encryption_context(JobId::new(job_id));
         let out = kms
             .generate_data_key()
             .key_id(&key_id)
@@ -94,7 +95,7 @@ fn seal_config(job_id: u64, plaintext: String) -> Sealed {
         };
         (key_id, data_key)
     });
-    let sealed = runner_contract::seal(job_id, &data_key, &plaintext).unwrap();
+    let sealed = runner_contract::seal(JobId::new(job_id), &data_key, &plaintext).unwrap();
     assert!(!sealed.contains(&plaintext));
     Sealed {
         key_id,
@@ -966,7 +967,7 @@ fn sealed_with_local_key(job_id: u64, data_key: [u8; 32]) -> Sealed {
     };
     Sealed {
         key_id: "alias/tasuki-runner".into(),
-        sealed: runner_contract::seal(job_id, &key, &plaintext).unwrap(),
+        sealed: runner_contract::seal(JobId::new(job_id), &key, &plaintext).unwrap(),
         plaintext,
     }
 }

@@ -1,17 +1,20 @@
 //! The lifecycle store on DynamoDB: one table, conditional writes, an event row per transition.
 
-use crate::domain::job::JobRef;
+use crate::adapters::clock::SystemClock;
+use crate::domain::ids::{Attempt, JobId};
+use crate::domain::job::{Conclusion, JobRef};
 use crate::domain::lifecycle::{JobState, Position};
-use crate::domain::waits::{Registered, Signal, Signals, Stopped, Taken, Wait, WaitPhase};
-use crate::ports::{Commit, JobRecord, LifecycleEvent, LifecycleStore, StoreError};
+use crate::domain::record::{Event, JobRecord, LifecycleEvent, RunnerRef};
+use crate::domain::waits::{
+    Registered, Signal, Signals, Stopped, Taken, TaskToken, Wait, WaitPhase,
+};
+use crate::ports::{Clock, LifecycleStore, StoreError};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 /// The GSI the rescue sweep reads: non-terminal jobs by state, oldest deadline first.
 pub const STATE_DEADLINE_INDEX: &str = "by-state-deadline";
@@ -35,11 +38,11 @@ impl DynamoLifecycleStore {
     }
 
     fn expires_at(&self) -> u64 {
-        crate::handlers::now_epoch() + self.retention_seconds
+        SystemClock.now().epoch_seconds + self.retention_seconds
     }
 }
 
-fn pk(job_id: u64) -> String {
+fn pk(job_id: JobId) -> String {
     format!("JOB#{job_id}")
 }
 
@@ -47,18 +50,12 @@ fn event_sk(seq: u32) -> String {
     format!("EVENT#{seq:06}")
 }
 
-fn now_text() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
-}
-
 /// The job item, attribute for attribute (schema in README).
 #[derive(Debug, Serialize, Deserialize)]
 struct JobItem {
     pk: String,
     sk: String,
-    job_id: u64,
+    job_id: JobId,
     run_id: u64,
     run_attempt: u32,
     repository: String,
@@ -77,8 +74,7 @@ struct JobItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gsi_state: Option<JobState>,
     expires_at: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    execution_arn: Option<String>,
+    execution_arn: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     task_arn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,19 +82,19 @@ struct JobItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     runner_id: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    conclusion: Option<String>,
+    conclusion: Option<Conclusion>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    task_token: Option<String>,
+    task_token: Option<TaskToken>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     wait_phase: Option<WaitPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    wait_attempt: Option<u32>,
+    wait_attempt: Option<Attempt>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sig_registered: Option<Registered>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    sig_conclusion: Option<String>,
+    sig_conclusion: Option<Conclusion>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sig_stopped: Option<Stopped>,
     #[serde(default)]
@@ -115,7 +111,7 @@ struct EventItem {
     sk: String,
     seq: u32,
     at: String,
-    event: String,
+    event: Event,
     state: JobState,
     attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,8 +154,10 @@ impl JobItem {
             deadline: self.deadline,
             execution_arn: self.execution_arn,
             task_arn: self.task_arn,
-            runner_name: self.runner_name,
-            runner_id: self.runner_id,
+            runner: match (self.runner_name, self.runner_id) {
+                (Some(name), Some(id)) => Some(RunnerRef { name, id }),
+                _ => None,
+            },
             conclusion: self.conclusion,
             reason: self.reason,
             wait,
@@ -202,9 +200,9 @@ impl JobItem {
             expires_at,
             execution_arn: record.execution_arn.clone(),
             task_arn: record.task_arn.clone(),
-            runner_name: record.runner_name.clone(),
-            runner_id: record.runner_id,
-            conclusion: record.conclusion.clone(),
+            runner_name: record.runner.as_ref().map(|r| r.name.clone()),
+            runner_id: record.runner.as_ref().map(|r| r.id),
+            conclusion: record.conclusion,
             reason: record.reason.clone(),
             task_token: record.wait.as_ref().map(|w| w.token.clone()),
             wait_phase: record.wait.as_ref().map(|w| w.phase),
@@ -252,26 +250,32 @@ where
     }
 }
 
-fn event_item(
-    job_id: u64,
-    seq: u32,
-    position: Position,
-    event: &str,
-    candidate: Option<String>,
-    reason: Option<String>,
-    expires_at: u64,
-) -> EventItem {
-    EventItem {
-        pk: pk(job_id),
-        sk: event_sk(seq),
-        seq,
-        at: now_text(),
-        event: event.to_string(),
-        state: position.state,
-        attempt: position.attempt,
-        candidate,
-        reason,
-        expires_at,
+impl EventItem {
+    fn new(job_id: JobId, event: &LifecycleEvent, expires_at: u64) -> Self {
+        Self {
+            pk: pk(job_id),
+            sk: event_sk(event.seq),
+            seq: event.seq,
+            at: event.at.clone(),
+            event: event.event,
+            state: event.state,
+            attempt: event.attempt,
+            candidate: event.candidate.clone(),
+            reason: event.reason.clone(),
+            expires_at,
+        }
+    }
+
+    fn into_event(self) -> LifecycleEvent {
+        LifecycleEvent {
+            seq: self.seq,
+            at: self.at,
+            event: self.event,
+            state: self.state,
+            attempt: self.attempt,
+            candidate: self.candidate,
+            reason: self.reason,
+        }
     }
 }
 
@@ -297,7 +301,7 @@ impl DynamoLifecycleStore {
 
     async fn update_returning(
         &self,
-        job_id: u64,
+        job_id: JobId,
         expression: &str,
         condition: &str,
         values: HashMap<String, AttributeValue>,
@@ -341,37 +345,10 @@ fn encoded<T: Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
 
 #[async_trait]
 impl LifecycleStore for DynamoLifecycleStore {
-    async fn create(&self, job: &JobRef, execution_arn: &str) -> Result<bool, StoreError> {
-        let now = now_text();
+    async fn create(&self, record: &JobRecord, event: &LifecycleEvent) -> Result<bool, StoreError> {
         let expires_at = self.expires_at();
-        let record = JobRecord {
-            job: job.clone(),
-            position: Position::RECEIVED,
-            seq: 1,
-            version: 1,
-            created_at: now.clone(),
-            updated_at: now,
-            deadline: crate::handlers::now_epoch() + 900,
-            execution_arn: Some(execution_arn.to_string()),
-            task_arn: None,
-            runner_name: None,
-            runner_id: None,
-            conclusion: None,
-            reason: None,
-            wait: None,
-            signals: Signals::default(),
-            last_happening: None,
-        };
-        let job_item = to_item(&JobItem::from_record(&record, expires_at))?;
-        let event = to_item(&event_item(
-            job.job_id,
-            1,
-            Position::RECEIVED,
-            JobState::Received.as_str(),
-            None,
-            None,
-            expires_at,
-        ))?;
+        let job_item = to_item(&JobItem::from_record(record, expires_at))?;
+        let event = to_item(&EventItem::new(record.job.job_id, event, expires_at))?;
         let result = self
             .client
             .transact_write_items()
@@ -388,7 +365,7 @@ impl LifecycleStore for DynamoLifecycleStore {
         }
     }
 
-    async fn get(&self, job_id: u64) -> Result<Option<JobRecord>, StoreError> {
+    async fn get(&self, job_id: JobId) -> Result<Option<JobRecord>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -404,39 +381,15 @@ impl LifecycleStore for DynamoLifecycleStore {
             .transpose()
     }
 
-    async fn commit(&self, from: &JobRecord, commit: &Commit) -> Result<(), StoreError> {
-        let seq = from.seq + 1;
-        let mut next = from.clone();
-        next.position = commit.to;
-        next.seq = seq;
-        next.version = from.version + 1;
-        next.updated_at = now_text();
-        next.deadline = commit.deadline;
-        next.last_happening = Some(commit.happening.clone());
-        if let Some(task_arn) = &commit.task_arn {
-            next.task_arn = Some(task_arn.clone());
-        }
-        if let Some((name, id)) = &commit.runner {
-            next.runner_name = Some(name.clone());
-            next.runner_id = Some(*id);
-        }
-        if let Some(conclusion) = &commit.conclusion {
-            next.conclusion = Some(conclusion.clone());
-        }
-        if let Some(reason) = commit.happening.reason() {
-            next.reason = Some(reason.to_string());
-        }
+    async fn commit(
+        &self,
+        from: &JobRecord,
+        to: &JobRecord,
+        event: &LifecycleEvent,
+    ) -> Result<(), StoreError> {
         let expires_at = self.expires_at();
-        let job_item = to_item(&JobItem::from_record(&next, expires_at))?;
-        let event = to_item(&event_item(
-            from.job.job_id,
-            seq,
-            commit.to,
-            commit.happening.event_name(commit.to.state),
-            commit.candidate.clone(),
-            commit.happening.reason().map(str::to_string),
-            expires_at,
-        ))?;
+        let job_item = to_item(&JobItem::from_record(to, expires_at))?;
+        let event = to_item(&EventItem::new(from.job.job_id, event, expires_at))?;
         self.client
             .transact_write_items()
             .transact_items(self.put(
@@ -451,13 +404,13 @@ impl LifecycleStore for DynamoLifecycleStore {
         Ok(())
     }
 
-    async fn arm(&self, job_id: u64, wait: &Wait) -> Result<JobRecord, StoreError> {
+    async fn arm(&self, job_id: JobId, wait: &Wait) -> Result<JobRecord, StoreError> {
         self.update_returning(
             job_id,
             "SET task_token = :t, wait_phase = :p, wait_attempt = :a ADD version :one",
             "attribute_exists(pk)",
             values([
-                (":t", AttributeValue::S(wait.token.clone())),
+                (":t", AttributeValue::S(wait.token.as_str().to_string())),
                 (":p", encoded(&wait.phase)?),
                 (":a", number(wait.attempt)),
                 (":one", number(1)),
@@ -467,24 +420,29 @@ impl LifecycleStore for DynamoLifecycleStore {
         .ok_or(StoreError::NotFound(job_id))
     }
 
-    async fn disarm(&self, job_id: u64, token: &str) -> Result<(), StoreError> {
+    async fn disarm(&self, job_id: JobId, token: &TaskToken) -> Result<(), StoreError> {
         // A token already replaced or removed is fine: the condition just doesn't match.
         self.update_returning(
             job_id,
             "REMOVE task_token, wait_phase, wait_attempt ADD version :one",
             "task_token = :t",
-            values([(":t", AttributeValue::S(token.into())), (":one", number(1))]),
+            values([
+                (":t", AttributeValue::S(token.as_str().to_string())),
+                (":one", number(1)),
+            ]),
         )
         .await?;
         Ok(())
     }
 
-    async fn signal(&self, job_id: u64, signal: &Signal) -> Result<Option<JobRecord>, StoreError> {
+    async fn signal(
+        &self,
+        job_id: JobId,
+        signal: &Signal,
+    ) -> Result<Option<JobRecord>, StoreError> {
         let (attribute, value) = match signal {
             Signal::Registered(registered) => ("sig_registered", encoded(registered)?),
-            Signal::Completed { conclusion } => {
-                ("sig_conclusion", AttributeValue::S(conclusion.clone()))
-            }
+            Signal::Completed(completion) => ("sig_conclusion", encoded(&completion.conclusion)?),
             Signal::Cancelled => ("sig_cancelled", AttributeValue::Bool(true)),
             Signal::RunnerTaken(taken) => ("sig_taken", encoded(taken)?),
             Signal::Stopped(stopped) => ("sig_stopped", encoded(stopped)?),
@@ -507,62 +465,45 @@ impl LifecycleStore for DynamoLifecycleStore {
         }
     }
 
-    async fn timeline(&self, job_id: u64) -> Result<Vec<LifecycleEvent>, StoreError> {
+    async fn timeline(&self, job_id: JobId) -> Result<Vec<LifecycleEvent>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", AttributeValue::S(pk(job_id)))
+            .expression_attribute_values(":prefix", AttributeValue::S("EVENT#".into()))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
         let mut events = Vec::new();
-        let mut start = None;
         for _ in 0..MAX_PAGES {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", AttributeValue::S(pk(job_id)))
-                .expression_attribute_values(":prefix", AttributeValue::S("EVENT#".into()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(store_error)?;
-            for item in out.items.unwrap_or_default() {
-                let e: EventItem = from_item(item)?;
-                events.push(LifecycleEvent {
-                    seq: e.seq,
-                    at: e.at,
-                    event: e.event,
-                    state: e.state,
-                    attempt: e.attempt,
-                    candidate: e.candidate,
-                    reason: e.reason,
-                });
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
+            let Some(page) = pages.next().await else {
                 break;
+            };
+            for item in page.map_err(store_error)?.items.unwrap_or_default() {
+                events.push(from_item::<EventItem>(item)?.into_event());
             }
         }
         Ok(events)
     }
 
     async fn list(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("sk = :job")
+            .expression_attribute_values(":job", AttributeValue::S(JOB_SK.into()))
+            .into_paginator()
+            .send();
         let mut jobs = Vec::new();
-        let mut start = None;
         for _ in 0..MAX_PAGES {
-            let out = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("sk = :job")
-                .expression_attribute_values(":job", AttributeValue::S(JOB_SK.into()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(store_error)?;
-            for item in out.items.unwrap_or_default() {
-                jobs.push(from_item::<JobItem>(item)?.into_record());
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
+            let Some(page) = pages.next().await else {
                 break;
+            };
+            for item in page.map_err(store_error)?.items.unwrap_or_default() {
+                jobs.push(from_item::<JobItem>(item)?.into_record());
             }
         }
         jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at));

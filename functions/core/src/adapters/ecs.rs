@@ -1,7 +1,9 @@
 //! ECS RunTask/StopTask, with RunTask's `failures[]` and exceptions classified into step errors.
 
+use crate::domain::launch::LaunchRequest;
+use crate::domain::plan::CapacityProvider;
 use crate::error::StepError;
-use crate::ports::{LaunchRequest, TaskLauncher};
+use crate::ports::TaskLauncher;
 use async_trait::async_trait;
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{
@@ -116,12 +118,12 @@ impl TaskLauncher for EcsTaskLauncher {
             .task_definition(&request.task_definition)
             .count(1);
         // On-demand Fargate is plain `launchType`; Spot and EC2 need their capacity provider.
-        run = if request.capacity_provider == "FARGATE" {
+        run = if request.capacity == CapacityProvider::Fargate {
             run.launch_type(LaunchType::Fargate)
         } else {
             run.capacity_provider_strategy(
                 CapacityProviderStrategyItem::builder()
-                    .capacity_provider(&request.capacity_provider)
+                    .capacity_provider(request.capacity.name())
                     .weight(1)
                     .build()
                     .map_err(build)?,
@@ -141,13 +143,13 @@ impl TaskLauncher for EcsTaskLauncher {
                     )
                     .build(),
             )
-            .started_by(&request.started_by)
+            .started_by(request.started_by.to_string())
             .set_tags(Some(tags))
             .enable_ecs_managed_tags(true)
             .send()
             .await
             .map_err(sdk_error)?;
-        let where_ = format!("{} in {}", request.capacity_provider, request.subnet);
+        let where_ = format!("{} in {}", request.capacity, request.subnet);
         if let Some(task_arn) = out.tasks().first().and_then(|t| t.task_arn()) {
             return Ok(task_arn.to_string());
         }

@@ -1,5 +1,6 @@
 //! GitHub as a GitHub App (octocrab): JIT runner configs and runner removal.
 
+use crate::domain::ids::RunnerName;
 use crate::domain::job::JobRef;
 use crate::error::StepError;
 use crate::ports::{JitConfig, RunnerRegistry, Sensitive};
@@ -91,7 +92,7 @@ impl RunnerRegistry for GitHubApp {
     async fn issue_jit_config(
         &self,
         job: &JobRef,
-        runner_name: &str,
+        runner_name: RunnerName,
         labels: &[String],
     ) -> Result<JitConfig, StepError> {
         let (owner, repo) = job.owner_and_name();
@@ -101,7 +102,7 @@ impl RunnerRegistry for GitHubApp {
             .create_repo_jit_runner_config(
                 owner,
                 repo,
-                runner_name,
+                runner_name.to_string(),
                 RunnerGroupId(self.runner_group_id),
                 labels.to_vec(),
             )

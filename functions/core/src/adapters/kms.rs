@@ -5,6 +5,7 @@
 //! exactly that context. The task role holds no standing `kms:Decrypt`: a task can open only a job
 //! whose grant is live, and the grant is revoked when the attempt is cleaned up or the job ends.
 
+use crate::domain::ids::{Attempt, JobId};
 use crate::error::StepError;
 use crate::ports::{CredentialSealer, SealedConfig, Sensitive};
 use crate::runner_contract::{self, encryption_context, DataKey};
@@ -53,8 +54,8 @@ fn kms_error<E: ProvideErrorMetadata>(operation: &str, e: &E) -> StepError {
 impl CredentialSealer for KmsSealer {
     async fn seal(
         &self,
-        job_id: u64,
-        attempt: u32,
+        job_id: JobId,
+        attempt: Attempt,
         plaintext: &Sensitive,
     ) -> Result<SealedConfig, StepError> {
         let (key, value) = encryption_context(job_id);

@@ -1,10 +1,13 @@
 //! Step Functions: start a job's execution, answer its task tokens.
 
+use crate::domain::job::JobRef;
+use crate::domain::waits::{CallbackOutput, TaskToken};
 use crate::error::StepError;
 use crate::ports::Executions;
 use async_trait::async_trait;
 use aws_sdk_sfn::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sfn::Client;
+use serde::Serialize;
 
 #[derive(Clone)]
 pub struct SfnExecutions {
@@ -41,32 +44,42 @@ fn already_closed(code: Option<&str>) -> bool {
     )
 }
 
+/// The execution's input: the state document the ASL starts from (`ExecutionState`).
+#[derive(Serialize)]
+struct ExecutionInput<'a> {
+    job: &'a JobRef,
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<String, StepError> {
+    serde_json::to_string(value).map_err(|e| StepError::Transient(format!("encode: {e}")))
+}
+
 #[async_trait]
 impl Executions for SfnExecutions {
-    async fn start(&self, name: &str, input: &str) -> Result<String, StepError> {
+    async fn start(&self, job: &JobRef) -> Result<String, StepError> {
         match self
             .client
             .start_execution()
             .state_machine_arn(&self.state_machine_arn)
-            .name(name)
-            .input(input)
+            .name(job.execution_name())
+            .input(encode(&ExecutionInput { job })?)
             .send()
             .await
         {
             Ok(out) => Ok(out.execution_arn),
-            Err(e) if e.code() == Some("ExecutionAlreadyExists") => Ok(
-                crate::handlers::webhook::execution_arn(&self.state_machine_arn, name),
-            ),
+            Err(e) if e.code() == Some("ExecutionAlreadyExists") => {
+                Ok(job.execution_arn(&self.state_machine_arn))
+            }
             Err(e) => Err(sdk_error(&e)),
         }
     }
 
-    async fn succeed(&self, token: &str, output: &serde_json::Value) -> Result<bool, StepError> {
+    async fn succeed(&self, token: &TaskToken, output: &CallbackOutput) -> Result<bool, StepError> {
         match self
             .client
             .send_task_success()
-            .task_token(token)
-            .output(output.to_string())
+            .task_token(token.as_str())
+            .output(encode(output)?)
             .send()
             .await
         {
@@ -76,12 +89,12 @@ impl Executions for SfnExecutions {
         }
     }
 
-    async fn fail(&self, token: &str, error: &StepError) -> Result<bool, StepError> {
+    async fn fail(&self, token: &TaskToken, error: &StepError) -> Result<bool, StepError> {
         match self
             .client
             .send_task_failure()
-            .task_token(token)
-            .error(error.name())
+            .task_token(token.as_str())
+            .error(error.name().as_str())
             .cause(error.detail())
             .send()
             .await

@@ -1,6 +1,8 @@
 //! GitHub `workflow_job` events and the small job reference the state machine carries.
 
+use crate::domain::ids::JobId;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -24,7 +26,7 @@ pub struct WorkflowJobEvent {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkflowJob {
-    pub id: u64,
+    pub id: JobId,
     pub run_id: u64,
     #[serde(default = "first_attempt")]
     pub run_attempt: u32,
@@ -33,7 +35,46 @@ pub struct WorkflowJob {
     pub labels: Vec<String>,
     pub runner_id: Option<u64>,
     pub runner_name: Option<String>,
-    pub conclusion: Option<String>,
+    pub conclusion: Option<Conclusion>,
+}
+
+/// How a job ended, in the words of the `workflow_job.completed` webhook schema
+/// (`@octokit/openapi-webhooks`, `webhook-workflow-job-completed`: success, failure, skipped,
+/// cancelled, action_required, neutral, timed_out). A value GitHub adds later is `unknown`, not a
+/// lost completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conclusion {
+    Success,
+    Failure,
+    Skipped,
+    Cancelled,
+    ActionRequired,
+    Neutral,
+    TimedOut,
+    #[serde(other)]
+    Unknown,
+}
+
+impl Conclusion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Conclusion::Success => "success",
+            Conclusion::Failure => "failure",
+            Conclusion::Skipped => "skipped",
+            Conclusion::Cancelled => "cancelled",
+            Conclusion::ActionRequired => "action_required",
+            Conclusion::Neutral => "neutral",
+            Conclusion::TimedOut => "timed_out",
+            Conclusion::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Conclusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn first_attempt() -> u32 {
@@ -54,7 +95,7 @@ pub struct Installation {
 /// What the state machine needs to know about a job: ids, not payloads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRef {
-    pub job_id: u64,
+    pub job_id: JobId,
     pub run_id: u64,
     pub run_attempt: u32,
     pub repository: String,
@@ -86,35 +127,20 @@ impl JobRef {
         format!("{}-{}", self.job_id, self.run_attempt)
     }
 
+    /// The execution's ARN: it follows from the state machine's ARN and the execution name.
+    pub fn execution_arn(&self, state_machine_arn: &str) -> String {
+        format!(
+            "{}:{}",
+            state_machine_arn.replacen(":stateMachine:", ":execution:", 1),
+            self.execution_name()
+        )
+    }
+
     pub fn owner_and_name(&self) -> (&str, &str) {
         self.repository
             .split_once('/')
             .unwrap_or((&self.repository, ""))
     }
-}
-
-/// Runner names carry the job and attempt they were launched for.
-pub fn runner_name(job_id: u64, attempt: u32) -> String {
-    format!("tasuki-{job_id}-{attempt}")
-}
-
-/// The job and attempt a runner name was launched for, if it is one of ours.
-pub fn parse_runner_name(name: &str) -> Option<(u64, u32)> {
-    let rest = name.strip_prefix("tasuki-")?;
-    let (job, attempt) = rest.split_once('-')?;
-    Some((job.parse().ok()?, attempt.parse().ok()?))
-}
-
-/// ECS `startedBy`: ties a task back to its job and attempt.
-pub fn started_by(job_id: u64, attempt: u32) -> String {
-    format!("tasuki/{job_id}/{attempt}")
-}
-
-pub fn parse_started_by(value: &str) -> Option<(u64, u32)> {
-    let mut parts = value.strip_prefix("tasuki/")?.split('/');
-    let job = parts.next()?.parse().ok()?;
-    let attempt = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some((job, attempt))
 }
 
 #[cfg(test)]
@@ -162,10 +188,14 @@ pub(crate) mod tests {
         let event: WorkflowJobEvent =
             serde_json::from_slice(&fixture("workflow_job.queued.2.json")).unwrap();
         let job = JobRef::from_event(&event).unwrap();
-        assert_eq!(job.job_id, 12877621891);
+        assert_eq!(job.job_id, JobId::new(12877621891));
         assert_eq!(job.labels, ["self-hosted", "k8s"]);
         assert_eq!(job.installation_id, 23154469);
         assert_eq!(job.execution_name(), "12877621891-1");
+        assert_eq!(
+            job.execution_arn("arn:aws:states:us-east-1:1:stateMachine:sm"),
+            "arn:aws:states:us-east-1:1:execution:sm:12877621891-1"
+        );
         assert_eq!(
             job.owner_and_name(),
             ("lineville", "elastic-machines-testing")
@@ -177,16 +207,17 @@ pub(crate) mod tests {
         let event: WorkflowJobEvent =
             serde_json::from_slice(&fixture("workflow_job.completed.1.json")).unwrap();
         assert!(event.workflow_job.conclusion.is_some());
+        let conclusions: Vec<Conclusion> =
+            serde_json::from_str(r#"["success", "cancelled", "timed_out", "stale"]"#).unwrap();
+        assert_eq!(
+            conclusions,
+            [
+                Conclusion::Success,
+                Conclusion::Cancelled,
+                Conclusion::TimedOut,
+                Conclusion::Unknown
+            ]
+        );
         assert!(event.workflow_job.runner_name.is_some());
-    }
-
-    #[test]
-    fn runner_names_and_started_by_round_trip() {
-        assert_eq!(parse_runner_name(&runner_name(42, 3)), Some((42, 3)));
-        assert_eq!(parse_runner_name("GitHub Actions 5"), None);
-        assert_eq!(parse_runner_name("tasuki-x-1"), None);
-        assert_eq!(parse_started_by(&started_by(42, 3)), Some((42, 3)));
-        assert_eq!(parse_started_by("tasuki/42/3/4"), None);
-        assert_eq!(parse_started_by("ecs-svc/123"), None);
     }
 }

@@ -1,5 +1,8 @@
 //! Job states and the only transitions allowed between them.
 
+use crate::domain::ids::Attempt;
+use crate::domain::job::Conclusion;
+use crate::domain::record::Event;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -96,22 +99,22 @@ impl Position {
 pub enum Happening {
     Refuse { reason: String },
     Plan { candidates: u32 },
-    Launch { attempt: u32, candidate: String },
-    AwaitRegistration { attempt: u32, task_arn: String },
-    AttemptFailed { attempt: u32, reason: String },
+    Launch { attempt: Attempt, candidate: String },
+    AwaitRegistration { attempt: Attempt, task_arn: String },
+    AttemptFailed { attempt: Attempt, reason: String },
     Register { runner_name: String },
-    Complete { conclusion: String },
+    Complete { conclusion: Conclusion },
     Fail { reason: String },
     Cancel { reason: String },
     TimeOut { reason: String },
 }
 
 impl Happening {
-    /// The event name stored in the lifecycle row.
-    pub fn event_name(&self, to: JobState) -> &'static str {
+    /// What the lifecycle row records.
+    pub fn event(&self, to: JobState) -> Event {
         match self {
-            Happening::AttemptFailed { .. } => "attempt-failed",
-            _ => to.as_str(),
+            Happening::AttemptFailed { .. } => Event::AttemptFailed,
+            _ => Event::Entered(to),
         }
     }
 
@@ -122,7 +125,7 @@ impl Happening {
             | Happening::Fail { reason }
             | Happening::Cancel { reason }
             | Happening::TimeOut { reason } => Some(reason),
-            Happening::Complete { conclusion } => Some(conclusion),
+            Happening::Complete { conclusion } => Some(conclusion.as_str()),
             _ => None,
         }
     }
@@ -154,17 +157,19 @@ pub fn next(from: Position, happening: &Happening) -> Result<Position, IllegalTr
     match (from.state, happening) {
         (Received, Happening::Refuse { .. }) => at(Refused, current),
         (Received, Happening::Plan { candidates }) if *candidates > 0 => at(Planned, 0),
-        (Planned, Happening::Launch { attempt, .. }) if *attempt == 1 => at(Launching, 1),
-        (Launching | WaitingForRegistration, Happening::Launch { attempt, .. })
-            if *attempt == current + 1 =>
-        {
-            at(Launching, *attempt)
+        (Planned, Happening::Launch { attempt, .. }) if *attempt == Attempt::FIRST => {
+            at(Launching, 1)
         }
-        (Launching, Happening::AwaitRegistration { attempt, .. }) if *attempt == current => {
+        (Launching | WaitingForRegistration, Happening::Launch { attempt, .. })
+            if attempt.get() == current + 1 =>
+        {
+            at(Launching, attempt.get())
+        }
+        (Launching, Happening::AwaitRegistration { attempt, .. }) if attempt.get() == current => {
             at(WaitingForRegistration, current)
         }
         (Launching | WaitingForRegistration, Happening::AttemptFailed { attempt, .. })
-            if *attempt == current =>
+            if attempt.get() == current =>
         {
             at(from.state, current)
         }
@@ -186,23 +191,27 @@ mod tests {
         steps.iter().try_fold(Position::RECEIVED, next)
     }
 
+    fn n(attempt: u32) -> Attempt {
+        Attempt::new(attempt).unwrap()
+    }
+
     fn launch(attempt: u32) -> Happening {
         Happening::Launch {
-            attempt,
+            attempt: n(attempt),
             candidate: "fargate-spot/us-east-1a/2cpu-4gb/x64".into(),
         }
     }
 
     fn await_reg(attempt: u32) -> Happening {
         Happening::AwaitRegistration {
-            attempt,
+            attempt: n(attempt),
             task_arn: "arn:task".into(),
         }
     }
 
     fn failed(attempt: u32) -> Happening {
         Happening::AttemptFailed {
-            attempt,
+            attempt: n(attempt),
             reason: "CapacityUnavailable".into(),
         }
     }
@@ -217,7 +226,7 @@ mod tests {
                 runner_name: "r".into(),
             },
             Happening::Complete {
-                conclusion: "success".into(),
+                conclusion: Conclusion::Success,
             },
         ])
         .unwrap();
@@ -286,14 +295,14 @@ mod tests {
         prop_oneof![
             Just(Happening::Refuse { reason: "r".into() }),
             (0u32..4).prop_map(|candidates| Happening::Plan { candidates }),
-            (0u32..5).prop_map(launch),
-            (0u32..5).prop_map(await_reg),
-            (0u32..5).prop_map(failed),
+            (1u32..5).prop_map(launch),
+            (1u32..5).prop_map(await_reg),
+            (1u32..5).prop_map(failed),
             Just(Happening::Register {
                 runner_name: "r".into()
             }),
             Just(Happening::Complete {
-                conclusion: "success".into()
+                conclusion: Conclusion::Success
             }),
             Just(Happening::Fail { reason: "r".into() }),
             Just(Happening::Cancel { reason: "r".into() }),

@@ -1,9 +1,14 @@
+pub mod access;
 pub mod config;
 pub mod deploy;
+pub mod ids;
 pub mod job;
 pub mod labels;
+pub mod launch;
 pub mod lifecycle;
+pub mod outcome;
 pub mod plan;
+pub mod record;
 pub mod rounds;
 pub mod size;
 pub mod tags;

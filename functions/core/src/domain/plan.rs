@@ -6,12 +6,46 @@ use crate::domain::size::Size;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The ECS capacity a candidate asks for: Fargate Spot and EC2 through their capacity provider,
+/// on-demand Fargate as RunTask's plain `launchType: FARGATE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CapacityProvider {
+    FargateSpot,
+    Fargate,
+    /// An EC2 Auto Scaling group capacity provider, by name.
+    Ec2(String),
+}
+
+impl CapacityProvider {
+    pub fn capacity(&self) -> Capacity {
+        match self {
+            CapacityProvider::FargateSpot => Capacity::FargateSpot,
+            CapacityProvider::Fargate => Capacity::Fargate,
+            CapacityProvider::Ec2(_) => Capacity::Ec2,
+        }
+    }
+
+    /// The provider's name in ECS.
+    pub fn name(&self) -> &str {
+        match self {
+            CapacityProvider::FargateSpot => "FARGATE_SPOT",
+            CapacityProvider::Fargate => "FARGATE",
+            CapacityProvider::Ec2(name) => name,
+        }
+    }
+}
+
+impl fmt::Display for CapacityProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One place to try: capacity × AZ (subnet) × size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Candidate {
-    pub capacity: Capacity,
-    /// The ECS capacity provider to ask (`FARGATE_SPOT`, `FARGATE` or an EC2 provider).
-    pub capacity_provider: String,
+    pub provider: CapacityProvider,
     pub az: String,
     pub subnet: String,
     pub size: Size,
@@ -26,7 +60,7 @@ impl fmt::Display for Candidate {
         write!(
             f,
             "{}/{}/{}/{}",
-            self.capacity.as_str(),
+            self.provider.capacity().as_str(),
             self.az,
             self.size,
             self.arch.as_str()
@@ -46,10 +80,10 @@ pub fn plan(spec: &RunnerSpec, config: &Config) -> Result<Vec<Candidate>, Refusa
             continue;
         }
         let provider = match capacity {
-            Capacity::FargateSpot => "FARGATE_SPOT".to_string(),
-            Capacity::Fargate => "FARGATE".to_string(),
+            Capacity::FargateSpot => CapacityProvider::FargateSpot,
+            Capacity::Fargate => CapacityProvider::Fargate,
             Capacity::Ec2 => match config.ecs.ec2_capacity_providers.get(&spec.arch) {
-                Some(name) => name.clone(),
+                Some(name) => CapacityProvider::Ec2(name.clone()),
                 None => continue,
             },
         };
@@ -66,8 +100,7 @@ pub fn plan(spec: &RunnerSpec, config: &Config) -> Result<Vec<Candidate>, Refusa
         };
         for (az, subnet) in &config.network.subnets {
             candidates.push(Candidate {
-                capacity,
-                capacity_provider: provider.clone(),
+                provider: provider.clone(),
                 az: az.clone(),
                 subnet: subnet.clone(),
                 size: spec.size,
@@ -144,9 +177,9 @@ mod tests {
                 "ec2/us-east-1b/2cpu-4gb/x64",
             ]
         );
-        assert_eq!(candidates[0].capacity_provider, "FARGATE_SPOT");
+        assert_eq!(candidates[0].provider, CapacityProvider::FargateSpot);
         assert_eq!(candidates[0].subnet, "subnet-a");
-        assert_eq!(candidates[4].capacity_provider, "cp-ec2-x64");
+        assert_eq!(candidates[4].provider.name(), "cp-ec2-x64");
         assert_eq!(candidates[0].task_definition, "td-x64");
     }
 
@@ -159,7 +192,7 @@ mod tests {
         let candidates = plan(&spec, &example()).unwrap();
         assert!(candidates
             .iter()
-            .all(|c| c.capacity != Capacity::FargateSpot));
+            .all(|c| c.provider != CapacityProvider::FargateSpot));
         assert_eq!(candidates.len(), 4);
     }
 
@@ -226,13 +259,13 @@ mod tests {
             if let Ok(candidates) = plan(&spec, &example()) {
                 prop_assert!(!candidates.is_empty());
                 for c in &candidates {
-                    prop_assert!(spot || !c.capacity.is_spot());
-                    prop_assert!(!docker || c.capacity == Capacity::Ec2);
+                    prop_assert!(spot || !c.provider.capacity().is_spot());
+                    prop_assert!(!docker || c.provider.capacity() == Capacity::Ec2);
                     prop_assert_eq!(c.arch, spec.arch);
                     prop_assert_eq!(c.size, spec.size);
                 }
                 // Capacities appear in config order, never interleaved.
-                let order: Vec<_> = candidates.iter().map(|c| c.capacity).collect();
+                let order: Vec<_> = candidates.iter().map(|c| c.provider.capacity()).collect();
                 let mut sorted = order.clone();
                 sorted.sort_by_key(|c| example().capacity_order.iter().position(|o| o == c));
                 prop_assert_eq!(order, sorted);

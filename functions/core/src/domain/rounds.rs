@@ -5,6 +5,7 @@
 //! capacity by itself, so an account at its vCPU quota or a region short of Spot capacity should
 //! make a job wait, not fail: rounds repeat with backoff until `capacity_wait_seconds` is spent.
 
+use crate::domain::ids::Attempt;
 use serde::{Deserialize, Serialize};
 
 /// Why an attempt failed, as far as the next step cares.
@@ -20,7 +21,7 @@ pub enum Failure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NextAttempt {
     /// The attempt to start next (attempts count on across rounds).
-    pub number: u32,
+    pub number: Attempt,
     /// Seconds to wait before it (a new round after capacity failures), 0 for none.
     pub wait_seconds: u32,
     /// No attempt follows: the job has failed.
@@ -32,13 +33,13 @@ pub const FIRST_WAIT_SECONDS: u32 = 30;
 pub const MAX_WAIT_SECONDS: u32 = 300;
 
 /// Candidate index (0-based) of an attempt (1-based) in a plan of `count` candidates.
-pub fn candidate_index(attempt: u32, count: u32) -> usize {
-    (attempt.saturating_sub(1) % count.max(1)) as usize
+pub fn candidate_index(attempt: Attempt, count: u32) -> usize {
+    ((attempt.get() - 1) % count.max(1)) as usize
 }
 
 /// The round (1-based) an attempt belongs to.
-pub fn round_of(attempt: u32, count: u32) -> u32 {
-    attempt.saturating_sub(1) / count.max(1) + 1
+pub fn round_of(attempt: Attempt, count: u32) -> u32 {
+    (attempt.get() - 1) / count.max(1) + 1
 }
 
 /// The wait before round `round + 1`, given the horizon; `None` when the horizon is spent.
@@ -61,14 +62,14 @@ pub fn wait_before_next_round(round: u32, horizon_seconds: u32) -> Option<u32> {
 
 /// After attempt `attempt` of a plan of `count` candidates failed with `failure`.
 pub fn next_attempt(
-    attempt: u32,
+    attempt: Attempt,
     count: u32,
     failure: Failure,
     horizon_seconds: u32,
 ) -> NextAttempt {
     let count = count.max(1);
-    let next = attempt.saturating_add(1);
-    if !attempt.is_multiple_of(count) {
+    let next = attempt.next();
+    if !attempt.get().is_multiple_of(count) {
         return NextAttempt {
             number: next,
             wait_seconds: 0,
@@ -98,17 +99,21 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn n(attempt: u32) -> Attempt {
+        Attempt::new(attempt).unwrap()
+    }
+
     #[test]
     fn within_a_round_the_next_candidate_follows_at_once() {
         assert_eq!(
-            next_attempt(1, 4, Failure::Capacity, 900),
+            next_attempt(n(1), 4, Failure::Capacity, 900),
             NextAttempt {
-                number: 2,
+                number: n(2),
                 wait_seconds: 0,
                 exhausted: false
             }
         );
-        assert_eq!(next_attempt(3, 4, Failure::Other, 0).wait_seconds, 0);
+        assert_eq!(next_attempt(n(3), 4, Failure::Other, 0).wait_seconds, 0);
     }
 
     #[test]
@@ -128,35 +133,35 @@ mod tests {
             ]
         );
         assert_eq!(
-            next_attempt(4, 4, Failure::Capacity, 900),
+            next_attempt(n(4), 4, Failure::Capacity, 900),
             NextAttempt {
-                number: 5,
+                number: n(5),
                 wait_seconds: 30,
                 exhausted: false
             }
         );
-        assert!(next_attempt(4 * 7, 4, Failure::Capacity, 900).exhausted);
+        assert!(next_attempt(n(4 * 7), 4, Failure::Capacity, 900).exhausted);
     }
 
     #[test]
     fn a_round_lost_otherwise_or_with_no_horizon_gives_up() {
-        assert!(next_attempt(4, 4, Failure::Other, 900).exhausted);
-        assert!(next_attempt(4, 4, Failure::Capacity, 0).exhausted);
-        assert_eq!(next_attempt(2, 2, Failure::Capacity, 3).wait_seconds, 3);
-        assert!(next_attempt(4, 2, Failure::Capacity, 3).exhausted);
+        assert!(next_attempt(n(4), 4, Failure::Other, 900).exhausted);
+        assert!(next_attempt(n(4), 4, Failure::Capacity, 0).exhausted);
+        assert_eq!(next_attempt(n(2), 2, Failure::Capacity, 3).wait_seconds, 3);
+        assert!(next_attempt(n(4), 2, Failure::Capacity, 3).exhausted);
     }
 
     #[test]
     fn attempts_map_to_candidates_round_after_round() {
-        assert_eq!((candidate_index(1, 3), round_of(1, 3)), (0, 1));
-        assert_eq!((candidate_index(3, 3), round_of(3, 3)), (2, 1));
-        assert_eq!((candidate_index(4, 3), round_of(4, 3)), (0, 2));
+        assert_eq!((candidate_index(n(1), 3), round_of(n(1), 3)), (0, 1));
+        assert_eq!((candidate_index(n(3), 3), round_of(n(3), 3)), (2, 1));
+        assert_eq!((candidate_index(n(4), 3), round_of(n(4), 3)), (0, 2));
     }
 
     proptest! {
         #[test]
         fn total_waiting_never_exceeds_the_horizon(horizon in 0u32..100_000, count in 1u32..8) {
-            let mut attempt = 1;
+            let mut attempt = Attempt::FIRST;
             let mut waited: u64 = 0;
             for _ in 0..10_000 {
                 let next = next_attempt(attempt, count, Failure::Capacity, horizon);
@@ -166,7 +171,7 @@ mod tests {
             }
             prop_assert!(waited <= u64::from(horizon));
             prop_assert!(next_attempt(attempt, count, Failure::Capacity, horizon).exhausted
-                || !attempt.is_multiple_of(count));
+                || !attempt.get().is_multiple_of(count));
         }
     }
 }

@@ -5,9 +5,31 @@
 //! writer sees the token if the waiter came first, the waiter sees the signal otherwise — so the
 //! callback is sent exactly by whichever side came second, and never lost.
 
-use crate::domain::job::runner_name;
+use crate::domain::ids::{Attempt, JobId, RunnerName};
+use crate::domain::job::Conclusion;
 use crate::error::StepError;
 use serde::{Deserialize, Serialize};
+
+/// The token of a `.waitForTaskToken` state: whoever holds it can resume the execution.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskToken(String);
+
+impl TaskToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TaskToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TaskToken({} chars)", self.0.len())
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -19,39 +41,46 @@ pub enum WaitPhase {
 /// The task token an execution is waiting on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wait {
-    pub token: String,
+    pub token: TaskToken,
     pub phase: WaitPhase,
-    pub attempt: u32,
+    pub attempt: Attempt,
 }
 
 /// What GitHub and ECS have told us about a job, whether or not anyone was waiting yet.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signals {
     pub registered: Option<Registered>,
-    pub conclusion: Option<String>,
+    pub conclusion: Option<Conclusion>,
     pub stopped: Option<Stopped>,
     pub cancelled: bool,
     pub taken: Option<Taken>,
 }
 
 /// The job is running: GitHub gave it to this runner (ours or not, launched for it or not).
+/// Also the registration wait's callback output, which the ASL puts at `$.registration`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registered {
     pub runner_name: String,
     pub runner_id: u64,
-    pub job_id: u64,
+    pub job_id: JobId,
+}
+
+/// The completion wait's callback output, which the ASL puts at `$.completion`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completion {
+    pub conclusion: Conclusion,
 }
 
 /// The runner launched for this job was given another queued job with matching labels.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Taken {
-    pub runner_name: String,
-    pub by_job: u64,
+    pub runner_name: RunnerName,
+    pub by_job: JobId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stopped {
-    pub attempt: u32,
+    pub attempt: Attempt,
     pub reason: String,
     /// The runner exited by itself (its job is done); not a failure of a running job.
     pub clean_exit: bool,
@@ -61,16 +90,24 @@ pub struct Stopped {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signal {
     Registered(Registered),
-    Completed { conclusion: String },
+    Completed(Completion),
     Stopped(Stopped),
     Cancelled,
     RunnerTaken(Taken),
 }
 
+/// What a resumed wait returns to its execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum CallbackOutput {
+    Registered(Registered),
+    Completed(Completion),
+}
+
 /// The callback a wait resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Callback {
-    Success(serde_json::Value),
+    Success(CallbackOutput),
     Failure(StepError),
 }
 
@@ -78,8 +115,8 @@ pub enum Callback {
 ///
 /// Lifecycles pair by job id, as GitHub does: a job is running when GitHub says *it* is in progress,
 /// on whichever runner. A runner launched for this job that took another job is lost to this job.
-pub fn resolve(job_id: u64, wait: &Wait, signals: &Signals) -> Option<Callback> {
-    let own_runner = runner_name(job_id, wait.attempt);
+pub fn resolve(job_id: JobId, wait: &Wait, signals: &Signals) -> Option<Callback> {
+    let own_runner = RunnerName::new(job_id, wait.attempt);
     let stopped_now = signals
         .stopped
         .as_ref()
@@ -92,11 +129,9 @@ pub fn resolve(job_id: u64, wait: &Wait, signals: &Signals) -> Option<Callback> 
                 )));
             }
             if let Some(registered) = &signals.registered {
-                return Some(Callback::Success(serde_json::json!({
-                    "runner_name": registered.runner_name,
-                    "runner_id": registered.runner_id,
-                    "job_id": registered.job_id,
-                })));
+                return Some(Callback::Success(CallbackOutput::Registered(
+                    registered.clone(),
+                )));
             }
             if let Some(taken) = signals
                 .taken
@@ -111,16 +146,16 @@ pub fn resolve(job_id: u64, wait: &Wait, signals: &Signals) -> Option<Callback> 
             stopped_now.map(|s| Callback::Failure(StepError::TaskStopped(s.reason.clone())))
         }
         WaitPhase::Completion => {
-            if let Some(conclusion) = &signals.conclusion {
-                return Some(Callback::Success(
-                    serde_json::json!({ "conclusion": conclusion }),
-                ));
+            if let Some(conclusion) = signals.conclusion {
+                return Some(Callback::Success(CallbackOutput::Completed(Completion {
+                    conclusion,
+                })));
             }
             // Only a crash of the runner this job is running on fails the job.
             let running_on_own = signals
                 .registered
                 .as_ref()
-                .is_some_and(|r| r.runner_name == own_runner);
+                .is_some_and(|r| own_runner == *r.runner_name.as_str());
             stopped_now
                 .filter(|s| !s.clean_exit && running_on_own)
                 .map(|s| Callback::Failure(StepError::TaskStopped(s.reason.clone())))
@@ -132,11 +167,17 @@ pub fn resolve(job_id: u64, wait: &Wait, signals: &Signals) -> Option<Callback> 
 mod tests {
     use super::*;
 
+    const JOB: JobId = JobId::new(7);
+
+    fn n(attempt: u32) -> Attempt {
+        Attempt::new(attempt).unwrap()
+    }
+
     fn wait(phase: WaitPhase, attempt: u32) -> Wait {
         Wait {
-            token: "t".into(),
+            token: TaskToken::new("t"),
             phase,
-            attempt,
+            attempt: n(attempt),
         }
     }
 
@@ -144,13 +185,13 @@ mod tests {
         Some(Registered {
             runner_name: name.into(),
             runner_id: 9,
-            job_id: 7,
+            job_id: JOB,
         })
     }
 
     fn stopped(attempt: u32, clean_exit: bool) -> Option<Stopped> {
         Some(Stopped {
-            attempt,
+            attempt: n(attempt),
             reason: "Essential container in task exited".into(),
             clean_exit,
         })
@@ -159,11 +200,11 @@ mod tests {
     #[test]
     fn nothing_recorded_resolves_nothing() {
         assert_eq!(
-            resolve(7, &wait(WaitPhase::Registration, 1), &Signals::default()),
+            resolve(JOB, &wait(WaitPhase::Registration, 1), &Signals::default()),
             None
         );
         assert_eq!(
-            resolve(7, &wait(WaitPhase::Completion, 1), &Signals::default()),
+            resolve(JOB, &wait(WaitPhase::Completion, 1), &Signals::default()),
             None
         );
     }
@@ -175,13 +216,13 @@ mod tests {
                 registered: on_runner(runner),
                 ..Default::default()
             };
-            let Some(Callback::Success(output)) =
-                resolve(7, &wait(WaitPhase::Registration, 2), &signals)
+            let Some(Callback::Success(CallbackOutput::Registered(output))) =
+                resolve(JOB, &wait(WaitPhase::Registration, 2), &signals)
             else {
                 panic!("expected success on {runner}");
             };
-            assert_eq!(output["runner_name"], runner);
-            assert_eq!(output["job_id"], 7);
+            assert_eq!(output.runner_name, runner);
+            assert_eq!(output.job_id, JOB);
         }
     }
 
@@ -189,22 +230,25 @@ mod tests {
     fn a_runner_taken_by_another_job_fails_only_its_own_attempt() {
         let taken = Signals {
             taken: Some(Taken {
-                runner_name: "tasuki-7-1".into(),
-                by_job: 8,
+                runner_name: RunnerName::new(JOB, n(1)),
+                by_job: JobId::new(8),
             }),
             ..Default::default()
         };
         assert!(matches!(
-            resolve(7, &wait(WaitPhase::Registration, 1), &taken),
+            resolve(JOB, &wait(WaitPhase::Registration, 1), &taken),
             Some(Callback::Failure(StepError::RunnerTaken(_)))
         ));
-        assert_eq!(resolve(7, &wait(WaitPhase::Registration, 2), &taken), None);
+        assert_eq!(
+            resolve(JOB, &wait(WaitPhase::Registration, 2), &taken),
+            None
+        );
         let and_running = Signals {
             registered: on_runner("tasuki-8-1"),
             ..taken
         };
         assert!(matches!(
-            resolve(7, &wait(WaitPhase::Registration, 1), &and_running),
+            resolve(JOB, &wait(WaitPhase::Registration, 1), &and_running),
             Some(Callback::Success(_))
         ));
     }
@@ -216,11 +260,11 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            resolve(7, &wait(WaitPhase::Registration, 1), &signals),
+            resolve(JOB, &wait(WaitPhase::Registration, 1), &signals),
             Some(Callback::Failure(StepError::TaskStopped(_)))
         ));
         assert_eq!(
-            resolve(7, &wait(WaitPhase::Registration, 2), &signals),
+            resolve(JOB, &wait(WaitPhase::Registration, 2), &signals),
             None
         );
     }
@@ -233,7 +277,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            resolve(7, &wait(WaitPhase::Registration, 1), &signals),
+            resolve(JOB, &wait(WaitPhase::Registration, 1), &signals),
             Some(Callback::Failure(StepError::JobCancelled(_)))
         ));
     }
@@ -245,14 +289,14 @@ mod tests {
             registered: on_runner("tasuki-7-1"),
             ..Default::default()
         };
-        assert_eq!(resolve(7, &wait(WaitPhase::Completion, 1), &clean), None);
+        assert_eq!(resolve(JOB, &wait(WaitPhase::Completion, 1), &clean), None);
         let crash = Signals {
             stopped: stopped(1, false),
             registered: on_runner("tasuki-7-1"),
             ..Default::default()
         };
         assert!(matches!(
-            resolve(7, &wait(WaitPhase::Completion, 1), &crash),
+            resolve(JOB, &wait(WaitPhase::Completion, 1), &crash),
             Some(Callback::Failure(_))
         ));
         let elsewhere = Signals {
@@ -260,19 +304,19 @@ mod tests {
             ..crash.clone()
         };
         assert_eq!(
-            resolve(7, &wait(WaitPhase::Completion, 1), &elsewhere),
+            resolve(JOB, &wait(WaitPhase::Completion, 1), &elsewhere),
             None,
             "its own idle task is not the job's"
         );
         let done = Signals {
-            conclusion: Some("success".into()),
+            conclusion: Some(Conclusion::Success),
             ..crash
         };
         assert_eq!(
-            resolve(7, &wait(WaitPhase::Completion, 1), &done),
-            Some(Callback::Success(
-                serde_json::json!({"conclusion": "success"})
-            ))
+            resolve(JOB, &wait(WaitPhase::Completion, 1), &done),
+            Some(Callback::Success(CallbackOutput::Completed(Completion {
+                conclusion: Conclusion::Success
+            })))
         );
     }
 }

@@ -1,7 +1,7 @@
 //! ECS "Task State Change" events: a stopped runner task fails the execution waiting on it.
 
 use super::deliver;
-use crate::domain::job::parse_started_by;
+use crate::domain::ids::{JobId, StartedBy};
 use crate::domain::waits::{Signal, Stopped};
 use crate::error::StepError;
 use crate::ports::{Executions, LifecycleStore};
@@ -48,12 +48,15 @@ pub struct EventOutcome {
 }
 
 /// The job, attempt and stop it describes, if it is a stop of one of our runner tasks.
-pub fn stopped_runner(change: &TaskStateChange, container: &str) -> Option<(u64, Stopped)> {
+pub fn stopped_runner(change: &TaskStateChange, container: &str) -> Option<(JobId, Stopped)> {
     if change.detail_type != "ECS Task State Change" || change.detail.last_status != "STOPPED" {
         return None;
     }
     let d = &change.detail;
-    let (job_id, attempt) = parse_started_by(d.started_by.as_deref()?)?;
+    let StartedBy {
+        job: job_id,
+        attempt,
+    } = StartedBy::parse(d.started_by.as_deref()?)?;
     let stop_code = d.stop_code.as_deref().unwrap_or("Unknown");
     let runner_exit = d
         .containers
@@ -100,7 +103,7 @@ impl EcsEvents {
                 reason: "not a stopped tasuki task".into(),
             });
         };
-        let span = tracing::info_span!("ecs-event", job_id, attempt = stopped.attempt, task_arn = %change.detail.task_arn);
+        let span = tracing::info_span!("ecs-event", job_id = job_id.get(), attempt = stopped.attempt.get(), task_arn = %change.detail.task_arn);
         async {
             tracing::info!(reason = %stopped.reason, clean_exit = stopped.clean_exit, "runner task stopped");
             let Some(record) = self.store.signal(job_id, &Signal::Stopped(stopped)).await? else {
@@ -142,7 +145,7 @@ mod tests {
     fn a_stop_of_our_task_names_job_attempt_and_reason() {
         let (job, stopped) =
             stopped_runner(&change("tasuki/42/2", "SpotInterruption", 143), "runner").unwrap();
-        assert_eq!((job, stopped.attempt), (42, 2));
+        assert_eq!((job.get(), stopped.attempt.get()), (42, 2));
         assert_eq!(
             stopped.reason,
             "SpotInterruption: Essential container in task exited"

@@ -1,92 +1,122 @@
 //! The Lambdas' logic, over ports: each handler is a thin sequence of pure decisions and I/O.
+//! Every state machine step is a [`step::Step`]: a typed input parsed from the execution state,
+//! a typed output the ASL places with `ResultPath`, one span and one error mapping for all.
 
+pub mod cleanup;
 pub mod ecs_events;
-pub mod steps;
+pub mod finalize;
+pub mod issue_token;
+pub mod registration;
+pub mod resolve_labels;
+pub mod run_task;
+pub mod state;
+pub mod step;
+pub mod validate;
 pub mod webhook;
 
-use crate::domain::config::Config;
-use crate::domain::lifecycle::{self, Happening, JobState, Position};
-use crate::domain::waits::{self, Callback};
+use crate::domain::config::Timeouts;
+use crate::domain::ids::JobId;
+use crate::domain::job::Conclusion;
+use crate::domain::lifecycle::{self, Happening, Position};
+use crate::domain::record::{self, Commit, JobRecord, RunnerRef};
+use crate::domain::waits::{self, Callback, Wait};
 use crate::error::StepError;
-use crate::ports::{Commit, Executions, JobRecord, LifecycleStore, StoreError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::ports::{Clock, Executions, LifecycleStore, StoreError};
+use std::sync::Arc;
 
 const COMMIT_TRIES: usize = 5;
-
-pub fn now_epoch() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
-/// When a job in `state` should have moved on; the rescue sweep reads it from the GSI.
-pub fn deadline(config: &Config, state: JobState, now: u64) -> u64 {
-    const GRACE: u64 = 300;
-    let t = config.timeouts;
-    now + GRACE
-        + match state {
-            JobState::WaitingForRegistration => u64::from(t.registration_seconds),
-            JobState::Running => u64::from(t.job_seconds),
-            _ => 0,
-        }
-}
 
 /// Attributes a transition sets besides the state.
 #[derive(Debug, Default)]
 pub struct Effects {
     pub candidate: Option<String>,
     pub task_arn: Option<String>,
-    pub runner: Option<(String, u64)>,
-    pub conclusion: Option<String>,
+    pub runner: Option<RunnerRef>,
+    pub conclusion: Option<Conclusion>,
 }
 
-/// The job as stored; a job the store does not know is a lifecycle conflict.
-pub async fn existing_job(store: &dyn LifecycleStore, job_id: u64) -> Result<JobRecord, StepError> {
-    Ok(store
-        .get(job_id)
-        .await?
-        .ok_or(StoreError::NotFound(job_id))?)
+/// The job's lifecycle as the steps write it: the store, the clock, and the deadline policy's limits.
+#[derive(Clone)]
+pub struct Lifecycle {
+    pub store: Arc<dyn LifecycleStore>,
+    pub clock: Arc<dyn Clock>,
+    pub timeouts: Timeouts,
 }
 
-/// Applies one lifecycle transition with a conditional write, re-reading on a lost race, and
-/// returns where the job now stands. A retried step repeating the transition it already made is
-/// a no-op.
-pub async fn transition(
-    store: &dyn LifecycleStore,
-    config: &Config,
-    job_id: u64,
-    happening: Happening,
-    effects: Effects,
-) -> Result<Position, StepError> {
-    for _ in 0..COMMIT_TRIES {
-        let record = existing_job(store, job_id).await?;
-        if record.last_happening.as_ref() == Some(&happening) {
-            return Ok(record.position);
-        }
-        let to = lifecycle::next(record.position, &happening)
-            .map_err(|e| StepError::LifecycleConflict(format!("job {job_id}: {e}")))?;
-        let commit = Commit {
-            to,
-            happening: happening.clone(),
-            candidate: effects.candidate.clone(),
-            deadline: deadline(config, to.state, now_epoch()),
-            task_arn: effects.task_arn.clone(),
-            runner: effects.runner.clone(),
-            conclusion: effects.conclusion.clone(),
-        };
-        match store.commit(&record, &commit).await {
-            Ok(()) => {
-                tracing::info!(job_id, state = %to.state, attempt = to.attempt, "transition");
-                return Ok(to);
+impl Lifecycle {
+    /// The job as stored; a job the store does not know is a lifecycle conflict.
+    pub async fn job(&self, job_id: JobId) -> Result<JobRecord, StepError> {
+        Ok(self
+            .store
+            .get(job_id)
+            .await?
+            .ok_or(StoreError::NotFound(job_id))?)
+    }
+
+    /// Applies one lifecycle transition with a conditional write, re-reading on a lost race, and
+    /// returns where the job now stands. A retried step repeating the transition it already made
+    /// is a no-op.
+    pub async fn transition(
+        &self,
+        job_id: JobId,
+        happening: Happening,
+        effects: Effects,
+    ) -> Result<Position, StepError> {
+        for _ in 0..COMMIT_TRIES {
+            let from = self.job(job_id).await?;
+            if from.last_happening.as_ref() == Some(&happening) {
+                return Ok(from.position);
             }
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(e.into()),
+            let to = lifecycle::next(from.position, &happening)
+                .map_err(|e| StepError::LifecycleConflict(format!("job {job_id}: {e}")))?;
+            let now = self.clock.now();
+            let commit = Commit {
+                to,
+                happening: happening.clone(),
+                candidate: effects.candidate.clone(),
+                deadline: record::deadline(&self.timeouts, to.state, &now),
+                task_arn: effects.task_arn.clone(),
+                runner: effects.runner.clone(),
+                conclusion: effects.conclusion,
+            };
+            let (next, event) = from.apply(&commit, &now);
+            match self.store.commit(&from, &next, &event).await {
+                Ok(()) => {
+                    tracing::info!(job_id = job_id.get(), state = %to.state, attempt = to.attempt, "transition");
+                    return Ok(to);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StepError::LifecycleConflict(format!(
+            "job {job_id}: still changing after {COMMIT_TRIES} tries"
+        )))
+    }
+
+    /// Records the job refused and returns the error that ends its execution as `Refused`.
+    pub async fn refuse(&self, job_id: JobId, reason: String) -> StepError {
+        tracing::warn!(job_id = job_id.get(), %reason, "refused");
+        let happening = Happening::Refuse {
+            reason: reason.clone(),
+        };
+        match self.transition(job_id, happening, Effects::default()).await {
+            Ok(_) => StepError::JobRefused(reason),
+            Err(e) => e,
         }
     }
-    Err(StepError::LifecycleConflict(format!(
-        "job {job_id}: still changing after {COMMIT_TRIES} tries"
-    )))
+
+    /// Stores the task token, then answers it at once if a signal already came in.
+    pub async fn arm(
+        &self,
+        executions: &dyn Executions,
+        job_id: JobId,
+        wait: &Wait,
+    ) -> Result<(), StepError> {
+        let record = self.store.arm(job_id, wait).await?;
+        deliver(executions, &record).await?;
+        Ok(())
+    }
 }
 
 /// Sends the callback a job's current wait resolves to, if its signals resolve it.
@@ -105,8 +135,8 @@ pub async fn deliver(
         Callback::Failure(error) => executions.fail(&wait.token, error).await?,
     };
     tracing::info!(
-        job_id = record.job.job_id,
-        attempt = wait.attempt,
+        job_id = record.job.job_id.get(),
+        attempt = wait.attempt.get(),
         phase = ?wait.phase,
         delivered,
         "callback"

@@ -1,14 +1,14 @@
 //! The GitHub webhook: verify, classify (pure), then start an execution or deliver a callback.
 
-use super::deliver;
+use super::{deliver, Lifecycle};
 use crate::domain::config::Config;
-use crate::domain::job::{
-    parse_runner_name, JobRef, WorkflowJob, WorkflowJobAction, WorkflowJobEvent,
-};
+use crate::domain::ids::{JobId, RunnerName};
+use crate::domain::job::{Conclusion, JobRef, WorkflowJob, WorkflowJobAction, WorkflowJobEvent};
 use crate::domain::labels::is_ours;
-use crate::domain::waits::{Registered, Signal, Taken};
+use crate::domain::record::JobRecord;
+use crate::domain::waits::{Completion, Registered, Signal, Taken};
 use crate::error::StepError;
-use crate::ports::{Executions, LifecycleStore};
+use crate::ports::Executions;
 use crate::signature::WebhookSecret;
 use serde::Serialize;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ pub struct WebhookResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<u64>,
+    pub job_id: Option<JobId>,
 }
 
 impl WebhookResponse {
@@ -53,7 +53,7 @@ pub enum Decision {
     Ignore(String),
     Queue(JobRef),
     /// Signals for jobs: the job GitHub reports on, and the job a stolen runner was launched for.
-    Signal(Vec<(u64, Signal)>),
+    Signal(Vec<(JobId, Signal)>),
 }
 
 pub fn decide(secret: &WebhookSecret, request: &WebhookRequest) -> Decision {
@@ -94,9 +94,9 @@ pub fn decide(secret: &WebhookSecret, request: &WebhookRequest) -> Decision {
                 let mut signals = running_on(job).unwrap_or_default();
                 signals.push((
                     job.id,
-                    Signal::Completed {
-                        conclusion: job.conclusion.clone().unwrap_or_else(|| "unknown".into()),
-                    },
+                    Signal::Completed(Completion {
+                        conclusion: job.conclusion.unwrap_or(Conclusion::Unknown),
+                    }),
                 ));
                 Decision::Signal(signals)
             }
@@ -109,7 +109,7 @@ pub fn decide(secret: &WebhookSecret, request: &WebhookRequest) -> Decision {
 
 /// The job runs on this runner; if tasuki launched the runner for another job, that job lost it.
 /// GitHub gives a runner any queued job its labels match: pair by job, not by intent.
-fn running_on(job: &WorkflowJob) -> Option<Vec<(u64, Signal)>> {
+fn running_on(job: &WorkflowJob) -> Option<Vec<(JobId, Signal)>> {
     let (runner_name, runner_id) = (job.runner_name.clone()?, job.runner_id?);
     let mut signals = vec![(
         job.id,
@@ -119,12 +119,12 @@ fn running_on(job: &WorkflowJob) -> Option<Vec<(u64, Signal)>> {
             job_id: job.id,
         }),
     )];
-    if let Some((launched_for, _)) = parse_runner_name(&runner_name) {
-        if launched_for != job.id {
+    if let Some(ours) = RunnerName::parse(&runner_name) {
+        if ours.job != job.id {
             signals.push((
-                launched_for,
+                ours.job,
                 Signal::RunnerTaken(Taken {
-                    runner_name,
+                    runner_name: ours,
                     by_job: job.id,
                 }),
             ));
@@ -136,7 +136,7 @@ fn running_on(job: &WorkflowJob) -> Option<Vec<(u64, Signal)>> {
 pub struct Webhook {
     pub config: Arc<Config>,
     pub secret: WebhookSecret,
-    pub store: Arc<dyn LifecycleStore>,
+    pub lifecycle: Lifecycle,
     pub executions: Arc<dyn Executions>,
 }
 
@@ -155,7 +155,7 @@ impl Webhook {
                 Ok(response) => response,
                 Err(error) => {
                     tracing::error!(%error, "webhook failed; GitHub will show the delivery as failed");
-                    WebhookResponse::new(500, "error", error.name())
+                    WebhookResponse::new(500, "error", error.name().as_str())
                 }
             };
             tracing::info!(status = response.status, reason = ?response.reason, "webhook answered");
@@ -171,13 +171,17 @@ impl Webhook {
             Decision::Malformed(reason) => Ok(WebhookResponse::new(400, "malformed", reason)),
             Decision::Ignore(reason) => Ok(WebhookResponse::new(200, "ignored", reason)),
             Decision::Queue(job) => {
-                tracing::Span::current().record("job_id", job.job_id);
-                let name = job.execution_name();
-                let execution_arn = execution_arn(&self.config.state_machine_arn, &name);
+                tracing::Span::current().record("job_id", job.job_id.get());
+                let execution_arn = job.execution_arn(&self.config.state_machine_arn);
+                let (record, event) = JobRecord::received(
+                    job.clone(),
+                    execution_arn,
+                    &self.lifecycle.timeouts,
+                    &self.lifecycle.clock.now(),
+                );
                 // Row first: a crash before StartExecution is healed by GitHub's redelivery.
-                let created = self.store.create(&job, &execution_arn).await?;
-                let input = serde_json::json!({ "job": job }).to_string();
-                self.executions.start(&name, &input).await?;
+                let created = self.lifecycle.store.create(&record, &event).await?;
+                self.executions.start(&job).await?;
                 Ok(WebhookResponse {
                     job_id: Some(job.job_id),
                     ..WebhookResponse::new(
@@ -194,11 +198,11 @@ impl Webhook {
             Decision::Signal(signals) => {
                 let mut outcome = None;
                 for (job_id, signal) in signals {
-                    let Some(record) = self.store.signal(job_id, &signal).await? else {
+                    let Some(record) = self.lifecycle.store.signal(job_id, &signal).await? else {
                         continue;
                     };
                     let delivered = deliver(&*self.executions, &record).await?;
-                    tracing::info!(job_id, signal = ?signal, delivered = delivered.is_some(), "signal");
+                    tracing::info!(job_id = job_id.get(), signal = ?signal, delivered = delivered.is_some(), "signal");
                     outcome.get_or_insert((job_id, delivered.is_some()));
                 }
                 Ok(match outcome {
@@ -219,14 +223,6 @@ impl Webhook {
             }
         }
     }
-}
-
-/// Execution ARNs follow from the state machine ARN and the execution name.
-pub fn execution_arn(state_machine_arn: &str, name: &str) -> String {
-    format!(
-        "{}:{name}",
-        state_machine_arn.replacen(":stateMachine:", ":execution:", 1)
-    )
 }
 
 #[cfg(test)]
@@ -320,7 +316,7 @@ mod tests {
         let Decision::Queue(job) = decide(&secret(), &request("workflow_job", body)) else {
             panic!()
         };
-        assert_eq!(job.job_id, 12877621891);
+        assert_eq!(job.job_id, JobId::new(12877621891));
         assert_eq!(job.labels, ["self-hosted", "tasuki-4cpu-8gb"]);
     }
 
@@ -339,10 +335,10 @@ mod tests {
             matches!(&signals[0].1, Signal::Registered(r) if r.runner_id == 17 && r.job_id == job)
         );
         let taken = Taken {
-            runner_name: "tasuki-99-2".into(),
+            runner_name: RunnerName::parse("tasuki-99-2").unwrap(),
             by_job: job,
         };
-        assert_eq!(signals[1], (99, Signal::RunnerTaken(taken)));
+        assert_eq!(signals[1], (JobId::new(99), Signal::RunnerTaken(taken)));
         assert_eq!(signals.len(), 2);
     }
 
@@ -357,7 +353,7 @@ mod tests {
         });
         assert_eq!(
             decide(&secret(), &request("workflow_job", body)),
-            Decision::Signal(vec![(5, Signal::Cancelled)])
+            Decision::Signal(vec![(JobId::new(5), Signal::Cancelled)])
         );
     }
 
@@ -373,24 +369,19 @@ mod tests {
         let Decision::Signal(signals) = decide(&secret(), &request("workflow_job", body)) else {
             panic!()
         };
-        assert!(matches!(&signals[0], (5, Signal::Registered(r)) if r.runner_id == 3));
+        let five = JobId::new(5);
+        assert!(
+            matches!(&signals[0], (id, Signal::Registered(r)) if *id == five && r.runner_id == 3)
+        );
         assert_eq!(
             signals[1],
             (
-                5,
-                Signal::Completed {
-                    conclusion: "failure".into()
-                }
+                five,
+                Signal::Completed(Completion {
+                    conclusion: Conclusion::Failure
+                })
             )
         );
         assert_eq!(signals.len(), 2);
-    }
-
-    #[test]
-    fn execution_arns_follow_the_state_machine() {
-        assert_eq!(
-            execution_arn("arn:aws:states:us-east-1:1:stateMachine:sm", "7-1"),
-            "arn:aws:states:us-east-1:1:execution:sm:7-1"
-        );
     }
 }

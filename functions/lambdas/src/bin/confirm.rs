@@ -1,13 +1,8 @@
-use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use tasuki_core::adapters::Aws;
-use tasuki_core::handlers::steps::WaitInput;
+use lambda_runtime::Error;
+use tasuki_core::lambda::{serve, Aws};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tasuki_core::telemetry::init();
-    let handler = Aws::from_env().await?.confirm();
-    run(service_fn(|event: LambdaEvent<WaitInput>| {
-        handler.handle(event.payload)
-    }))
-    .await
+    serve(Aws::from_env().await?.confirm()).await
 }

@@ -1,6 +1,6 @@
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use tasuki_core::adapters::Aws;
 use tasuki_core::handlers::ecs_events::TaskStateChange;
+use tasuki_core::lambda::Aws;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

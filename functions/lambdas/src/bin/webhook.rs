@@ -1,6 +1,6 @@
 use lambda_http::{run, service_fn, Body, Error, Request, Response};
-use tasuki_core::adapters::Aws;
 use tasuki_core::handlers::webhook::WebhookRequest;
+use tasuki_core::lambda::Aws;
 
 fn header(request: &Request, name: &str) -> Option<String> {
     request

@@ -1,0 +1,122 @@
+//! CleanupAttempt: an attempt failed; release what it started, record why, and say what comes
+//! next (the next candidate, a new round after a wait, or nothing).
+
+use super::state::{FailedAttempt, IssuedRunner, StepInput};
+use super::step::Step;
+use super::{Effects, Lifecycle};
+use crate::domain::config::Config;
+use crate::domain::job::JobRef;
+use crate::domain::lifecycle::Happening;
+use crate::domain::outcome::failure_reason;
+use crate::domain::rounds::{self, Failure, NextAttempt};
+use crate::domain::waits::Signals;
+use crate::error::StepError;
+use crate::ports::{CredentialSealer, RunnerRegistry, TaskLauncher};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// What an attempt holds until it ends: the KMS grant, the task, the registered runner.
+pub struct Release {
+    pub launcher: Arc<dyn TaskLauncher>,
+    pub registry: Arc<dyn RunnerRegistry>,
+    pub sealer: Arc<dyn CredentialSealer>,
+}
+
+impl Release {
+    /// Revokes the attempt's KMS grant, then stops its task and deletes its runner — unless
+    /// GitHub gave that runner another job, which it is now serving (its task opened its config
+    /// at boot already).
+    pub async fn release(
+        &self,
+        job: &JobRef,
+        runner: Option<&IssuedRunner>,
+        task_arn: Option<&str>,
+        signals: &Signals,
+        why: &str,
+    ) -> Result<(), StepError> {
+        if let Some(runner) = runner {
+            self.sealer.revoke(&runner.grant_id).await?;
+        }
+        let serving_another = match (runner, &signals.taken) {
+            (Some(runner), Some(taken)) => taken.runner_name == runner.name,
+            _ => false,
+        };
+        if serving_another {
+            tracing::info!("runner serves another job; its task is left to finish it");
+            return Ok(());
+        }
+        if let Some(task_arn) = task_arn {
+            self.launcher.stop(task_arn, why).await?;
+        }
+        if let Some(runner) = runner {
+            self.registry.delete_runner(job, runner.id).await?;
+        }
+        Ok(())
+    }
+}
+
+pub struct Cleanup {
+    pub config: Arc<Config>,
+    pub lifecycle: Lifecycle,
+    pub release: Release,
+}
+
+#[async_trait]
+impl Step for Cleanup {
+    const NAME: &'static str = "cleanup";
+    type Input = StepInput<FailedAttempt>;
+    type Output = NextAttempt;
+
+    async fn run(&self, input: Self::Input) -> Result<NextAttempt, StepError> {
+        let FailedAttempt {
+            job,
+            plan,
+            attempt,
+            runner,
+            task,
+            error,
+        } = &input.state;
+        let attempt = attempt.number;
+        let record = self.lifecycle.job(job.job_id).await?;
+        let mut reason = failure_reason(error, Some(attempt), &self.config, &record.signals);
+        self.release
+            .release(
+                job,
+                Some(runner),
+                task.as_ref().map(|t| t.task_arn.as_str()),
+                &record.signals,
+                &reason,
+            )
+            .await?;
+        if let Some(wait) = &record.wait {
+            self.lifecycle.store.disarm(job.job_id, &wait.token).await?;
+        }
+        let failure = if error.is_capacity() {
+            Failure::Capacity
+        } else {
+            Failure::Other
+        };
+        let next = rounds::next_attempt(
+            attempt,
+            plan.count(),
+            failure,
+            self.config.timeouts.capacity_wait_seconds,
+        );
+        if next.wait_seconds > 0 {
+            reason = format!(
+                "{reason}; every candidate tried: round {} starts in {} s",
+                rounds::round_of(next.number, plan.count()),
+                next.wait_seconds
+            );
+        }
+        tracing::warn!(%reason, "attempt failed");
+        self.lifecycle
+            .transition(
+                job.job_id,
+                Happening::AttemptFailed { attempt, reason },
+                Effects::default(),
+            )
+            .await?;
+        Ok(next)
+    }
+}

@@ -1,0 +1,87 @@
+//! Finalize: the job's last transition, after releasing whatever its attempt still holds.
+
+use super::cleanup::Release;
+use super::state::{ExecutionState, FinalizeInput, Finalized};
+use super::step::Step;
+use super::{Effects, Lifecycle};
+use crate::domain::config::Config;
+use crate::domain::outcome::{self, final_happening, Ending, Outcome};
+use crate::error::StepError;
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub struct Finalize {
+    pub config: Arc<Config>,
+    pub lifecycle: Lifecycle,
+    pub release: Release,
+}
+
+#[async_trait]
+impl Step for Finalize {
+    const NAME: &'static str = "finalize";
+    type Input = FinalizeInput;
+    type Output = Finalized;
+
+    async fn run(&self, input: Self::Input) -> Result<Finalized, StepError> {
+        let FinalizeInput { state, outcome } = input;
+        let ExecutionState {
+            job,
+            plan,
+            attempt,
+            runner,
+            task,
+            completion,
+            error,
+            ..
+        } = &state;
+        let record = self.lifecycle.job(job.job_id).await?;
+        let happening = match outcome {
+            Outcome::Exhausted => {
+                let timeline = self.lifecycle.store.timeline(job.job_id).await?;
+                outcome::exhausted(&timeline, plan.as_ref().map_or(1, |p| p.count()))
+            }
+            outcome => final_happening(
+                outcome,
+                &Ending {
+                    completion: *completion,
+                    error: error.as_ref(),
+                    attempt: attempt.map(|a| a.number),
+                    signals: &record.signals,
+                },
+                &self.config,
+            ),
+        };
+        let why = happening.reason().unwrap_or("job finished").to_string();
+        // The last attempt's resources were already released by Cleanup when candidates ran out.
+        if outcome != Outcome::Exhausted {
+            self.release
+                .release(
+                    job,
+                    runner.as_ref(),
+                    task.as_ref().map(|t| t.task_arn.as_str()),
+                    &record.signals,
+                    &why,
+                )
+                .await?;
+        }
+        if let Some(wait) = &record.wait {
+            self.lifecycle.store.disarm(job.job_id, &wait.token).await?;
+        }
+        let done = self
+            .lifecycle
+            .transition(
+                job.job_id,
+                happening,
+                Effects {
+                    conclusion: completion.map(|c| c.conclusion),
+                    ..Effects::default()
+                },
+            )
+            .await?;
+        tracing::info!(state = %done.state, %why, "finalized");
+        Ok(Finalized {
+            state: done.state,
+            reason: Some(why),
+        })
+    }
+}

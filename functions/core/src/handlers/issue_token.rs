@@ -1,0 +1,70 @@
+//! IssueToken: starts an attempt, asks GitHub for a JIT runner config and seals it for the job.
+
+use super::state::{AttemptStart, IssuedRunner, StepInput};
+use super::step::Step;
+use super::{Effects, Lifecycle};
+use crate::domain::config::Config;
+use crate::domain::ids::RunnerName;
+use crate::domain::lifecycle::Happening;
+use crate::error::StepError;
+use crate::ports::{CredentialSealer, RunnerRegistry};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+pub struct IssueToken {
+    pub config: Arc<Config>,
+    pub lifecycle: Lifecycle,
+    pub registry: Arc<dyn RunnerRegistry>,
+    pub sealer: Arc<dyn CredentialSealer>,
+}
+
+#[async_trait]
+impl Step for IssueToken {
+    const NAME: &'static str = "issue-token";
+    type Input = StepInput<AttemptStart>;
+    type Output = IssuedRunner;
+
+    async fn run(&self, input: Self::Input) -> Result<IssuedRunner, StepError> {
+        let AttemptStart { job, plan, attempt } = &input.state;
+        let attempt = attempt.number;
+        let candidate = plan.candidate(attempt).to_string();
+        self.lifecycle
+            .transition(
+                job.job_id,
+                Happening::Launch {
+                    attempt,
+                    candidate: candidate.clone(),
+                },
+                Effects {
+                    candidate: Some(candidate),
+                    ..Effects::default()
+                },
+            )
+            .await?;
+        let name = RunnerName::new(job.job_id, attempt);
+        let mut runner_labels = job.labels.clone();
+        runner_labels.extend(self.config.runner.extra_labels.iter().cloned());
+        let jit = self
+            .registry
+            .issue_jit_config(job, name, &runner_labels)
+            .await?;
+        let sealed = match self.sealer.seal(job.job_id, attempt, &jit.encoded).await {
+            Ok(sealed) => sealed,
+            Err(error) => {
+                // The runner exists on GitHub but no task will ever use it: remove it now, as
+                // nothing downstream knows its id.
+                if let Err(delete) = self.registry.delete_runner(job, jit.runner_id).await {
+                    tracing::warn!(runner_id = jit.runner_id, error = %delete, "could not delete the unsealed runner");
+                }
+                return Err(error);
+            }
+        };
+        tracing::info!(runner_name = %name, runner_id = jit.runner_id, "runner credential issued and sealed");
+        Ok(IssuedRunner {
+            name,
+            id: jit.runner_id,
+            jit_config_sealed: sealed.sealed,
+            grant_id: sealed.grant_id,
+        })
+    }
+}

@@ -1,0 +1,209 @@
+//! The `LifecycleStore` contract, as tests any store must pass: DynamoDB on moto
+//! (`tests/adapters.rs`) and the in-memory store the handler tests use (`tests/handlers.rs`) run
+//! the same functions, so the fake is never kinder than the real thing.
+
+use tasuki_core::domain::config::Timeouts;
+use tasuki_core::domain::ids::{Attempt, JobId};
+use tasuki_core::domain::job::{Conclusion, JobRef};
+use tasuki_core::domain::lifecycle::{Happening, JobState, Position};
+use tasuki_core::domain::record::{Commit, Event, JobRecord, Now};
+use tasuki_core::domain::waits::{
+    Completion, Registered, Signal, Stopped, TaskToken, Wait, WaitPhase,
+};
+use tasuki_core::ports::{LifecycleStore, StoreError};
+
+pub fn job(job_id: u64) -> JobRef {
+    JobRef {
+        job_id: JobId::new(job_id),
+        run_id: 99,
+        run_attempt: 1,
+        repository: "octo-org/app".into(),
+        private: true,
+        workflow: "CI".into(),
+        job_name: "build".into(),
+        labels: vec!["self-hosted".into(), "tasuki".into()],
+        installation_id: 1,
+    }
+}
+
+pub fn now(epoch_seconds: u64) -> Now {
+    Now {
+        epoch_seconds,
+        rfc3339: format!("2026-11-23T00:00:{:02}Z", epoch_seconds % 60),
+    }
+}
+
+const TIMEOUTS: Timeouts = Timeouts {
+    registration_seconds: 300,
+    job_seconds: 3600,
+    capacity_wait_seconds: 900,
+};
+
+/// Creates the job as the webhook does; `false` when it already existed.
+pub async fn create(store: &dyn LifecycleStore, job_id: u64, at: u64) -> bool {
+    let (record, event) = JobRecord::received(job(job_id), "arn:exec".into(), &TIMEOUTS, &now(at));
+    store.create(&record, &event).await.unwrap()
+}
+
+fn id(job_id: u64) -> JobId {
+    JobId::new(job_id)
+}
+
+fn commit(to: JobState, attempt: u32, happening: Happening) -> Commit {
+    Commit {
+        to: Position { state: to, attempt },
+        happening,
+        candidate: None,
+        deadline: 1,
+        task_arn: None,
+        runner: None,
+        conclusion: None,
+    }
+}
+
+async fn apply(
+    store: &dyn LifecycleStore,
+    from: &JobRecord,
+    commit: &Commit,
+) -> Result<(), StoreError> {
+    let (to, event) = from.apply(commit, &now(2));
+    store.commit(from, &to, &event).await
+}
+
+fn plan() -> Commit {
+    commit(JobState::Planned, 0, Happening::Plan { candidates: 3 })
+}
+
+pub async fn a_job_is_created_once_with_its_received_event(store: &dyn LifecycleStore) {
+    assert!(create(store, 1, 1).await);
+    assert!(!create(store, 1, 1).await, "a redelivery creates nothing");
+    let record = store.get(id(1)).await.unwrap().unwrap();
+    assert_eq!(record.position, Position::RECEIVED);
+    assert_eq!(record.job, job(1));
+    assert_eq!(record.execution_arn, "arn:exec");
+    assert_eq!(record.deadline, 1 + 300, "received: the grace alone");
+    let timeline = store.timeline(id(1)).await.unwrap();
+    assert_eq!(timeline.len(), 1);
+    assert_eq!(
+        (timeline[0].event, timeline[0].state),
+        (Event::Entered(JobState::Received), JobState::Received)
+    );
+}
+
+pub async fn a_commit_from_a_stale_read_is_a_conflict_and_writes_nothing(
+    store: &dyn LifecycleStore,
+) {
+    create(store, 2, 1).await;
+    let read = store.get(id(2)).await.unwrap().unwrap();
+    apply(store, &read, &plan()).await.unwrap();
+    let again = apply(store, &read, &plan()).await;
+    assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
+    // A signal in between also makes an older read stale: nothing a webhook wrote is lost.
+    let fresh = store.get(id(2)).await.unwrap().unwrap();
+    store.signal(id(2), &Signal::Cancelled).await.unwrap();
+    let launch = commit(
+        JobState::Launching,
+        1,
+        Happening::Launch {
+            attempt: Attempt::FIRST,
+            candidate: "c".into(),
+        },
+    );
+    assert!(matches!(
+        apply(store, &fresh, &launch).await,
+        Err(StoreError::Conflict)
+    ));
+    let now = store.get(id(2)).await.unwrap().unwrap();
+    assert!(now.signals.cancelled);
+    assert_eq!(now.position.state, JobState::Planned);
+    assert_eq!(now.last_happening, Some(Happening::Plan { candidates: 3 }));
+    let events: Vec<Event> = store
+        .timeline(id(2))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(
+        events,
+        [
+            Event::Entered(JobState::Received),
+            Event::Entered(JobState::Planned)
+        ]
+    );
+}
+
+pub async fn whichever_of_signal_and_wait_comes_second_sees_both(store: &dyn LifecycleStore) {
+    create(store, 5, 1).await;
+    let registered = Signal::Registered(Registered {
+        runner_name: "tasuki-5-1".into(),
+        runner_id: 8,
+        job_id: id(5),
+    });
+    // Signal first: the waiter's arm returns the signal.
+    let after_signal = store.signal(id(5), &registered).await.unwrap().unwrap();
+    assert!(after_signal.wait.is_none());
+    let wait = Wait {
+        token: TaskToken::new("tok-1"),
+        phase: WaitPhase::Registration,
+        attempt: Attempt::FIRST,
+    };
+    let armed = store.arm(id(5), &wait).await.unwrap();
+    assert_eq!(armed.wait.as_ref(), Some(&wait));
+    assert_eq!(armed.signals.registered.as_ref().unwrap().runner_id, 8);
+    // Wait first: the signal's write returns the token.
+    store.disarm(id(5), &TaskToken::new("tok-1")).await.unwrap();
+    assert!(store.get(id(5)).await.unwrap().unwrap().wait.is_none());
+    let wait2 = Wait {
+        token: TaskToken::new("tok-2"),
+        phase: WaitPhase::Completion,
+        attempt: Attempt::FIRST,
+    };
+    store.arm(id(5), &wait2).await.unwrap();
+    let completed = Signal::Completed(Completion {
+        conclusion: Conclusion::Success,
+    });
+    let signalled = store.signal(id(5), &completed).await.unwrap().unwrap();
+    assert_eq!(signalled.wait, Some(wait2));
+    assert_eq!(signalled.signals.conclusion, Some(Conclusion::Success));
+    // Disarming with a stale token leaves the current one alone.
+    store.disarm(id(5), &TaskToken::new("tok-1")).await.unwrap();
+    assert!(store.get(id(5)).await.unwrap().unwrap().wait.is_some());
+}
+
+pub async fn a_late_stop_of_an_older_attempt_does_not_hide_a_newer_one(store: &dyn LifecycleStore) {
+    create(store, 6, 1).await;
+    let stop = |attempt| {
+        Signal::Stopped(Stopped {
+            attempt: Attempt::new(attempt).unwrap(),
+            reason: format!("stop {attempt}"),
+            clean_exit: false,
+        })
+    };
+    store.signal(id(6), &stop(2)).await.unwrap();
+    let after = store.signal(id(6), &stop(1)).await.unwrap().unwrap();
+    assert_eq!(after.signals.stopped.unwrap().attempt.get(), 2);
+    assert!(
+        store
+            .signal(id(404), &Signal::Cancelled)
+            .await
+            .unwrap()
+            .is_none(),
+        "unknown jobs are not created"
+    );
+    assert!(store.get(id(404)).await.unwrap().is_none());
+}
+
+pub async fn ls_lists_jobs_newest_first(store: &dyn LifecycleStore) {
+    for (job_id, at) in [(10, 10), (11, 11), (12, 12)] {
+        create(store, job_id, at).await;
+    }
+    let ids: Vec<u64> = store
+        .list(2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.job.job_id.get())
+        .collect();
+    assert_eq!(ids, [12, 11]);
+}
