@@ -1,0 +1,920 @@
+//! Every handler path on the in-memory ports, in milliseconds: the payloads are what the ASL
+//! sends (`{"state": $}`, plus the task token or the outcome), the state grows as `ResultPath`
+//! grows it, and the assertions read what the fakes were asked and what the store holds.
+
+mod contract;
+
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tasuki_core::domain::config::Config;
+use tasuki_core::domain::ids::{Attempt, JobId, RunnerName};
+use tasuki_core::domain::job::{Conclusion, JobRef};
+use tasuki_core::domain::lifecycle::JobState;
+use tasuki_core::domain::record::JobRecord;
+use tasuki_core::domain::waits::{
+    CallbackOutput, Completion, Registered, Signal, Stopped, Taken, TaskToken,
+};
+use tasuki_core::error::ErrorName;
+use tasuki_core::fakes::{
+    FakeLauncher, FakeRegistry, FakeSealer, FixedClock, MemoryStore, RecordingExecutions,
+};
+use tasuki_core::handlers::cleanup::{Cleanup, Release};
+use tasuki_core::handlers::ecs_events::EcsEvents;
+use tasuki_core::handlers::finalize::Finalize;
+use tasuki_core::handlers::issue_token::IssueToken;
+use tasuki_core::handlers::registration::{Confirm, WaitForRegistration};
+use tasuki_core::handlers::resolve_labels::ResolveLabels;
+use tasuki_core::handlers::run_task::RunTask;
+use tasuki_core::handlers::step::{invoke, Step};
+use tasuki_core::handlers::validate::Validate;
+use tasuki_core::handlers::webhook::{Webhook, WebhookRequest};
+use tasuki_core::handlers::Lifecycle;
+use tasuki_core::ports::{Clock, LifecycleStore};
+use tasuki_core::signature::WebhookSecret;
+use tasuki_core::StepError;
+
+const CONFIG: &str = r#"{
+  "table_name": "tasuki-jobs",
+  "state_machine_arn": "arn:aws:states:us-east-1:123456789012:stateMachine:tasuki-runner-job",
+  "github": {"api_url": "https://api.github.com", "app_id": 1,
+             "private_key_secret_id": "tasuki/github-app-private-key",
+             "webhook_secret_id": "tasuki/webhook-secret"},
+  "access": {"orgs": ["octo-org"]},
+  "runner": {"group_id": 1, "extra_labels": ["tasuki-managed"],
+             "kms_key_id": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+             "task_role_arn": "arn:aws:iam::123456789012:role/tasuki-runner-task"},
+  "sizes": {"default": "small", "aliases": {"small": "2cpu-4gb"}},
+  "capacity_order": ["fargate-spot", "fargate"],
+  "network": {"subnets": {"us-east-1a": "subnet-a", "us-east-1b": "subnet-b"},
+              "security_groups": ["sg-default"]},
+  "ecs": {"cluster": "tasuki", "container_name": "runner",
+          "task_definitions": {"x64": "td-x64", "arm64": "td-arm64"}},
+  "timeouts": {"registration_seconds": 300, "job_seconds": 3600, "capacity_wait_seconds": 900}
+}"#;
+
+const JOB: u64 = 7;
+
+struct World {
+    config: Arc<Config>,
+    store: Arc<MemoryStore>,
+    clock: Arc<FixedClock>,
+    executions: Arc<RecordingExecutions>,
+    launcher: Arc<FakeLauncher>,
+    registry: Arc<FakeRegistry>,
+    sealer: Arc<FakeSealer>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            config: Arc::new(Config::from_json(CONFIG).unwrap()),
+            store: Arc::default(),
+            clock: Arc::new(FixedClock::at(1_795_392_000)),
+            executions: Arc::default(),
+            launcher: Arc::default(),
+            registry: Arc::default(),
+            sealer: Arc::default(),
+        }
+    }
+
+    fn lifecycle(&self) -> Lifecycle {
+        Lifecycle {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            timeouts: self.config.timeouts,
+        }
+    }
+
+    fn release(&self) -> Release {
+        Release {
+            launcher: self.launcher.clone(),
+            registry: self.registry.clone(),
+            sealer: self.sealer.clone(),
+        }
+    }
+
+    fn validate(&self) -> Validate {
+        Validate {
+            config: self.config.clone(),
+            lifecycle: self.lifecycle(),
+        }
+    }
+
+    fn resolve_labels(&self) -> ResolveLabels {
+        ResolveLabels {
+            config: self.config.clone(),
+            lifecycle: self.lifecycle(),
+        }
+    }
+
+    fn issue_token(&self) -> IssueToken {
+        IssueToken {
+            config: self.config.clone(),
+            lifecycle: self.lifecycle(),
+            registry: self.registry.clone(),
+            sealer: self.sealer.clone(),
+        }
+    }
+
+    fn run_task(&self) -> RunTask {
+        RunTask {
+            config: self.config.clone(),
+            launcher: self.launcher.clone(),
+        }
+    }
+
+    fn wait_for_registration(&self) -> WaitForRegistration {
+        WaitForRegistration {
+            lifecycle: self.lifecycle(),
+            executions: self.executions.clone(),
+        }
+    }
+
+    fn confirm(&self) -> Confirm {
+        Confirm {
+            lifecycle: self.lifecycle(),
+            executions: self.executions.clone(),
+        }
+    }
+
+    fn cleanup(&self) -> Cleanup {
+        Cleanup {
+            config: self.config.clone(),
+            lifecycle: self.lifecycle(),
+            release: self.release(),
+        }
+    }
+
+    fn finalize(&self) -> Finalize {
+        Finalize {
+            config: self.config.clone(),
+            lifecycle: self.lifecycle(),
+            release: self.release(),
+        }
+    }
+
+    fn webhook(&self) -> Webhook {
+        Webhook {
+            config: self.config.clone(),
+            secret: WebhookSecret::new("s3cr3t"),
+            lifecycle: self.lifecycle(),
+            executions: self.executions.clone(),
+        }
+    }
+
+    /// The job as the webhook writes it, and the execution's first state.
+    async fn received(&self, job: &JobRef) -> Value {
+        let (record, event) = JobRecord::received(
+            job.clone(),
+            job.execution_arn(&self.config.state_machine_arn),
+            &self.config.timeouts,
+            &self.clock.now(),
+        );
+        assert!(self.store.create(&record, &event).await.unwrap());
+        json!({ "job": job })
+    }
+
+    fn record(&self) -> JobRecord {
+        self.store.record(JobId::new(JOB)).unwrap()
+    }
+
+    /// The timeline as `event attempt: reason` lines.
+    fn rows(&self) -> Vec<String> {
+        self.store
+            .events(JobId::new(JOB))
+            .into_iter()
+            .map(|e| match e.reason {
+                Some(reason) => format!("{} {}: {reason}", e.event, e.attempt),
+                None => format!("{} {}", e.event, e.attempt),
+            })
+            .collect()
+    }
+
+    /// Plays Validate, ResolveLabels and the first attempt up to a started task, as the ASL
+    /// would, and returns the state document.
+    async fn launched(&self) -> Value {
+        let mut state = self.received(&job(&["tasuki"])).await;
+        state["limits"] = step(&self.validate(), &state).await.unwrap();
+        state["plan"] = step(&self.resolve_labels(), &state).await.unwrap();
+        state["attempt"] = json!({"number": 1});
+        state["runner"] = step(&self.issue_token(), &state).await.unwrap();
+        state["task"] = step(&self.run_task(), &state).await.unwrap();
+        state
+    }
+}
+
+fn job(labels: &[&str]) -> JobRef {
+    JobRef {
+        job_id: JobId::new(JOB),
+        run_id: 1,
+        run_attempt: 1,
+        repository: "octo-org/app".into(),
+        private: true,
+        workflow: "CI".into(),
+        job_name: "build".into(),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+        installation_id: 1,
+    }
+}
+
+/// Invokes a step with `{"state": state}`, as a plain Task state does.
+async fn step<S: Step>(step: &S, state: &Value) -> Result<Value, StepError> {
+    invoke(step, json!({ "state": state }))
+        .await
+        .map(|output| serde_json::to_value(output).unwrap())
+}
+
+async fn wait<S: Step>(step: &S, state: &Value, token: &str) -> Result<Value, StepError> {
+    invoke(step, json!({ "state": state, "token": token }))
+        .await
+        .map(|output| serde_json::to_value(output).unwrap())
+}
+
+async fn finalize(world: &World, state: &Value, outcome: &str) -> Result<Value, StepError> {
+    invoke(
+        &world.finalize(),
+        json!({ "state": state, "outcome": outcome }),
+    )
+    .await
+    .map(|output| serde_json::to_value(output).unwrap())
+}
+
+fn caught(error: &str, message: &str) -> Value {
+    json!({
+        "Error": error,
+        "Cause": json!({"errorType": error, "errorMessage": message}).to_string()
+    })
+}
+
+fn registered(runner_name: &str) -> Signal {
+    Signal::Registered(Registered {
+        runner_name: runner_name.into(),
+        runner_id: 100,
+        job_id: JobId::new(JOB),
+    })
+}
+
+// ---- the store contract, on the in-memory store ----------------------------------------------
+
+#[tokio::test]
+async fn memory_store_keeps_the_store_contract() {
+    contract::a_job_is_created_once_with_its_received_event(&MemoryStore::default()).await;
+    contract::a_commit_from_a_stale_read_is_a_conflict_and_writes_nothing(&MemoryStore::default())
+        .await;
+    contract::whichever_of_signal_and_wait_comes_second_sees_both(&MemoryStore::default()).await;
+    contract::a_late_stop_of_an_older_attempt_does_not_hide_a_newer_one(&MemoryStore::default())
+        .await;
+    contract::ls_lists_jobs_newest_first(&MemoryStore::default()).await;
+}
+
+// ---- Validate and ResolveLabels ----------------------------------------------------------------
+
+#[tokio::test]
+async fn a_served_job_gets_its_limits_and_a_plan_of_every_candidate() {
+    let world = World::new();
+    let state = world.received(&job(&["self-hosted", "tasuki"])).await;
+    let limits = step(&world.validate(), &state).await.unwrap();
+    assert_eq!(
+        limits,
+        json!({"registration_seconds": 300, "job_seconds": 3600})
+    );
+    let plan = step(&world.resolve_labels(), &state).await.unwrap();
+    assert_eq!(plan["count"], 4, "spot and on-demand in two AZs");
+    assert_eq!(plan["candidates"][0]["subnet"], "subnet-a");
+    assert_eq!(world.rows(), ["received 0", "planned 0"]);
+    // deadline: planned moves on within seconds, so the grace alone.
+    assert_eq!(
+        world.record().deadline,
+        world.clock.now().epoch_seconds + 300
+    );
+}
+
+#[tokio::test]
+async fn a_repository_outside_the_allowlist_is_refused_once_with_its_reason() {
+    let world = World::new();
+    let mut stranger = job(&["tasuki"]);
+    stranger.repository = "stranger/app".into();
+    let state = world.received(&stranger).await;
+    for _ in 0..2 {
+        // The second time is Step Functions retrying the step: same answer, no second row.
+        let error = step(&world.validate(), &state).await.unwrap_err();
+        assert_eq!(error.name(), ErrorName::JobRefused);
+        assert!(error.detail().contains("stranger/app"), "{error}");
+    }
+    assert_eq!(
+        world.rows(),
+        [
+            "received 0".to_string(),
+            "refused 0: repository stranger/app is not in the access allowlist".to_string()
+        ]
+    );
+    assert!(world.registry.issued.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn labels_we_cannot_serve_are_refused_and_nothing_is_launched() {
+    let world = World::new();
+    let state = world.received(&job(&["tasuki", "docker"])).await;
+    let error = step(&world.resolve_labels(), &state).await.unwrap_err();
+    assert_eq!(error.name(), ErrorName::JobRefused);
+    assert_eq!(world.record().position.state, JobState::Refused);
+    assert!(world.rows()[1].contains("docker"), "{:?}", world.rows());
+    assert!(world.launcher.runs.lock().unwrap().is_empty());
+}
+
+// ---- IssueToken and RunTask --------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_attempt_issues_a_sealed_credential_and_launches_on_its_candidate() {
+    let world = World::new();
+    let state = world.launched().await;
+    let issued = world.registry.issued.lock().unwrap().clone();
+    assert_eq!(
+        issued,
+        [(
+            RunnerName::new(JobId::new(JOB), Attempt::FIRST),
+            vec!["tasuki".to_string(), "tasuki-managed".to_string()]
+        )]
+    );
+    assert_eq!(state["runner"]["name"], "tasuki-7-1");
+    assert_eq!(state["runner"]["grant_id"], "grant-7-1");
+    assert!(!state.to_string().contains("PLAINTEXT"), "{state}");
+    let runs = world.launcher.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].capacity.name(), "FARGATE_SPOT");
+    assert_eq!(runs[0].subnet, "subnet-a");
+    assert_eq!(runs[0].started_by.to_string(), "tasuki/7/1");
+    assert!(!runs[0].overrides_json().contains("PLAINTEXT"));
+    assert_eq!(
+        world.rows()[2],
+        "launching 1",
+        "the attempt starts before GitHub is asked"
+    );
+    assert_eq!(
+        world.store.events(JobId::new(JOB))[2].candidate.as_deref(),
+        Some("fargate-spot/us-east-1a/2cpu-4gb/x64")
+    );
+}
+
+#[tokio::test]
+async fn a_credential_that_cannot_be_sealed_deletes_the_runner_just_registered() {
+    let world = World::new();
+    let mut state = world.received(&job(&["tasuki"])).await;
+    state["plan"] = step(&world.resolve_labels(), &state).await.unwrap();
+    state["attempt"] = json!({"number": 1});
+    *world.sealer.fail_next.lock().unwrap() =
+        Some(StepError::LaunchConfigError("KMS key disabled".into()));
+    let error = step(&world.issue_token(), &state).await.unwrap_err();
+    assert_eq!(error.name(), ErrorName::LaunchConfigError);
+    assert_eq!(*world.registry.deleted.lock().unwrap(), [100]);
+}
+
+#[tokio::test]
+async fn a_retried_issue_token_does_not_start_the_attempt_twice() {
+    let world = World::new();
+    let mut state = world.received(&job(&["tasuki"])).await;
+    state["plan"] = step(&world.resolve_labels(), &state).await.unwrap();
+    state["attempt"] = json!({"number": 1});
+    step(&world.issue_token(), &state).await.unwrap();
+    step(&world.issue_token(), &state).await.unwrap();
+    assert_eq!(world.rows(), ["received 0", "planned 0", "launching 1"]);
+}
+
+#[tokio::test]
+async fn capacity_failures_from_ecs_reach_the_state_machine_by_name() {
+    let world = World::new();
+    let mut state = world.received(&job(&["tasuki"])).await;
+    state["plan"] = step(&world.resolve_labels(), &state).await.unwrap();
+    state["attempt"] = json!({"number": 1});
+    state["runner"] = step(&world.issue_token(), &state).await.unwrap();
+    world
+        .launcher
+        .script
+        .lock()
+        .unwrap()
+        .push_back(Err(StepError::CapacityUnavailable("FARGATE_SPOT".into())));
+    let error = step(&world.run_task(), &state).await.unwrap_err();
+    assert_eq!(error.name(), ErrorName::CapacityUnavailable);
+}
+
+#[tokio::test]
+async fn an_input_without_what_the_asl_always_provides_is_malformed_and_changes_nothing() {
+    let world = World::new();
+    let state = world.received(&job(&["tasuki"])).await;
+    // IssueToken without a plan or an attempt; an attempt numbered 0.
+    let error = step(&world.issue_token(), &state).await.unwrap_err();
+    assert_eq!(error.name(), ErrorName::MalformedInput);
+    assert!(error.detail().contains("plan"), "{error}");
+    let mut zero = state.clone();
+    zero["plan"] = step(&world.resolve_labels(), &state).await.unwrap();
+    zero["attempt"] = json!({"number": 0});
+    let error = step(&world.issue_token(), &zero).await.unwrap_err();
+    assert_eq!(error.name(), ErrorName::MalformedInput);
+    zero["attempt"] = json!({"number": 1});
+    zero["plan"] = json!({"candidates": [], "count": 0});
+    let error = step(&world.issue_token(), &zero).await.unwrap_err();
+    assert_eq!(error.name(), ErrorName::MalformedInput);
+    assert_eq!(world.rows(), ["received 0", "planned 0"]);
+    assert!(world.registry.issued.lock().unwrap().is_empty());
+}
+
+// ---- the waits ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_registration_that_came_first_is_answered_when_the_wait_is_armed() {
+    let world = World::new();
+    let state = world.launched().await;
+    world
+        .store
+        .signal(JobId::new(JOB), &registered("tasuki-7-1"))
+        .await
+        .unwrap();
+    wait(&world.wait_for_registration(), &state, "tok-1")
+        .await
+        .unwrap();
+    let succeeded = world.executions.succeeded.lock().unwrap().clone();
+    assert_eq!(succeeded.len(), 1);
+    assert_eq!(succeeded[0].0, TaskToken::new("tok-1"));
+    let CallbackOutput::Registered(output) = &succeeded[0].1 else {
+        panic!("{succeeded:?}")
+    };
+    assert_eq!(output.runner_name, "tasuki-7-1");
+    let record = world.record();
+    assert_eq!(record.position.state, JobState::WaitingForRegistration);
+    assert_eq!(
+        record.task_arn.as_deref(),
+        state["task"]["task_arn"].as_str()
+    );
+    assert_eq!(
+        record.deadline,
+        world.clock.now().epoch_seconds + 300 + 300,
+        "the registration limit plus the grace"
+    );
+}
+
+#[tokio::test]
+async fn a_wait_armed_first_is_left_for_the_signal_and_confirm_arms_the_completion() {
+    let world = World::new();
+    let mut state = world.launched().await;
+    wait(&world.wait_for_registration(), &state, "tok-1")
+        .await
+        .unwrap();
+    assert!(world.executions.succeeded.lock().unwrap().is_empty());
+    assert_eq!(
+        world.record().wait.map(|w| w.token),
+        Some(TaskToken::new("tok-1"))
+    );
+    // The callback output, as `$.registration`.
+    state["registration"] = json!({"runner_name": "tasuki-7-1", "runner_id": 100, "job_id": JOB});
+    wait(&world.confirm(), &state, "tok-2").await.unwrap();
+    let record = world.record();
+    assert_eq!(record.position.state, JobState::Running);
+    assert_eq!(record.runner.map(|r| r.name).as_deref(), Some("tasuki-7-1"));
+    assert_eq!(record.wait.map(|w| w.token), Some(TaskToken::new("tok-2")));
+    // A completion that arrives now is delivered by the webhook side (the wait is armed).
+    let completed = world
+        .store
+        .signal(
+            JobId::new(JOB),
+            &Signal::Completed(Completion {
+                conclusion: Conclusion::Success,
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    tasuki_core::handlers::deliver(&*world.executions, &completed)
+        .await
+        .unwrap();
+    // ... and a redelivery of it is a no-op the fake answers `false` to, like Step Functions.
+    tasuki_core::handlers::deliver(&*world.executions, &completed)
+        .await
+        .unwrap();
+    assert_eq!(world.executions.succeeded.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_lost_race_with_a_webhook_is_re_read_and_keeps_the_webhooks_signal() {
+    let world = World::new();
+    let state = world.launched().await;
+    world
+        .store
+        .race_next_commit(|record| record.signals.registered = registered_value());
+    wait(&world.wait_for_registration(), &state, "tok-1")
+        .await
+        .unwrap();
+    let record = world.record();
+    assert_eq!(record.position.state, JobState::WaitingForRegistration);
+    assert!(record.signals.registered.is_some(), "the signal survived");
+    assert_eq!(
+        world.executions.succeeded.lock().unwrap().len(),
+        1,
+        "and was answered"
+    );
+}
+
+fn registered_value() -> Option<Registered> {
+    Some(Registered {
+        runner_name: "tasuki-7-1".into(),
+        runner_id: 100,
+        job_id: JobId::new(JOB),
+    })
+}
+
+#[tokio::test]
+async fn an_illegal_transition_is_a_lifecycle_conflict_not_a_silent_write() {
+    let world = World::new();
+    let mut state = world.received(&job(&["tasuki"])).await;
+    state["attempt"] = json!({"number": 1});
+    state["registration"] = json!({"runner_name": "tasuki-7-1", "runner_id": 100, "job_id": JOB});
+    let error = wait(&world.confirm(), &state, "tok").await.unwrap_err();
+    assert_eq!(error.name(), ErrorName::LifecycleConflict);
+    assert!(error.detail().contains("illegal transition"), "{error}");
+    assert_eq!(world.rows(), ["received 0"]);
+}
+
+// ---- CleanupAttempt ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn cleanup_after_a_stopped_task_releases_everything_and_names_the_next_candidate() {
+    let world = World::new();
+    let mut state = world.launched().await;
+    wait(&world.wait_for_registration(), &state, "tok-1")
+        .await
+        .unwrap();
+    let stopped = Stopped {
+        attempt: Attempt::FIRST,
+        reason: "TaskFailedToStart: CannotPullContainerError".into(),
+        clean_exit: false,
+    };
+    world
+        .store
+        .signal(JobId::new(JOB), &Signal::Stopped(stopped))
+        .await
+        .unwrap();
+    // Step Functions dropped the cause: the reason comes from what ECS told us.
+    state["error"] = json!({"Error": "TaskStopped", "Cause": ""});
+    let next = step(&world.cleanup(), &state).await.unwrap();
+    assert_eq!(
+        next,
+        json!({"number": 2, "wait_seconds": 0, "exhausted": false})
+    );
+    assert_eq!(*world.sealer.revoked.lock().unwrap(), ["grant-7-1"]);
+    let stops = world.launcher.stops.lock().unwrap().clone();
+    assert_eq!(stops.len(), 1);
+    assert_eq!(stops[0].0, state["task"]["task_arn"].as_str().unwrap());
+    assert_eq!(*world.registry.deleted.lock().unwrap(), [100]);
+    assert_eq!(world.record().wait, None, "the token is forgotten");
+    assert_eq!(
+        world.rows().last().unwrap(),
+        "attempt-failed 1: TaskStopped: TaskFailedToStart: CannotPullContainerError"
+    );
+}
+
+#[tokio::test]
+async fn cleanup_after_a_failed_runtask_has_no_task_to_stop() {
+    let world = World::new();
+    let mut state = world.launched().await;
+    state.as_object_mut().unwrap().remove("task");
+    state["error"] = caught("CapacityUnavailable", "FARGATE_SPOT in subnet-a: none");
+    let next = step(&world.cleanup(), &state).await.unwrap();
+    assert_eq!(next["number"], 2);
+    assert!(world.launcher.stops.lock().unwrap().is_empty());
+    assert_eq!(*world.registry.deleted.lock().unwrap(), [100]);
+    assert_eq!(
+        world.rows().last().unwrap(),
+        "attempt-failed 1: CapacityUnavailable: FARGATE_SPOT in subnet-a: none"
+    );
+}
+
+#[tokio::test]
+async fn a_runner_that_took_another_job_is_left_running_but_loses_its_grant() {
+    let world = World::new();
+    let mut state = world.launched().await;
+    world
+        .store
+        .signal(
+            JobId::new(JOB),
+            &Signal::RunnerTaken(Taken {
+                runner_name: RunnerName::new(JobId::new(JOB), Attempt::FIRST),
+                by_job: JobId::new(8),
+            }),
+        )
+        .await
+        .unwrap();
+    state["error"] = json!({"Error": "RunnerTaken"});
+    step(&world.cleanup(), &state).await.unwrap();
+    assert_eq!(*world.sealer.revoked.lock().unwrap(), ["grant-7-1"]);
+    assert!(world.launcher.stops.lock().unwrap().is_empty());
+    assert!(world.registry.deleted.lock().unwrap().is_empty());
+    assert!(world
+        .rows()
+        .last()
+        .unwrap()
+        .ends_with("RunnerTaken: runner tasuki-7-1 took job 8 instead"));
+}
+
+#[tokio::test]
+async fn the_last_candidate_lost_to_capacity_waits_for_a_new_round_and_anything_else_gives_up() {
+    for (error, expected) in [
+        (
+            "QuotaExceeded",
+            json!({"number": 5, "wait_seconds": 30, "exhausted": false}),
+        ),
+        (
+            "States.Timeout",
+            json!({"number": 5, "wait_seconds": 0, "exhausted": true}),
+        ),
+    ] {
+        let world = World::new();
+        let mut state = world.received(&job(&["tasuki"])).await;
+        state["plan"] = step(&world.resolve_labels(), &state).await.unwrap();
+        for attempt in 1..=4 {
+            state["attempt"] = json!({ "number": attempt });
+            state["runner"] = step(&world.issue_token(), &state).await.unwrap();
+            state["error"] = caught(error, "vCPU limit");
+            let next = step(&world.cleanup(), &state).await.unwrap();
+            if attempt == 4 {
+                assert_eq!(next, expected, "{error}");
+            }
+        }
+        let last = world.rows().last().unwrap().clone();
+        assert_eq!(
+            last.ends_with("round 2 starts in 30 s"),
+            error == "QuotaExceeded",
+            "{last}"
+        );
+    }
+}
+
+// ---- Finalize -----------------------------------------------------------------------------------
+
+async fn running(world: &World) -> Value {
+    let mut state = world.launched().await;
+    wait(&world.wait_for_registration(), &state, "tok-1")
+        .await
+        .unwrap();
+    state["registration"] = json!({"runner_name": "tasuki-7-1", "runner_id": 100, "job_id": JOB});
+    wait(&world.confirm(), &state, "tok-2").await.unwrap();
+    state
+}
+
+#[tokio::test]
+async fn a_completed_job_records_its_conclusion_and_releases_its_attempt() {
+    let world = World::new();
+    let mut state = running(&world).await;
+    state["completion"] = json!({"conclusion": "success"});
+    let done = finalize(&world, &state, "completed").await.unwrap();
+    assert_eq!(done, json!({"state": "completed", "reason": "success"}));
+    let record = world.record();
+    assert_eq!(record.conclusion, Some(Conclusion::Success));
+    assert_eq!(record.wait, None);
+    assert_eq!(*world.sealer.revoked.lock().unwrap(), ["grant-7-1"]);
+    assert_eq!(world.launcher.stops.lock().unwrap().len(), 1);
+    // Finalize retried after its transition landed: the same answer, no second row.
+    let again = finalize(&world, &state, "completed").await.unwrap();
+    assert_eq!(again["state"], "completed");
+    assert_eq!(
+        world
+            .rows()
+            .iter()
+            .filter(|r| r.starts_with("completed"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn each_outcome_finalizes_to_its_state_with_a_reason() {
+    let cases = [
+        (
+            "completed",
+            Some(json!({"conclusion": "cancelled"})),
+            None,
+            JobState::Cancelled,
+            "cancelled on GitHub while running",
+        ),
+        (
+            "cancelled",
+            None,
+            Some(json!({"Error": "JobCancelled"})),
+            JobState::Cancelled,
+            "cancelled on GitHub before a runner took it",
+        ),
+        (
+            "timed-out",
+            None,
+            Some(json!({"Error": "States.Timeout"})),
+            JobState::TimedOut,
+            "the job did not complete within 3600 s",
+        ),
+        (
+            "failed",
+            None,
+            Some(caught("TaskStopped", "SpotInterruption")),
+            JobState::Failed,
+            "TaskStopped: SpotInterruption",
+        ),
+        (
+            "failed",
+            None,
+            Some(json!({"Error": "Lambda.Unknown", "Cause": "out of memory"})),
+            JobState::Failed,
+            "Lambda.Unknown: out of memory",
+        ),
+    ];
+    for (outcome, completion, error, state_after, reason) in cases {
+        let world = World::new();
+        let mut state = running(&world).await;
+        if let Some(completion) = completion {
+            state["completion"] = completion;
+        }
+        if let Some(error) = error {
+            state["error"] = error;
+        }
+        let done = finalize(&world, &state, outcome).await.unwrap();
+        assert_eq!(done["state"], state_after.as_str(), "{outcome}");
+        assert_eq!(done["reason"], reason, "{outcome}");
+        assert_eq!(world.record().position.state, state_after);
+        assert_eq!(
+            world.launcher.stops.lock().unwrap().len(),
+            1,
+            "{outcome}: the task is stopped"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_job_that_fails_before_any_attempt_finalizes_without_releasing_anything() {
+    let world = World::new();
+    let mut state = world.received(&job(&["tasuki"])).await;
+    state["error"] = caught("Transient", "DynamoDB unreachable");
+    let done = finalize(&world, &state, "failed").await.unwrap();
+    assert_eq!(done["reason"], "Transient: DynamoDB unreachable");
+    assert!(world.sealer.revoked.lock().unwrap().is_empty());
+    assert!(world.launcher.stops.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn exhaustion_sums_up_every_attempt_and_releases_nothing_twice() {
+    let world = World::new();
+    let mut state = world.received(&job(&["tasuki"])).await;
+    state["plan"] = step(&world.resolve_labels(), &state).await.unwrap();
+    for attempt in 1..=4 {
+        state["attempt"] = json!({ "number": attempt });
+        state["runner"] = step(&world.issue_token(), &state).await.unwrap();
+        state["error"] = json!({"Error": "States.Timeout"});
+        step(&world.cleanup(), &state).await.unwrap();
+    }
+    let revoked = world.sealer.revoked.lock().unwrap().len();
+    let done = finalize(&world, &state, "exhausted").await.unwrap();
+    assert_eq!(done["state"], "failed");
+    assert!(done["reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("all 4 launch candidates failed (attempt 1: RegistrationTimeout"));
+    assert_eq!(world.sealer.revoked.lock().unwrap().len(), revoked);
+}
+
+// ---- the webhook and ECS events ----------------------------------------------------------------
+
+fn delivery(event: &str, body: Value) -> WebhookRequest {
+    let body = serde_json::to_vec(&body).unwrap();
+    WebhookRequest {
+        event: Some(event.into()),
+        delivery: Some("d-1".into()),
+        signature: Some(WebhookSecret::new("s3cr3t").sign(&body)),
+        body,
+    }
+}
+
+fn workflow_job(action: &str, runner_name: Option<&str>, conclusion: Option<&str>) -> Value {
+    let path = format!(
+        "{}/../../tests/fixtures/webhooks/workflow_job.queued.1.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut body: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    body["action"] = action.into();
+    body["repository"]["full_name"] = "octo-org/app".into();
+    body["repository"]["private"] = true.into();
+    body["workflow_job"]["id"] = JOB.into();
+    body["workflow_job"]["labels"] = json!(["tasuki"]);
+    body["workflow_job"]["runner_name"] = json!(runner_name);
+    body["workflow_job"]["runner_id"] = json!(runner_name.map(|_| 100));
+    body["workflow_job"]["conclusion"] = json!(conclusion);
+    body
+}
+
+#[tokio::test]
+async fn a_queued_job_is_recorded_then_started_and_a_redelivery_starts_nothing() {
+    let world = World::new();
+    let webhook = world.webhook();
+    let first = webhook
+        .handle(delivery("workflow_job", workflow_job("queued", None, None)))
+        .await;
+    assert_eq!(
+        (first.status, first.reason.as_deref()),
+        (202, Some("execution started"))
+    );
+    let again = webhook
+        .handle(delivery("workflow_job", workflow_job("queued", None, None)))
+        .await;
+    assert_eq!(
+        (again.status, again.reason.as_deref()),
+        (202, Some("already started"))
+    );
+    assert_eq!(world.executions.started.lock().unwrap().len(), 1);
+    assert_eq!(
+        world.record().execution_arn,
+        "arn:aws:states:us-east-1:123456789012:execution:tasuki-runner-job:7-1"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_start_answers_500_and_leaves_the_job_received_for_a_redelivery() {
+    let world = World::new();
+    world
+        .executions
+        .errors
+        .lock()
+        .unwrap()
+        .push_back(StepError::Throttled("StartExecution".into()));
+    let webhook = world.webhook();
+    let answer = webhook
+        .handle(delivery("workflow_job", workflow_job("queued", None, None)))
+        .await;
+    assert_eq!(
+        (answer.status, answer.reason.as_deref()),
+        (500, Some("Throttled"))
+    );
+    assert_eq!(world.record().position.state, JobState::Received);
+    let redelivered = webhook
+        .handle(delivery("workflow_job", workflow_job("queued", None, None)))
+        .await;
+    assert_eq!(redelivered.status, 202);
+    assert_eq!(world.executions.started.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn in_progress_and_completed_answer_the_armed_waits() {
+    let world = World::new();
+    let state = world.launched().await;
+    wait(&world.wait_for_registration(), &state, "tok-1")
+        .await
+        .unwrap();
+    let webhook = world.webhook();
+    let running = webhook
+        .handle(delivery(
+            "workflow_job",
+            workflow_job("in_progress", Some("tasuki-7-1"), None),
+        ))
+        .await;
+    assert_eq!(
+        (running.status, running.reason.as_deref()),
+        (202, Some("callback sent"))
+    );
+    let unknown = webhook
+        .handle(delivery("workflow_job", {
+            let mut body = workflow_job("completed", None, Some("cancelled"));
+            body["workflow_job"]["id"] = 404.into();
+            body
+        }))
+        .await;
+    assert_eq!(
+        (unknown.status, unknown.reason.as_deref()),
+        (200, Some("unknown job"))
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_task_fails_the_registration_wait_with_ecs_reason() {
+    let world = World::new();
+    let state = world.launched().await;
+    wait(&world.wait_for_registration(), &state, "tok-1")
+        .await
+        .unwrap();
+    let events = EcsEvents {
+        container_name: "runner".into(),
+        store: world.store.clone(),
+        executions: world.executions.clone(),
+    };
+    let change = serde_json::from_value(json!({
+        "detail-type": "ECS Task State Change",
+        "detail": {
+            "taskArn": state["task"]["task_arn"], "lastStatus": "STOPPED",
+            "startedBy": "tasuki/7/1", "stopCode": "SpotInterruption",
+            "stoppedReason": "Your Spot Task was interrupted.",
+            "containers": [{"name": "runner", "exitCode": 143}]
+        }
+    }))
+    .unwrap();
+    let outcome = events.handle(change).await.unwrap();
+    assert!(outcome.handled);
+    let failed = world.executions.failed.lock().unwrap().clone();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].1.name(), ErrorName::TaskStopped);
+    assert_eq!(
+        failed[0].1.detail(),
+        "SpotInterruption: Your Spot Task was interrupted."
+    );
+}
