@@ -4,8 +4,11 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
+import { JOB_CONTEXT_KEY } from '../lib/credentials';
+import { DIND_IMAGE } from '../lib/docker-task';
 import { BINS, substitutionVariable } from '../lib/lambdas';
-import { ASL_PATH, DIND_IMAGE, JOB_CONTEXT_KEY, RUNNER_CONTAINER, aslSubstitutions } from '../lib/stack';
+import { RUNNER_CONTAINER } from '../lib/runners';
+import { ASL_PATH, aslSubstitutions } from '../lib/state-machine';
 import { FAKE, type Json, type Synth, asList, exampleConfig, iamStatements, resolver, resourcesOfType, synth, tempDir } from './helpers';
 
 let s: Synth;

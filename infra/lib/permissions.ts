@@ -1,0 +1,172 @@
+// What each Lambda may do: the NEEDS table, and the IAM statements built from it and nothing else.
+
+import { Validations } from 'aws-cdk-lib';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import { type Credentials, jobContextConditions } from './credentials';
+import type { Bin } from './lambdas';
+import { type Runners, clusterScopedArn, nagClusterScopedArn } from './runners';
+
+/** Which Lambdas touch what. */
+export interface Needs {
+  /** DynamoDB actions on the table (TransactWriteItems of Puts needs `PutItem`). */
+  table?: string[];
+  /** `states:` actions on the state machine. */
+  states?: string[];
+  /** Reads the GitHub App's private key / the webhook secret. */
+  appKey?: boolean;
+  webhookSecret?: boolean;
+  /**
+   * Seals JIT configs (contract D): kms:GenerateDataKey with the job encryption context, and
+   * kms:CreateGrant of Decrypt to the runner task role, constrained to that job's context.
+   */
+  seal?: boolean;
+  /** Revokes a job's KMS grant once its task is done (kms:RevokeGrant). */
+  revokeGrant?: boolean;
+  runTask?: boolean;
+  stopTask?: boolean;
+}
+
+const CALLBACK = ['states:SendTaskSuccess', 'states:SendTaskFailure'];
+const TRANSITION = ['dynamodb:GetItem', 'dynamodb:PutItem'];
+
+export const NEEDS: Record<Bin, Needs> = {
+  // create (TransactWriteItems: Put × 2), signal (UpdateItem ALL_NEW, GetItem)
+  webhook: { table: [...TRANSITION, 'dynamodb:UpdateItem'], states: ['states:StartExecution', ...CALLBACK], webhookSecret: true },
+  validate: { table: TRANSITION },
+  'resolve-labels': { table: TRANSITION },
+  'issue-token': { table: TRANSITION, appKey: true, seal: true },
+  'run-task': { runTask: true },
+  // transition, arm (UpdateItem), deliver
+  'wait-for-registration': { table: [...TRANSITION, 'dynamodb:UpdateItem'], states: CALLBACK },
+  confirm: { table: [...TRANSITION, 'dynamodb:UpdateItem'], states: CALLBACK },
+  // get, disarm (UpdateItem), transition; stop task, delete runner
+  cleanup: { table: [...TRANSITION, 'dynamodb:UpdateItem'], appKey: true, stopTask: true, revokeGrant: true },
+  // … and the timeline (Query) when candidates ran out
+  finalize: { table: [...TRANSITION, 'dynamodb:UpdateItem', 'dynamodb:Query'], appKey: true, stopTask: true, revokeGrant: true },
+  // signal, deliver
+  'ecs-events': { table: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], states: CALLBACK },
+};
+
+/** What the statements name. */
+export interface Grantables {
+  readonly table: dynamodb.ITable;
+  /** Formatted, not referenced: the state machine is made after the Lambdas (state-machine.ts). */
+  readonly stateMachineArn: string;
+  readonly credentials: Credentials;
+  readonly runners: Runners;
+  /** Every runner task definition, Fargate and docker. */
+  readonly taskDefinitions: Record<string, ecs.TaskDefinition>;
+}
+
+/** A Lambda's inline policy: its own log group, and what its needs say. */
+export function lambdaStatements(needs: Needs, logGroup: logs.ILogGroup, on: Grantables): iam.PolicyStatement[] {
+  const statements: iam.PolicyStatement[] = [
+    new iam.PolicyStatement({
+      sid: 'OwnLogs',
+      actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+      resources: [logGroup.logGroupArn],
+    }),
+  ];
+  if (needs.table) {
+    statements.push(new iam.PolicyStatement({ sid: 'Lifecycle', actions: needs.table, resources: [on.table.tableArn] }));
+  }
+  if (needs.states) {
+    statements.push(new iam.PolicyStatement({ sid: 'Execution', actions: needs.states, resources: [on.stateMachineArn] }));
+  }
+  const secrets = [...(needs.appKey ? [on.credentials.appKey] : []), ...(needs.webhookSecret ? [on.credentials.webhookSecret] : [])];
+  if (secrets.length > 0) {
+    statements.push(
+      new iam.PolicyStatement({
+        sid: 'GitHubSecrets',
+        actions: ['secretsmanager:GetSecretValue'],
+        resources: secrets.map((s) => s.iamResource),
+      }),
+    );
+  }
+  if (needs.seal) {
+    statements.push(
+      // The data key of the envelope (AES-256-GCM) is made for the job's encryption context only.
+      new iam.PolicyStatement({
+        sid: 'SealJobCredential',
+        actions: ['kms:GenerateDataKey'],
+        resources: [on.credentials.runnerKey.keyArn],
+        conditions: jobContextConditions(),
+      }),
+      // The per-job grant: only to the runner task role, only Decrypt, only under an
+      // EncryptionContextEquals constraint (the job's id; the request sets the value)
+      // (https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html#conditions-kms-grantee-principal,
+      // …#conditions-kms-grant-operations, …#conditions-kms-grant-constraint-type).
+      new iam.PolicyStatement({
+        sid: 'GrantJobCredential',
+        actions: ['kms:CreateGrant'],
+        resources: [on.credentials.runnerKey.keyArn],
+        conditions: {
+          StringEquals: {
+            'kms:GranteePrincipal': on.runners.taskRole.roleArn,
+            'kms:GrantConstraintType': 'EncryptionContextEquals',
+          },
+          'ForAllValues:StringEquals': { 'kms:GrantOperations': ['Decrypt'] },
+        },
+      }),
+    );
+  }
+  if (needs.runTask) {
+    statements.push(
+      new iam.PolicyStatement({
+        sid: 'RunRunnerTask',
+        actions: ['ecs:RunTask'],
+        resources: Object.values(on.taskDefinitions).map((td) => td.taskDefinitionArn),
+        conditions: { ArnEquals: { 'ecs:cluster': on.runners.cluster.clusterArn } },
+      }),
+      // RunTask's tags (per-job cost allocation) need TagResource, only as part of RunTask.
+      new iam.PolicyStatement({
+        sid: 'TagRunnerTask',
+        actions: ['ecs:TagResource'],
+        resources: [clusterScopedArn(on.runners.cluster, 'task')],
+        conditions: { StringEquals: { 'ecs:CreateAction': 'RunTask' } },
+      }),
+      new iam.PolicyStatement({
+        sid: 'PassRunnerRoles',
+        actions: ['iam:PassRole'],
+        resources: [on.runners.taskRole, on.runners.executionRole].map((r) => r.roleArn),
+        conditions: { StringEquals: { 'iam:PassedToService': 'ecs-tasks.amazonaws.com' } },
+      }),
+    );
+  }
+  if (needs.stopTask) {
+    statements.push(
+      new iam.PolicyStatement({
+        sid: 'StopRunnerTask',
+        actions: ['ecs:StopTask'],
+        resources: [clusterScopedArn(on.runners.cluster, 'task')],
+        conditions: { ArnEquals: { 'ecs:cluster': on.runners.cluster.clusterArn } },
+      }),
+    );
+  }
+  if (needs.revokeGrant) {
+    statements.push(
+      new iam.PolicyStatement({
+        sid: 'RevokeJobCredential',
+        actions: ['kms:RevokeGrant'],
+        resources: [on.credentials.runnerKey.keyArn],
+      }),
+    );
+  }
+  return statements;
+}
+
+/** cdk-nag's IAM5 finding on the cluster's `task/<cluster>/*`, for a role that starts or stops tasks. */
+export function acknowledgeClusterTasks(role: iam.IRole, needs: Needs, cluster: ecs.Cluster): void {
+  if (needs.runTask || needs.stopTask) {
+    Validations.of(role).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::${nagClusterScopedArn(cluster, 'task')}]`,
+      reason:
+        'Task ids are not known in advance: ' +
+        (needs.runTask ? 'ecs:TagResource, only as part of RunTask (ecs:CreateAction condition)' : 'ecs:StopTask') +
+        " on this cluster's tasks (arn:…:task/<cluster>/*).",
+    });
+  }
+}

@@ -1,0 +1,129 @@
+// The runner tasks: the ECS cluster, their log group, task and execution roles, image, and one Fargate
+// task definition per arch. The `docker` variant on EC2 is in ec2-capacity.ts and docker-task.ts.
+
+import { ArnFormat, Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as ecr from 'aws-cdk-lib/aws-ecr';
+import * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import { Construct } from 'constructs';
+import type { DeployConfig } from './config';
+import { pascal } from './lambdas';
+
+/** The runner container's name; `run-task` overrides its environment (docs/contracts.md). */
+export const RUNNER_CONTAINER = 'runner';
+
+/** Seconds a running job gets after SIGTERM when the file does not say (contract D; Fargate stops at 120 s). */
+export const DEFAULT_STOP_GRACE_SECONDS = 100;
+/** Fargate's maximum `stopTimeout`: the runner container is SIGKILLed this long after SIGTERM. */
+export const RUNNER_STOP_TIMEOUT_SECONDS = 120;
+
+export interface Runners {
+  readonly cluster: ecs.Cluster;
+  readonly logGroup: logs.LogGroup;
+  readonly taskRole: iam.Role;
+  readonly executionRole: iam.Role;
+  readonly image: ecs.ContainerImage;
+  /** The runner container's task-definition environment, in every variant. */
+  readonly environment: Record<string, string>;
+  /** By arch (`x64`, `arm64`): the Fargate task definitions. */
+  readonly taskDefinitions: Record<string, ecs.TaskDefinition>;
+}
+
+export function runnerTasks(stack: Stack, config: DeployConfig, vpc: ec2.IVpc, retention: logs.RetentionDays): Runners {
+  const cluster = new ecs.Cluster(stack, 'Cluster', {
+    vpc,
+    enableFargateCapacityProviders: true,
+    containerInsightsV2: ecs.ContainerInsights.ENABLED,
+  });
+  const logGroup = new logs.LogGroup(stack, 'RunnerLogs', {
+    retention,
+    removalPolicy: RemovalPolicy.DESTROY,
+  });
+  // The runner task role has no kms:Decrypt of its own (contract D): `issue-token` grants Decrypt to
+  // this role per job, constrained to that job's encryption context, and `cleanup`/`finalize`
+  // revoke the grant. A task can open its own job's data key and no other, and only while the job lives.
+  const taskRole = new iam.Role(stack, 'RunnerTaskRole', {
+    assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
+    description: "tasuki runner task: no standing permission; a per-job KMS grant opens that job's credential",
+  });
+  const executionRole = new iam.Role(stack, 'RunnerExecutionRole', {
+    assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
+    description: 'tasuki runner tasks: pull the image, write logs',
+  });
+  const image = containerImage(stack, config.runner.image, executionRole);
+
+  // Task-definition environment of the runner container (contract D): tasuki-boot calls KMS and must
+  // know the region without instance metadata; it gives a running job this long after SIGTERM before
+  // stopping the runner (below stopTimeout, so the runner still gets to deregister).
+  const environment = {
+    AWS_REGION: stack.region,
+    TASUKI_STOP_GRACE_SECONDS: String(config.runner.stop_grace_seconds ?? DEFAULT_STOP_GRACE_SECONDS),
+  };
+  const taskDefinitions: Record<string, ecs.TaskDefinition> = {};
+  for (const arch of ['x64', 'arm64'] as const) {
+    // One task definition per arch; the size (cpu/memory) is set per task by `run-task` through
+    // RunTask's task-level overrides, so sizes and aliases need no task definition each. The values
+    // here are the smallest size, used only if a task were started without overrides.
+    const td = new ecs.FargateTaskDefinition(stack, `RunnerTask${pascal(arch)}`, {
+      family: `${stack.stackName}-runner-${arch}`,
+      cpu: 1024,
+      memoryLimitMiB: 2048,
+      runtimePlatform: {
+        cpuArchitecture: arch === 'x64' ? ecs.CpuArchitecture.X86_64 : ecs.CpuArchitecture.ARM64,
+        operatingSystemFamily: ecs.OperatingSystemFamily.LINUX,
+      },
+      taskRole,
+      executionRole,
+    });
+    td.addContainer(RUNNER_CONTAINER, {
+      containerName: RUNNER_CONTAINER,
+      image,
+      essential: true,
+      // Fargate Spot gives 2 minutes after SIGTERM; let the runner finish its step or deregister.
+      stopTimeout: Duration.seconds(RUNNER_STOP_TIMEOUT_SECONDS),
+      environment,
+      logging: ecs.LogDrivers.awsLogs({ logGroup, streamPrefix: arch }),
+    });
+    Validations.of(td).acknowledge({
+      id: 'AwsSolutions-ECS2',
+      reason:
+        'The only environment values are AWS_REGION and TASUKI_STOP_GRACE_SECONDS: no secret. The job credential comes sealed (KMS envelope) in RunTask overrides.',
+    });
+    taskDefinitions[arch] = td;
+  }
+  return { cluster, logGroup, taskRole, executionRole, image, environment, taskDefinitions };
+}
+
+/** A registry image by name; an ECR image through its repository, so the execution role may pull it. */
+export function containerImage(scope: Construct, image: string, executionRole: iam.IRole): ecs.ContainerImage {
+  const m = /^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?\/([^:@]+)(?::([^@]+))?(?:@(sha256:[0-9a-f]+))?$/.exec(image);
+  if (!m) return ecs.ContainerImage.fromRegistry(image);
+  const [, account, region, name, tag, digest] = m;
+  Validations.of(executionRole).acknowledge({
+    id: 'AwsSolutions-IAM5[Resource::*]',
+    reason: 'Pulling a private ECR image needs ecr:GetAuthorizationToken, which supports no resource-level permission; the pull itself is granted on the one repository.',
+  });
+  const repository = ecr.Repository.fromRepositoryAttributes(scope, 'RunnerImageRepository', {
+    repositoryName: name,
+    repositoryArn: Stack.of(scope).formatArn({ service: 'ecr', account, region, resource: 'repository', resourceName: name }),
+  });
+  return ecs.ContainerImage.fromEcrRepository(repository, digest ?? tag ?? 'latest');
+}
+
+/** `arn:…:ecs:<region>:<account>:<resource>/<cluster>/*`: the cluster's tasks or container instances (ids not known in advance). */
+export function clusterScopedArn(cluster: ecs.ICluster, resource: 'task' | 'container-instance'): string {
+  return Stack.of(cluster).formatArn({
+    service: 'ecs',
+    resource,
+    resourceName: `${cluster.clusterName}/*`,
+    arnFormat: ArnFormat.SLASH_RESOURCE_NAME,
+  });
+}
+
+/** How cdk-nag names `clusterScopedArn(cluster, resource)` in a finding id. */
+export function nagClusterScopedArn(cluster: ecs.Cluster, resource: 'task' | 'container-instance'): string {
+  const id = Stack.of(cluster).getLogicalId(cluster.node.defaultChild as ecs.CfnCluster);
+  return `arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:${resource}/<${id}>/*`;
+}
