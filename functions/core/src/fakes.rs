@@ -4,15 +4,15 @@
 //! callback that answers `false`, the runner that is already gone) and records what it was asked,
 //! so a test can assert on what a handler did — and script failures to drive every error path.
 
-use crate::domain::ids::{Attempt, JobId, RunnerName};
+use crate::domain::ids::{JobId, RunnerName};
 use crate::domain::job::JobRef;
 use crate::domain::launch::LaunchRequest;
-use crate::domain::record::{JobRecord, LifecycleEvent, Now};
+use crate::domain::record::{Change, JobRecord, LifecycleEvent, Now};
 use crate::domain::waits::{CallbackOutput, Signal, TaskToken, Wait};
 use crate::error::StepError;
 use crate::ports::{
     Clock, CredentialSealer, Executions, JitConfig, LifecycleStore, RunnerRegistry, SealedConfig,
-    Sensitive, StoreError, TaskLauncher,
+    Sensitive, StoreError, StoreResult, TaskLauncher,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -99,7 +99,8 @@ impl MemoryStore {
 
 #[async_trait]
 impl LifecycleStore for MemoryStore {
-    async fn create(&self, record: &JobRecord, event: &LifecycleEvent) -> Result<bool, StoreError> {
+    async fn create(&self, received: &Change) -> StoreResult<bool> {
+        let Change { record, event } = received;
         let mut jobs = lock(&self.jobs);
         if jobs.contains_key(&record.job.job_id) {
             return Ok(false);
@@ -108,16 +109,12 @@ impl LifecycleStore for MemoryStore {
         Ok(true)
     }
 
-    async fn get(&self, job_id: JobId) -> Result<Option<JobRecord>, StoreError> {
+    async fn get(&self, job_id: JobId) -> StoreResult<Option<JobRecord>> {
         Ok(self.record(job_id))
     }
 
-    async fn commit(
-        &self,
-        from: &JobRecord,
-        to: &JobRecord,
-        event: &LifecycleEvent,
-    ) -> Result<(), StoreError> {
+    async fn commit(&self, from: &JobRecord, change: &Change) -> StoreResult<()> {
+        let Change { record: to, event } = change;
         let interference = lock(&self.interference).pop_front();
         let mut jobs = lock(&self.jobs);
         let (current, events) = jobs
@@ -135,7 +132,7 @@ impl LifecycleStore for MemoryStore {
         Ok(())
     }
 
-    async fn arm(&self, job_id: JobId, wait: &Wait) -> Result<JobRecord, StoreError> {
+    async fn arm(&self, job_id: JobId, wait: &Wait) -> StoreResult<JobRecord> {
         let mut jobs = lock(&self.jobs);
         let (record, _) = jobs.get_mut(&job_id).ok_or(StoreError::NotFound(job_id))?;
         record.wait = Some(wait.clone());
@@ -143,7 +140,7 @@ impl LifecycleStore for MemoryStore {
         Ok(record.clone())
     }
 
-    async fn disarm(&self, job_id: JobId, token: &TaskToken) -> Result<(), StoreError> {
+    async fn disarm(&self, job_id: JobId, token: &TaskToken) -> StoreResult<()> {
         let mut jobs = lock(&self.jobs);
         if let Some((record, _)) = jobs.get_mut(&job_id) {
             if record.wait.as_ref().is_some_and(|w| &w.token == token) {
@@ -154,11 +151,7 @@ impl LifecycleStore for MemoryStore {
         Ok(())
     }
 
-    async fn signal(
-        &self,
-        job_id: JobId,
-        signal: &Signal,
-    ) -> Result<Option<JobRecord>, StoreError> {
+    async fn signal(&self, job_id: JobId, signal: &Signal) -> StoreResult<Option<JobRecord>> {
         let mut jobs = lock(&self.jobs);
         let Some((record, _)) = jobs.get_mut(&job_id) else {
             return Ok(None);
@@ -185,11 +178,11 @@ impl LifecycleStore for MemoryStore {
         Ok(Some(record.clone()))
     }
 
-    async fn timeline(&self, job_id: JobId) -> Result<Vec<LifecycleEvent>, StoreError> {
+    async fn timeline(&self, job_id: JobId) -> StoreResult<Vec<LifecycleEvent>> {
         Ok(self.events(job_id))
     }
 
-    async fn list(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+    async fn list(&self, limit: usize) -> StoreResult<Vec<JobRecord>> {
         let mut jobs: Vec<JobRecord> = lock(&self.jobs).values().map(|(r, _)| r.clone()).collect();
         jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
         jobs.truncate(limit);
@@ -322,18 +315,13 @@ pub struct FakeSealer {
 
 #[async_trait]
 impl CredentialSealer for FakeSealer {
-    async fn seal(
-        &self,
-        job_id: JobId,
-        attempt: Attempt,
-        plaintext: &Sensitive,
-    ) -> Result<SealedConfig, StepError> {
+    async fn seal(&self, runner: RunnerName, jit: &Sensitive) -> Result<SealedConfig, StepError> {
         if let Some(error) = lock(&self.fail_next).take() {
             return Err(error);
         }
         Ok(SealedConfig {
-            sealed: format!("TSK1-sealed-{}-chars", plaintext.expose().len()),
-            grant_id: format!("grant-{job_id}-{attempt}"),
+            sealed: format!("TSK1-sealed-{}-chars", jit.expose().len()),
+            grant_id: format!("grant-{}-{}", runner.job, runner.attempt),
         })
     }
 

@@ -1,10 +1,10 @@
 //! What the handlers need from the outside world, as traits; `adapters` implements them against
 //! AWS and GitHub, `fakes` in memory for the handler tests.
 
-use crate::domain::ids::{Attempt, JobId, RunnerName};
+use crate::domain::ids::{JobId, RunnerName};
 use crate::domain::job::JobRef;
 use crate::domain::launch::LaunchRequest;
-use crate::domain::record::{JobRecord, LifecycleEvent, Now};
+use crate::domain::record::{Change, JobRecord, LifecycleEvent, Now};
 use crate::domain::waits::{CallbackOutput, Signal, TaskToken, Wait};
 use crate::error::StepError;
 use async_trait::async_trait;
@@ -47,6 +47,8 @@ pub enum StoreError {
     Failure(String),
 }
 
+pub type StoreResult<T> = Result<T, StoreError>;
+
 impl From<StoreError> for StepError {
     fn from(error: StoreError) -> Self {
         match error {
@@ -63,27 +65,21 @@ impl From<StoreError> for StepError {
 #[async_trait]
 pub trait LifecycleStore: Send + Sync {
     /// Writes a job just received with its first event; `false` when the job already exists.
-    async fn create(&self, record: &JobRecord, event: &LifecycleEvent) -> Result<bool, StoreError>;
-    async fn get(&self, job_id: JobId) -> Result<Option<JobRecord>, StoreError>;
-    /// Writes `to` and its event on the condition that the job is still as `from` was read
-    /// (same version); `Conflict` otherwise.
-    async fn commit(
-        &self,
-        from: &JobRecord,
-        to: &JobRecord,
-        event: &LifecycleEvent,
-    ) -> Result<(), StoreError>;
+    async fn create(&self, received: &Change) -> StoreResult<bool>;
+    async fn get(&self, job_id: JobId) -> StoreResult<Option<JobRecord>>;
+    /// Writes the change on the condition that the job is still as `from` was read (same
+    /// version); `Conflict` otherwise.
+    async fn commit(&self, from: &JobRecord, change: &Change) -> StoreResult<()>;
     /// Stores the task token an execution waits on and returns the job as it is now.
-    async fn arm(&self, job_id: JobId, wait: &Wait) -> Result<JobRecord, StoreError>;
+    async fn arm(&self, job_id: JobId, wait: &Wait) -> StoreResult<JobRecord>;
     /// Forgets a task token once its wait is over; a token already replaced is left alone.
-    async fn disarm(&self, job_id: JobId, token: &TaskToken) -> Result<(), StoreError>;
+    async fn disarm(&self, job_id: JobId, token: &TaskToken) -> StoreResult<()>;
     /// Records a signal and returns the job as it is now; `None` for a job we never saw. A stop
     /// of an older attempt than the one recorded is not recorded.
-    async fn signal(&self, job_id: JobId, signal: &Signal)
-        -> Result<Option<JobRecord>, StoreError>;
-    async fn timeline(&self, job_id: JobId) -> Result<Vec<LifecycleEvent>, StoreError>;
+    async fn signal(&self, job_id: JobId, signal: &Signal) -> StoreResult<Option<JobRecord>>;
+    async fn timeline(&self, job_id: JobId) -> StoreResult<Vec<LifecycleEvent>>;
     /// Most recent jobs first, at most `limit`.
-    async fn list(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError>;
+    async fn list(&self, limit: usize) -> StoreResult<Vec<JobRecord>>;
 }
 
 /// Step Functions, as the webhook and callbacks use it.
@@ -136,12 +132,8 @@ pub struct SealedConfig {
 /// Seals a runner credential so only that job's task can read it.
 #[async_trait]
 pub trait CredentialSealer: Send + Sync {
-    async fn seal(
-        &self,
-        job_id: JobId,
-        attempt: Attempt,
-        plaintext: &Sensitive,
-    ) -> Result<SealedConfig, StepError>;
+    /// Seals the JIT config of `runner` (named for its job and attempt) for that job's task.
+    async fn seal(&self, runner: RunnerName, jit: &Sensitive) -> Result<SealedConfig, StepError>;
     /// Ends the job's grant; one already gone is not an error.
     async fn revoke(&self, grant_id: &str) -> Result<(), StepError>;
 }

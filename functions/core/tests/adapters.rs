@@ -10,7 +10,7 @@ use base64::Engine;
 use tasuki_core::adapters::dynamodb::DynamoLifecycleStore;
 use tasuki_core::adapters::ecs::EcsTaskLauncher;
 use tasuki_core::adapters::kms::KmsSealer;
-use tasuki_core::domain::ids::{Attempt, JobId, StartedBy};
+use tasuki_core::domain::ids::{Attempt, JobId, RunnerName, StartedBy};
 use tasuki_core::domain::launch::LaunchRequest;
 use tasuki_core::domain::lifecycle::{Happening, JobState, Position};
 use tasuki_core::domain::plan::CapacityProvider;
@@ -71,8 +71,8 @@ async fn the_gsi_holds_only_jobs_that_are_not_finished() {
         runner: None,
         conclusion: None,
     };
-    let (refused, event) = read.apply(&refuse, &contract::now(2));
-    store.commit(&read, &refused, &event).await.unwrap();
+    let refused = read.apply(&refuse, &contract::now(2));
+    store.commit(&read, &refused).await.unwrap();
     let out = aws_sdk_dynamodb::Client::new(&sdk)
         .query()
         .table_name(&table)
@@ -161,8 +161,7 @@ async fn a_real_size_jit_config_is_sealed_for_its_job_only_and_its_grant_is_revo
     assert!(config.len() > 4096, "{}", config.len());
     let sealed = sealer
         .seal(
-            JobId::new(77),
-            Attempt::FIRST,
+            RunnerName::new(JobId::new(77), Attempt::FIRST),
             &Sensitive::new(config.clone()),
         )
         .await

@@ -164,13 +164,13 @@ impl World {
 
     /// The job as the webhook writes it, and the execution's first state.
     async fn received(&self, job: &JobRef) -> Value {
-        let (record, event) = JobRecord::received(
+        let received = JobRecord::received(
             job.clone(),
             job.execution_arn(&self.config.state_machine_arn),
             &self.config.timeouts,
             &self.clock.now(),
         );
-        assert!(self.store.create(&record, &event).await.unwrap());
+        assert!(self.store.create(&received).await.unwrap());
         json!({ "job": job })
     }
 
@@ -190,30 +190,54 @@ impl World {
             .collect()
     }
 
-    /// Plays Validate, ResolveLabels and the first attempt up to a started task, as the ASL
-    /// would, and returns the state document.
-    async fn launched(&self) -> Value {
+    fn last_row(&self) -> String {
+        self.rows().pop().unwrap_or_default()
+    }
+
+    fn revoked(&self) -> Vec<String> {
+        self.sealer.revoked.lock().unwrap().clone()
+    }
+
+    fn deleted(&self) -> Vec<u64> {
+        self.registry.deleted.lock().unwrap().clone()
+    }
+
+    fn stops(&self) -> Vec<(String, String)> {
+        self.launcher.stops.lock().unwrap().clone()
+    }
+
+    /// Plays Validate and ResolveLabels as the ASL would, up to the first attempt, and returns
+    /// the state document.
+    async fn planned(&self) -> Value {
         let mut state = self.received(&job(&["tasuki"])).await;
         state["limits"] = step(&self.validate(), &state).await.unwrap();
         state["plan"] = step(&self.resolve_labels(), &state).await.unwrap();
         state["attempt"] = json!({"number": 1});
+        state
+    }
+
+    /// [`World::planned`], then the first attempt up to a started task.
+    async fn launched(&self) -> Value {
+        let mut state = self.planned().await;
         state["runner"] = step(&self.issue_token(), &state).await.unwrap();
         state["task"] = step(&self.run_task(), &state).await.unwrap();
+        state
+    }
+
+    /// [`World::launched`], then the registration wait armed with `tok-1`.
+    async fn waiting(&self) -> Value {
+        let state = self.launched().await;
+        wait(&self.wait_for_registration(), &state, "tok-1")
+            .await
+            .unwrap();
         state
     }
 }
 
 fn job(labels: &[&str]) -> JobRef {
     JobRef {
-        job_id: JobId::new(JOB),
-        run_id: 1,
-        run_attempt: 1,
-        repository: "octo-org/app".into(),
-        private: true,
-        workflow: "CI".into(),
-        job_name: "build".into(),
         labels: labels.iter().map(|l| l.to_string()).collect(),
-        installation_id: 1,
+        ..contract::job(JOB)
     }
 }
 
@@ -359,22 +383,18 @@ async fn an_attempt_issues_a_sealed_credential_and_launches_on_its_candidate() {
 #[tokio::test]
 async fn a_credential_that_cannot_be_sealed_deletes_the_runner_just_registered() {
     let world = World::new();
-    let mut state = world.received(&job(&["tasuki"])).await;
-    state["plan"] = step(&world.resolve_labels(), &state).await.unwrap();
-    state["attempt"] = json!({"number": 1});
+    let state = world.planned().await;
     *world.sealer.fail_next.lock().unwrap() =
         Some(StepError::LaunchConfigError("KMS key disabled".into()));
     let error = step(&world.issue_token(), &state).await.unwrap_err();
     assert_eq!(error.name(), ErrorName::LaunchConfigError);
-    assert_eq!(*world.registry.deleted.lock().unwrap(), [100]);
+    assert_eq!(world.deleted(), [100]);
 }
 
 #[tokio::test]
 async fn a_retried_issue_token_does_not_start_the_attempt_twice() {
     let world = World::new();
-    let mut state = world.received(&job(&["tasuki"])).await;
-    state["plan"] = step(&world.resolve_labels(), &state).await.unwrap();
-    state["attempt"] = json!({"number": 1});
+    let state = world.planned().await;
     step(&world.issue_token(), &state).await.unwrap();
     step(&world.issue_token(), &state).await.unwrap();
     assert_eq!(world.rows(), ["received 0", "planned 0", "launching 1"]);
@@ -383,9 +403,7 @@ async fn a_retried_issue_token_does_not_start_the_attempt_twice() {
 #[tokio::test]
 async fn capacity_failures_from_ecs_reach_the_state_machine_by_name() {
     let world = World::new();
-    let mut state = world.received(&job(&["tasuki"])).await;
-    state["plan"] = step(&world.resolve_labels(), &state).await.unwrap();
-    state["attempt"] = json!({"number": 1});
+    let mut state = world.planned().await;
     state["runner"] = step(&world.issue_token(), &state).await.unwrap();
     world
         .launcher
@@ -455,10 +473,7 @@ async fn a_registration_that_came_first_is_answered_when_the_wait_is_armed() {
 #[tokio::test]
 async fn a_wait_armed_first_is_left_for_the_signal_and_confirm_arms_the_completion() {
     let world = World::new();
-    let mut state = world.launched().await;
-    wait(&world.wait_for_registration(), &state, "tok-1")
-        .await
-        .unwrap();
+    let mut state = world.waiting().await;
     assert!(world.executions.succeeded.lock().unwrap().is_empty());
     assert_eq!(
         world.record().wait.map(|w| w.token),
@@ -536,55 +551,52 @@ async fn an_illegal_transition_is_a_lifecycle_conflict_not_a_silent_write() {
 // ---- CleanupAttempt ---------------------------------------------------------------------------
 
 #[tokio::test]
-async fn cleanup_after_a_stopped_task_releases_everything_and_names_the_next_candidate() {
-    let world = World::new();
-    let mut state = world.launched().await;
-    wait(&world.wait_for_registration(), &state, "tok-1")
-        .await
-        .unwrap();
-    let stopped = Stopped {
-        attempt: Attempt::FIRST,
-        reason: "TaskFailedToStart: CannotPullContainerError".into(),
-        clean_exit: false,
-    };
-    world
-        .store
-        .signal(JobId::new(JOB), &Signal::Stopped(stopped))
-        .await
-        .unwrap();
-    // Step Functions dropped the cause: the reason comes from what ECS told us.
-    state["error"] = json!({"Error": "TaskStopped", "Cause": ""});
-    let next = step(&world.cleanup(), &state).await.unwrap();
-    assert_eq!(
-        next,
-        json!({"number": 2, "wait_seconds": 0, "exhausted": false})
-    );
-    assert_eq!(*world.sealer.revoked.lock().unwrap(), ["grant-7-1"]);
-    let stops = world.launcher.stops.lock().unwrap().clone();
-    assert_eq!(stops.len(), 1);
-    assert_eq!(stops[0].0, state["task"]["task_arn"].as_str().unwrap());
-    assert_eq!(*world.registry.deleted.lock().unwrap(), [100]);
-    assert_eq!(world.record().wait, None, "the token is forgotten");
-    assert_eq!(
-        world.rows().last().unwrap(),
-        "attempt-failed 1: TaskStopped: TaskFailedToStart: CannotPullContainerError"
-    );
-}
-
-#[tokio::test]
-async fn cleanup_after_a_failed_runtask_has_no_task_to_stop() {
-    let world = World::new();
-    let mut state = world.launched().await;
-    state.as_object_mut().unwrap().remove("task");
-    state["error"] = caught("CapacityUnavailable", "FARGATE_SPOT in subnet-a: none");
-    let next = step(&world.cleanup(), &state).await.unwrap();
-    assert_eq!(next["number"], 2);
-    assert!(world.launcher.stops.lock().unwrap().is_empty());
-    assert_eq!(*world.registry.deleted.lock().unwrap(), [100]);
-    assert_eq!(
-        world.rows().last().unwrap(),
-        "attempt-failed 1: CapacityUnavailable: FARGATE_SPOT in subnet-a: none"
-    );
+async fn cleanup_releases_what_the_attempt_holds_and_records_why() {
+    let stop_reason = "TaskFailedToStart: CannotPullContainerError";
+    let capacity = "FARGATE_SPOT in subnet-a: none";
+    // A task that stopped while the wait was armed (Step Functions dropped the cause: the reason
+    // comes from what ECS told us), and a RunTask that failed (no task, no wait).
+    for task_started in [true, false] {
+        let world = World::new();
+        let mut state = world.launched().await;
+        if task_started {
+            wait(&world.wait_for_registration(), &state, "tok-1")
+                .await
+                .unwrap();
+            let stopped = Stopped {
+                attempt: Attempt::FIRST,
+                reason: stop_reason.into(),
+                clean_exit: false,
+            };
+            let signal = Signal::Stopped(stopped);
+            world.store.signal(JobId::new(JOB), &signal).await.unwrap();
+            state["error"] = json!({"Error": "TaskStopped", "Cause": ""});
+        } else {
+            state.as_object_mut().unwrap().remove("task");
+            state["error"] = caught("CapacityUnavailable", capacity);
+        }
+        let next = step(&world.cleanup(), &state).await.unwrap();
+        assert_eq!(
+            next,
+            json!({"number": 2, "wait_seconds": 0, "exhausted": false})
+        );
+        assert_eq!(world.revoked(), ["grant-7-1"]);
+        let stopped_tasks: Vec<String> = world.stops().into_iter().map(|(arn, _)| arn).collect();
+        let task: Vec<String> = state["task"]["task_arn"]
+            .as_str()
+            .map(String::from)
+            .into_iter()
+            .collect();
+        assert_eq!(stopped_tasks, task);
+        assert_eq!(world.deleted(), [100]);
+        assert_eq!(world.record().wait, None, "the token is forgotten");
+        let why = if task_started {
+            format!("TaskStopped: {stop_reason}")
+        } else {
+            format!("CapacityUnavailable: {capacity}")
+        };
+        assert_eq!(world.last_row(), format!("attempt-failed 1: {why}"));
+    }
 }
 
 #[tokio::test]
@@ -604,13 +616,11 @@ async fn a_runner_that_took_another_job_is_left_running_but_loses_its_grant() {
         .unwrap();
     state["error"] = json!({"Error": "RunnerTaken"});
     step(&world.cleanup(), &state).await.unwrap();
-    assert_eq!(*world.sealer.revoked.lock().unwrap(), ["grant-7-1"]);
-    assert!(world.launcher.stops.lock().unwrap().is_empty());
-    assert!(world.registry.deleted.lock().unwrap().is_empty());
+    assert_eq!(world.revoked(), ["grant-7-1"]);
+    assert!(world.stops().is_empty());
+    assert!(world.deleted().is_empty());
     assert!(world
-        .rows()
-        .last()
-        .unwrap()
+        .last_row()
         .ends_with("RunnerTaken: runner tasuki-7-1 took job 8 instead"));
 }
 
@@ -627,8 +637,7 @@ async fn the_last_candidate_lost_to_capacity_waits_for_a_new_round_and_anything_
         ),
     ] {
         let world = World::new();
-        let mut state = world.received(&job(&["tasuki"])).await;
-        state["plan"] = step(&world.resolve_labels(), &state).await.unwrap();
+        let mut state = world.planned().await;
         for attempt in 1..=4 {
             state["attempt"] = json!({ "number": attempt });
             state["runner"] = step(&world.issue_token(), &state).await.unwrap();
@@ -638,7 +647,7 @@ async fn the_last_candidate_lost_to_capacity_waits_for_a_new_round_and_anything_
                 assert_eq!(next, expected, "{error}");
             }
         }
-        let last = world.rows().last().unwrap().clone();
+        let last = world.last_row();
         assert_eq!(
             last.ends_with("round 2 starts in 30 s"),
             error == "QuotaExceeded",
@@ -650,10 +659,7 @@ async fn the_last_candidate_lost_to_capacity_waits_for_a_new_round_and_anything_
 // ---- Finalize -----------------------------------------------------------------------------------
 
 async fn running(world: &World) -> Value {
-    let mut state = world.launched().await;
-    wait(&world.wait_for_registration(), &state, "tok-1")
-        .await
-        .unwrap();
+    let mut state = world.waiting().await;
     state["registration"] = json!({"runner_name": "tasuki-7-1", "runner_id": 100, "job_id": JOB});
     wait(&world.confirm(), &state, "tok-2").await.unwrap();
     state
@@ -669,8 +675,8 @@ async fn a_completed_job_records_its_conclusion_and_releases_its_attempt() {
     let record = world.record();
     assert_eq!(record.conclusion, Some(Conclusion::Success));
     assert_eq!(record.wait, None);
-    assert_eq!(*world.sealer.revoked.lock().unwrap(), ["grant-7-1"]);
-    assert_eq!(world.launcher.stops.lock().unwrap().len(), 1);
+    assert_eq!(world.revoked(), ["grant-7-1"]);
+    assert_eq!(world.stops().len(), 1);
     // Finalize retried after its transition landed: the same answer, no second row.
     let again = finalize(&world, &state, "completed").await.unwrap();
     assert_eq!(again["state"], "completed");
@@ -736,11 +742,7 @@ async fn each_outcome_finalizes_to_its_state_with_a_reason() {
         assert_eq!(done["state"], state_after.as_str(), "{outcome}");
         assert_eq!(done["reason"], reason, "{outcome}");
         assert_eq!(world.record().position.state, state_after);
-        assert_eq!(
-            world.launcher.stops.lock().unwrap().len(),
-            1,
-            "{outcome}: the task is stopped"
-        );
+        assert_eq!(world.stops().len(), 1, "{outcome}: the task is stopped");
     }
 }
 
@@ -751,43 +753,51 @@ async fn a_job_that_fails_before_any_attempt_finalizes_without_releasing_anythin
     state["error"] = caught("Transient", "DynamoDB unreachable");
     let done = finalize(&world, &state, "failed").await.unwrap();
     assert_eq!(done["reason"], "Transient: DynamoDB unreachable");
-    assert!(world.sealer.revoked.lock().unwrap().is_empty());
-    assert!(world.launcher.stops.lock().unwrap().is_empty());
+    assert!(world.revoked().is_empty());
+    assert!(world.stops().is_empty());
 }
 
 #[tokio::test]
 async fn exhaustion_sums_up_every_attempt_and_releases_nothing_twice() {
     let world = World::new();
-    let mut state = world.received(&job(&["tasuki"])).await;
-    state["plan"] = step(&world.resolve_labels(), &state).await.unwrap();
+    let mut state = world.planned().await;
     for attempt in 1..=4 {
         state["attempt"] = json!({ "number": attempt });
         state["runner"] = step(&world.issue_token(), &state).await.unwrap();
         state["error"] = json!({"Error": "States.Timeout"});
         step(&world.cleanup(), &state).await.unwrap();
     }
-    let revoked = world.sealer.revoked.lock().unwrap().len();
+    let revoked = world.revoked().len();
     let done = finalize(&world, &state, "exhausted").await.unwrap();
     assert_eq!(done["state"], "failed");
     assert!(done["reason"]
         .as_str()
         .unwrap()
         .starts_with("all 4 launch candidates failed (attempt 1: RegistrationTimeout"));
-    assert_eq!(world.sealer.revoked.lock().unwrap().len(), revoked);
+    assert_eq!(world.revoked().len(), revoked);
 }
 
 // ---- the webhook and ECS events ----------------------------------------------------------------
 
-fn delivery(event: &str, body: Value) -> WebhookRequest {
+/// Delivers a signed `workflow_job` webhook; the answer's status and reason.
+async fn send(webhook: &Webhook, body: Value) -> (u16, String) {
     let body = serde_json::to_vec(&body).unwrap();
-    WebhookRequest {
-        event: Some(event.into()),
-        delivery: Some("d-1".into()),
-        signature: Some(WebhookSecret::new("s3cr3t").sign(&body)),
-        body,
-    }
+    let answer = webhook
+        .handle(WebhookRequest {
+            event: Some("workflow_job".into()),
+            delivery: Some("d-1".into()),
+            signature: Some(WebhookSecret::new("s3cr3t").sign(&body)),
+            body,
+        })
+        .await;
+    (answer.status, answer.reason.unwrap_or_default())
 }
 
+fn answer(status: u16, reason: &str) -> (u16, String) {
+    (status, reason.to_string())
+}
+
+/// A `workflow_job` delivery for job 7 of octo-org/app, from GitHub's fixture.
 fn workflow_job(action: &str, runner_name: Option<&str>, conclusion: Option<&str>) -> Value {
     let path = format!(
         "{}/../../tests/fixtures/webhooks/workflow_job.queued.1.json",
@@ -805,23 +815,21 @@ fn workflow_job(action: &str, runner_name: Option<&str>, conclusion: Option<&str
     body
 }
 
+fn queued() -> Value {
+    workflow_job("queued", None, None)
+}
+
 #[tokio::test]
 async fn a_queued_job_is_recorded_then_started_and_a_redelivery_starts_nothing() {
     let world = World::new();
     let webhook = world.webhook();
-    let first = webhook
-        .handle(delivery("workflow_job", workflow_job("queued", None, None)))
-        .await;
     assert_eq!(
-        (first.status, first.reason.as_deref()),
-        (202, Some("execution started"))
+        send(&webhook, queued()).await,
+        answer(202, "execution started")
     );
-    let again = webhook
-        .handle(delivery("workflow_job", workflow_job("queued", None, None)))
-        .await;
     assert_eq!(
-        (again.status, again.reason.as_deref()),
-        (202, Some("already started"))
+        send(&webhook, queued()).await,
+        answer(202, "already started")
     );
     assert_eq!(world.executions.started.lock().unwrap().len(), 1);
     assert_eq!(
@@ -833,66 +841,32 @@ async fn a_queued_job_is_recorded_then_started_and_a_redelivery_starts_nothing()
 #[tokio::test]
 async fn a_failed_start_answers_500_and_leaves_the_job_received_for_a_redelivery() {
     let world = World::new();
-    world
-        .executions
-        .errors
-        .lock()
-        .unwrap()
-        .push_back(StepError::Throttled("StartExecution".into()));
+    let error = StepError::Throttled("StartExecution".into());
+    world.executions.errors.lock().unwrap().push_back(error);
     let webhook = world.webhook();
-    let answer = webhook
-        .handle(delivery("workflow_job", workflow_job("queued", None, None)))
-        .await;
-    assert_eq!(
-        (answer.status, answer.reason.as_deref()),
-        (500, Some("Throttled"))
-    );
+    assert_eq!(send(&webhook, queued()).await, answer(500, "Throttled"));
     assert_eq!(world.record().position.state, JobState::Received);
-    let redelivered = webhook
-        .handle(delivery("workflow_job", workflow_job("queued", None, None)))
-        .await;
-    assert_eq!(redelivered.status, 202);
+    assert_eq!(send(&webhook, queued()).await.0, 202);
     assert_eq!(world.executions.started.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
-async fn in_progress_and_completed_answer_the_armed_waits() {
+async fn in_progress_answers_the_armed_wait_and_a_job_we_never_saw_is_ignored() {
     let world = World::new();
-    let state = world.launched().await;
-    wait(&world.wait_for_registration(), &state, "tok-1")
-        .await
-        .unwrap();
+    world.waiting().await;
     let webhook = world.webhook();
-    let running = webhook
-        .handle(delivery(
-            "workflow_job",
-            workflow_job("in_progress", Some("tasuki-7-1"), None),
-        ))
-        .await;
-    assert_eq!(
-        (running.status, running.reason.as_deref()),
-        (202, Some("callback sent"))
-    );
-    let unknown = webhook
-        .handle(delivery("workflow_job", {
-            let mut body = workflow_job("completed", None, Some("cancelled"));
-            body["workflow_job"]["id"] = 404.into();
-            body
-        }))
-        .await;
-    assert_eq!(
-        (unknown.status, unknown.reason.as_deref()),
-        (200, Some("unknown job"))
-    );
+    let running = workflow_job("in_progress", Some("tasuki-7-1"), None);
+    assert_eq!(send(&webhook, running).await, answer(202, "callback sent"));
+    let mut unknown = workflow_job("completed", None, Some("cancelled"));
+    unknown["workflow_job"]["id"] = 404.into();
+    assert_eq!(send(&webhook, unknown).await, answer(200, "unknown job"));
+    assert_eq!(world.executions.succeeded.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn a_stopped_task_fails_the_registration_wait_with_ecs_reason() {
     let world = World::new();
-    let state = world.launched().await;
-    wait(&world.wait_for_registration(), &state, "tok-1")
-        .await
-        .unwrap();
+    let state = world.waiting().await;
     let events = EcsEvents {
         container_name: "runner".into(),
         store: world.store.clone(),

@@ -4,11 +4,11 @@ use crate::adapters::clock::SystemClock;
 use crate::domain::ids::{Attempt, JobId};
 use crate::domain::job::{Conclusion, JobRef};
 use crate::domain::lifecycle::{JobState, Position};
-use crate::domain::record::{Event, JobRecord, LifecycleEvent, RunnerRef};
+use crate::domain::record::{Change, Event, JobRecord, LifecycleEvent, RunnerRef};
 use crate::domain::waits::{
     Registered, Signal, Signals, Stopped, Taken, TaskToken, Wait, WaitPhase,
 };
-use crate::ports::{Clock, LifecycleStore, StoreError};
+use crate::ports::{Clock, LifecycleStore, StoreError, StoreResult};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
@@ -208,7 +208,7 @@ impl JobItem {
             wait_phase: record.wait.as_ref().map(|w| w.phase),
             wait_attempt: record.wait.as_ref().map(|w| w.attempt),
             sig_registered: record.signals.registered.clone(),
-            sig_conclusion: record.signals.conclusion.clone(),
+            sig_conclusion: record.signals.conclusion,
             sig_stopped: record.signals.stopped.clone(),
             sig_cancelled: record.signals.cancelled,
             sig_taken: record.signals.taken.clone(),
@@ -345,7 +345,8 @@ fn encoded<T: Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
 
 #[async_trait]
 impl LifecycleStore for DynamoLifecycleStore {
-    async fn create(&self, record: &JobRecord, event: &LifecycleEvent) -> Result<bool, StoreError> {
+    async fn create(&self, received: &Change) -> StoreResult<bool> {
+        let Change { record, event } = received;
         let expires_at = self.expires_at();
         let job_item = to_item(&JobItem::from_record(record, expires_at))?;
         let event = to_item(&EventItem::new(record.job.job_id, event, expires_at))?;
@@ -365,7 +366,7 @@ impl LifecycleStore for DynamoLifecycleStore {
         }
     }
 
-    async fn get(&self, job_id: JobId) -> Result<Option<JobRecord>, StoreError> {
+    async fn get(&self, job_id: JobId) -> StoreResult<Option<JobRecord>> {
         let out = self
             .client
             .get_item()
@@ -381,12 +382,8 @@ impl LifecycleStore for DynamoLifecycleStore {
             .transpose()
     }
 
-    async fn commit(
-        &self,
-        from: &JobRecord,
-        to: &JobRecord,
-        event: &LifecycleEvent,
-    ) -> Result<(), StoreError> {
+    async fn commit(&self, from: &JobRecord, change: &Change) -> StoreResult<()> {
+        let Change { record: to, event } = change;
         let expires_at = self.expires_at();
         let job_item = to_item(&JobItem::from_record(to, expires_at))?;
         let event = to_item(&EventItem::new(from.job.job_id, event, expires_at))?;
@@ -404,7 +401,7 @@ impl LifecycleStore for DynamoLifecycleStore {
         Ok(())
     }
 
-    async fn arm(&self, job_id: JobId, wait: &Wait) -> Result<JobRecord, StoreError> {
+    async fn arm(&self, job_id: JobId, wait: &Wait) -> StoreResult<JobRecord> {
         self.update_returning(
             job_id,
             "SET task_token = :t, wait_phase = :p, wait_attempt = :a ADD version :one",
@@ -420,7 +417,7 @@ impl LifecycleStore for DynamoLifecycleStore {
         .ok_or(StoreError::NotFound(job_id))
     }
 
-    async fn disarm(&self, job_id: JobId, token: &TaskToken) -> Result<(), StoreError> {
+    async fn disarm(&self, job_id: JobId, token: &TaskToken) -> StoreResult<()> {
         // A token already replaced or removed is fine: the condition just doesn't match.
         self.update_returning(
             job_id,
@@ -435,11 +432,7 @@ impl LifecycleStore for DynamoLifecycleStore {
         Ok(())
     }
 
-    async fn signal(
-        &self,
-        job_id: JobId,
-        signal: &Signal,
-    ) -> Result<Option<JobRecord>, StoreError> {
+    async fn signal(&self, job_id: JobId, signal: &Signal) -> StoreResult<Option<JobRecord>> {
         let (attribute, value) = match signal {
             Signal::Registered(registered) => ("sig_registered", encoded(registered)?),
             Signal::Completed(completion) => ("sig_conclusion", encoded(&completion.conclusion)?),
@@ -465,7 +458,7 @@ impl LifecycleStore for DynamoLifecycleStore {
         }
     }
 
-    async fn timeline(&self, job_id: JobId) -> Result<Vec<LifecycleEvent>, StoreError> {
+    async fn timeline(&self, job_id: JobId) -> StoreResult<Vec<LifecycleEvent>> {
         let mut pages = self
             .client
             .query()
@@ -488,7 +481,7 @@ impl LifecycleStore for DynamoLifecycleStore {
         Ok(events)
     }
 
-    async fn list(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+    async fn list(&self, limit: usize) -> StoreResult<Vec<JobRecord>> {
         let mut pages = self
             .client
             .scan()

@@ -248,21 +248,17 @@ mod tests {
 
     #[test]
     fn exceptions_split_into_retry_and_give_up() {
-        assert_eq!(
-            classify_exception("ThrottlingException", "Rate exceeded").name(),
-            "Throttled"
-        );
-        assert_eq!(
-            classify_exception("ServerException", "boom").name(),
-            "Transient"
-        );
-        assert_eq!(
-            classify_exception("ClientException", "bad task definition").name(),
-            "LaunchConfigError"
-        );
-        assert_eq!(
-            classify_exception("AccessDeniedException", "no").name(),
-            "LaunchConfigError"
-        );
+        for (code, message, name) in [
+            ("ThrottlingException", "Rate exceeded", "Throttled"),
+            ("ServerException", "boom", "Transient"),
+            (
+                "ClientException",
+                "bad task definition",
+                "LaunchConfigError",
+            ),
+            ("AccessDeniedException", "no", "LaunchConfigError"),
+        ] {
+            assert_eq!(classify_exception(code, message).name(), name, "{code}");
+        }
     }
 }

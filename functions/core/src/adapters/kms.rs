@@ -5,7 +5,7 @@
 //! exactly that context. The task role holds no standing `kms:Decrypt`: a task can open only a job
 //! whose grant is live, and the grant is revoked when the attempt is cleaned up or the job ends.
 
-use crate::domain::ids::{Attempt, JobId};
+use crate::domain::ids::RunnerName;
 use crate::error::StepError;
 use crate::ports::{CredentialSealer, SealedConfig, Sensitive};
 use crate::runner_contract::{self, encryption_context, DataKey};
@@ -52,12 +52,8 @@ fn kms_error<E: ProvideErrorMetadata>(operation: &str, e: &E) -> StepError {
 
 #[async_trait]
 impl CredentialSealer for KmsSealer {
-    async fn seal(
-        &self,
-        job_id: JobId,
-        attempt: Attempt,
-        plaintext: &Sensitive,
-    ) -> Result<SealedConfig, StepError> {
+    async fn seal(&self, runner: RunnerName, jit: &Sensitive) -> Result<SealedConfig, StepError> {
+        let job_id = runner.job;
         let (key, value) = encryption_context(job_id);
         let data_key = self
             .client
@@ -80,7 +76,7 @@ impl CredentialSealer for KmsSealer {
                 plaintext: clear,
                 wrapped: wrapped.into_inner(),
             },
-            plaintext.expose(),
+            jit.expose(),
         )
         .map_err(|e| StepError::LaunchConfigError(format!("cannot seal the JIT config: {e}")))?;
         let grant = self
@@ -94,7 +90,7 @@ impl CredentialSealer for KmsSealer {
                     .encryption_context_equals(key, value)
                     .build(),
             )
-            .name(format!("tasuki-{job_id}-{attempt}"))
+            .name(runner.to_string())
             .send()
             .await
             .map_err(|e| kms_error("CreateGrant", &e))?;

@@ -24,21 +24,11 @@ pub fn refusal_for_repository(config: &Config, job: &JobRef) -> Option<String> {
 mod tests {
     use super::*;
     use crate::domain::config::tests::example;
-    use crate::domain::ids::JobId;
+    use crate::domain::job::tests::job_ref;
 
     #[test]
     fn public_and_unlisted_repositories_are_refused_with_the_repository_named() {
-        let mut job = JobRef {
-            job_id: JobId::new(7),
-            run_id: 1,
-            run_attempt: 1,
-            repository: "octo-org/app".into(),
-            private: true,
-            workflow: "CI".into(),
-            job_name: "build".into(),
-            labels: vec!["tasuki".into()],
-            installation_id: 1,
-        };
+        let mut job = job_ref(&["tasuki"]);
         assert_eq!(refusal_for_repository(&example(), &job), None);
         job.private = false;
         assert!(refusal_for_repository(&example(), &job)

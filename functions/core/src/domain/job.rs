@@ -147,6 +147,21 @@ impl JobRef {
 pub(crate) mod tests {
     use super::*;
 
+    /// A private repository's job with the given labels, as the domain's unit tests use it.
+    pub(crate) fn job_ref(labels: &[&str]) -> JobRef {
+        JobRef {
+            job_id: JobId::new(7),
+            run_id: 1,
+            run_attempt: 1,
+            repository: "octo-org/app".into(),
+            private: true,
+            workflow: "CI".into(),
+            job_name: "build".into(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            installation_id: 1,
+        }
+    }
+
     pub(crate) fn fixture(name: &str) -> Vec<u8> {
         let path = format!(
             "{}/../../tests/fixtures/webhooks/{name}",

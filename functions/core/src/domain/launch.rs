@@ -132,22 +132,12 @@ pub fn launch_request(config: &Config, launch: &Launch) -> Result<LaunchRequest,
 mod tests {
     use super::*;
     use crate::domain::config::tests::example;
-    use crate::domain::ids::JobId;
+    use crate::domain::job::tests::job_ref;
     use crate::domain::labels::{self, LabelVerdict};
     use crate::domain::plan;
 
     fn job() -> JobRef {
-        JobRef {
-            job_id: JobId::new(7),
-            run_id: 1,
-            run_attempt: 1,
-            repository: "octo-org/app".into(),
-            private: true,
-            workflow: "CI".into(),
-            job_name: "build".into(),
-            labels: vec!["tasuki".into()],
-            installation_id: 1,
-        }
+        job_ref(&["tasuki"])
     }
 
     fn request(job: &JobRef, sealed: &str) -> Result<LaunchRequest, StepError> {

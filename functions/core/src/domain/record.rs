@@ -118,6 +118,14 @@ pub struct LifecycleEvent {
     pub reason: Option<String>,
 }
 
+/// A job's new record and the timeline row that records the change: a store writes both or
+/// neither.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub record: JobRecord,
+    pub event: LifecycleEvent,
+}
+
 /// A transition to commit: the new position, its event row, and the job attributes it sets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Commit {
@@ -132,12 +140,7 @@ pub struct Commit {
 
 impl JobRecord {
     /// A job just received, and its first timeline row.
-    pub fn received(
-        job: JobRef,
-        execution_arn: String,
-        timeouts: &Timeouts,
-        now: &Now,
-    ) -> (JobRecord, LifecycleEvent) {
+    pub fn received(job: JobRef, execution_arn: String, timeouts: &Timeouts, now: &Now) -> Change {
         let record = JobRecord {
             job,
             position: Position::RECEIVED,
@@ -164,12 +167,12 @@ impl JobRecord {
             candidate: None,
             reason: None,
         };
-        (record, event)
+        Change { record, event }
     }
 
     /// The job after `commit`, and the timeline row that records it. A store writes both, on the
     /// condition that the job is still at `self.version`.
-    pub fn apply(&self, commit: &Commit, now: &Now) -> (JobRecord, LifecycleEvent) {
+    pub fn apply(&self, commit: &Commit, now: &Now) -> Change {
         let mut next = self.clone();
         next.position = commit.to;
         next.seq = self.seq + 1;
@@ -199,7 +202,10 @@ impl JobRecord {
             candidate: commit.candidate.clone(),
             reason,
         };
-        (next, event)
+        Change {
+            record: next,
+            event,
+        }
     }
 }
 
@@ -207,7 +213,8 @@ impl JobRecord {
 mod tests {
     use super::*;
     use crate::domain::config::tests::example;
-    use crate::domain::ids::{Attempt, JobId};
+    use crate::domain::ids::Attempt;
+    use crate::domain::job::tests::job_ref;
 
     pub(crate) fn now(epoch_seconds: u64) -> Now {
         Now {
@@ -217,17 +224,7 @@ mod tests {
     }
 
     fn job() -> JobRef {
-        JobRef {
-            job_id: JobId::new(7),
-            run_id: 1,
-            run_attempt: 1,
-            repository: "octo-org/app".into(),
-            private: true,
-            workflow: "CI".into(),
-            job_name: "build".into(),
-            labels: vec!["tasuki".into()],
-            installation_id: 1,
-        }
+        job_ref(&["tasuki"])
     }
 
     #[test]
@@ -246,8 +243,10 @@ mod tests {
 
     #[test]
     fn a_commit_moves_the_job_and_writes_the_next_row_with_its_reason() {
-        let (record, first) =
-            JobRecord::received(job(), "arn:exec".into(), &example().timeouts, &now(1));
+        let Change {
+            record,
+            event: first,
+        } = JobRecord::received(job(), "arn:exec".into(), &example().timeouts, &now(1));
         assert_eq!((first.seq, first.event.as_str()), (1, "received"));
         let commit = Commit {
             to: Position {
@@ -264,7 +263,10 @@ mod tests {
             runner: None,
             conclusion: None,
         };
-        let (next, row) = record.apply(&commit, &now(5));
+        let Change {
+            record: next,
+            event: row,
+        } = record.apply(&commit, &now(5));
         assert_eq!((next.seq, next.version, next.deadline), (2, 2, 99));
         assert_eq!(next.task_arn.as_deref(), Some("arn:task"));
         assert_eq!(next.reason.as_deref(), Some("CapacityUnavailable"));

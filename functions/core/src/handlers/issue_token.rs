@@ -48,7 +48,7 @@ impl Step for IssueToken {
             .registry
             .issue_jit_config(job, name, &runner_labels)
             .await?;
-        let sealed = match self.sealer.seal(job.job_id, attempt, &jit.encoded).await {
+        let sealed = match self.sealer.seal(name, &jit.encoded).await {
             Ok(sealed) => sealed,
             Err(error) => {
                 // The runner exists on GitHub but no task will ever use it: remove it now, as

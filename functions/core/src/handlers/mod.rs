@@ -79,8 +79,7 @@ impl Lifecycle {
                 runner: effects.runner.clone(),
                 conclusion: effects.conclusion,
             };
-            let (next, event) = from.apply(&commit, &now);
-            match self.store.commit(&from, &next, &event).await {
+            match self.store.commit(&from, &from.apply(&commit, &now)).await {
                 Ok(()) => {
                     tracing::info!(job_id = job_id.get(), state = %to.state, attempt = to.attempt, "transition");
                     return Ok(to);

@@ -173,14 +173,14 @@ impl Webhook {
             Decision::Queue(job) => {
                 tracing::Span::current().record("job_id", job.job_id.get());
                 let execution_arn = job.execution_arn(&self.config.state_machine_arn);
-                let (record, event) = JobRecord::received(
+                let received = JobRecord::received(
                     job.clone(),
                     execution_arn,
                     &self.lifecycle.timeouts,
                     &self.lifecycle.clock.now(),
                 );
                 // Row first: a crash before StartExecution is healed by GitHub's redelivery.
-                let created = self.lifecycle.store.create(&record, &event).await?;
+                let created = self.lifecycle.store.create(&received).await?;
                 self.executions.start(&job).await?;
                 Ok(WebhookResponse {
                     job_id: Some(job.job_id),

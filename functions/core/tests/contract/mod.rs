@@ -41,8 +41,8 @@ const TIMEOUTS: Timeouts = Timeouts {
 
 /// Creates the job as the webhook does; `false` when it already existed.
 pub async fn create(store: &dyn LifecycleStore, job_id: u64, at: u64) -> bool {
-    let (record, event) = JobRecord::received(job(job_id), "arn:exec".into(), &TIMEOUTS, &now(at));
-    store.create(&record, &event).await.unwrap()
+    let received = JobRecord::received(job(job_id), "arn:exec".into(), &TIMEOUTS, &now(at));
+    store.create(&received).await.unwrap()
 }
 
 fn id(job_id: u64) -> JobId {
@@ -66,8 +66,7 @@ async fn apply(
     from: &JobRecord,
     commit: &Commit,
 ) -> Result<(), StoreError> {
-    let (to, event) = from.apply(commit, &now(2));
-    store.commit(from, &to, &event).await
+    store.commit(from, &from.apply(commit, &now(2))).await
 }
 
 fn plan() -> Commit {
