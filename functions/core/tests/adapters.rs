@@ -24,30 +24,7 @@ async fn store() -> DynamoLifecycleStore {
     DynamoLifecycleStore::new(aws_sdk_dynamodb::Client::new(&sdk), table, 90)
 }
 
-#[tokio::test]
-async fn a_job_is_created_once_with_its_received_event() {
-    contract::a_job_is_created_once_with_its_received_event(&store().await).await;
-}
-
-#[tokio::test]
-async fn a_commit_from_a_stale_read_is_a_conflict_and_writes_nothing() {
-    contract::a_commit_from_a_stale_read_is_a_conflict_and_writes_nothing(&store().await).await;
-}
-
-#[tokio::test]
-async fn whichever_of_signal_and_wait_comes_second_sees_both() {
-    contract::whichever_of_signal_and_wait_comes_second_sees_both(&store().await).await;
-}
-
-#[tokio::test]
-async fn a_late_stop_of_an_older_attempt_does_not_hide_a_newer_one() {
-    contract::a_late_stop_of_an_older_attempt_does_not_hide_a_newer_one(&store().await).await;
-}
-
-#[tokio::test]
-async fn ls_lists_jobs_newest_first() {
-    contract::ls_lists_jobs_newest_first(&store().await).await;
-}
+store_contract_tests!(store().await);
 
 #[tokio::test]
 async fn the_gsi_holds_only_jobs_that_are_not_finished() {

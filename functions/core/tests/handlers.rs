@@ -280,16 +280,7 @@ fn registered(runner_name: &str) -> Signal {
 
 // ---- the store contract, on the in-memory store ----------------------------------------------
 
-#[tokio::test]
-async fn memory_store_keeps_the_store_contract() {
-    contract::a_job_is_created_once_with_its_received_event(&MemoryStore::default()).await;
-    contract::a_commit_from_a_stale_read_is_a_conflict_and_writes_nothing(&MemoryStore::default())
-        .await;
-    contract::whichever_of_signal_and_wait_comes_second_sees_both(&MemoryStore::default()).await;
-    contract::a_late_stop_of_an_older_attempt_does_not_hide_a_newer_one(&MemoryStore::default())
-        .await;
-    contract::ls_lists_jobs_newest_first(&MemoryStore::default()).await;
-}
+store_contract_tests!(MemoryStore::default());
 
 // ---- Validate and ResolveLabels ----------------------------------------------------------------
 

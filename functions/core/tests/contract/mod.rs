@@ -2,6 +2,26 @@
 //! (`tests/adapters.rs`) and the in-memory store the handler tests use (`tests/handlers.rs`) run
 //! the same functions, so the fake is never kinder than the real thing.
 
+/// One `#[tokio::test]` per contract function, each on a fresh store from `$store`.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($store:expr) => {
+        $crate::store_contract_tests!($store;
+            a_job_is_created_once_with_its_received_event,
+            a_commit_from_a_stale_read_is_a_conflict_and_writes_nothing,
+            whichever_of_signal_and_wait_comes_second_sees_both,
+            a_late_stop_of_an_older_attempt_does_not_hide_a_newer_one,
+            ls_lists_jobs_newest_first,
+        );
+    };
+    ($store:expr; $($name:ident,)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            contract::$name(&$store).await;
+        }
+    )*};
+}
+
 use tasuki_core::domain::config::Timeouts;
 use tasuki_core::domain::ids::{Attempt, JobId};
 use tasuki_core::domain::job::{Conclusion, JobRef};
