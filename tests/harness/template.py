@@ -229,7 +229,7 @@ def _pascal(bin_name: str) -> str:
 
 
 def tasuki_functions(template: dict[str, Any]) -> dict[str, str]:
-    """bin -> logical id of its AWS::Lambda::Function (CDK construct `<PascalBin>Function`, infra/lib/stack.ts).
+    """bin -> logical id of its AWS::Lambda::Function (CDK construct `<PascalBin>Function`, infra/lib/functions.ts).
 
     Every bin of docs/contracts.md must be there exactly once. Other functions (CDK's own custom
     resource providers) must not carry a `TASUKI_*` variable.
