@@ -7,7 +7,7 @@ use crate::handlers::cleanup::{Cleanup, Release};
 use crate::handlers::ecs_events::EcsEvents;
 use crate::handlers::finalize::Finalize;
 use crate::handlers::issue_token::IssueToken;
-use crate::handlers::registration::{Confirm, WaitForRegistration};
+use crate::handlers::registration::{Confirm, WaitForRegistration, Waiting};
 use crate::handlers::resolve_labels::ResolveLabels;
 use crate::handlers::run_task::RunTask;
 use crate::handlers::step::{invoke, Step};
@@ -163,18 +163,19 @@ impl Aws {
         }
     }
 
-    pub fn wait_for_registration(&self) -> WaitForRegistration {
-        WaitForRegistration {
+    fn waiting(&self) -> Waiting {
+        Waiting {
             lifecycle: self.lifecycle(),
             executions: self.executions(),
         }
     }
 
+    pub fn wait_for_registration(&self) -> WaitForRegistration {
+        WaitForRegistration(self.waiting())
+    }
+
     pub fn confirm(&self) -> Confirm {
-        Confirm {
-            lifecycle: self.lifecycle(),
-            executions: self.executions(),
-        }
+        Confirm(self.waiting())
     }
 
     pub async fn cleanup(&self) -> Result<Cleanup, InitError> {

@@ -22,7 +22,7 @@ use tasuki_core::handlers::cleanup::{Cleanup, Release};
 use tasuki_core::handlers::ecs_events::EcsEvents;
 use tasuki_core::handlers::finalize::Finalize;
 use tasuki_core::handlers::issue_token::IssueToken;
-use tasuki_core::handlers::registration::{Confirm, WaitForRegistration};
+use tasuki_core::handlers::registration::{Confirm, WaitForRegistration, Waiting};
 use tasuki_core::handlers::resolve_labels::ResolveLabels;
 use tasuki_core::handlers::run_task::RunTask;
 use tasuki_core::handlers::step::{invoke, Step};
@@ -123,18 +123,19 @@ impl World {
         }
     }
 
-    fn wait_for_registration(&self) -> WaitForRegistration {
-        WaitForRegistration {
+    fn waits(&self) -> Waiting {
+        Waiting {
             lifecycle: self.lifecycle(),
             executions: self.executions.clone(),
         }
     }
 
+    fn wait_for_registration(&self) -> WaitForRegistration {
+        WaitForRegistration(self.waits())
+    }
+
     fn confirm(&self) -> Confirm {
-        Confirm {
-            lifecycle: self.lifecycle(),
-            executions: self.executions.clone(),
-        }
+        Confirm(self.waits())
     }
 
     fn cleanup(&self) -> Cleanup {

@@ -1,22 +1,45 @@
-//! The two `.waitForTaskToken` steps: each records the transition, then arms its wait (and
-//! answers it at once if GitHub or ECS already said how it ends).
+//! The two `.waitForTaskToken` steps. Each records its transition, then arms its wait — and
+//! answers it at once if GitHub or ECS already said how it ends.
 
 use super::state::{Launched, Registering, WaitInput};
 use super::step::Step;
 use super::{Effects, Lifecycle};
+use crate::domain::ids::{Attempt, JobId};
 use crate::domain::lifecycle::Happening;
 use crate::domain::record::RunnerRef;
-use crate::domain::waits::{Wait, WaitPhase};
+use crate::domain::waits::{TaskToken, Wait, WaitPhase};
 use crate::error::StepError;
 use crate::ports::Executions;
 use async_trait::async_trait;
 use std::sync::Arc;
 
-/// WaitForRegistration: the task started; wait for GitHub to give the job to a runner.
-pub struct WaitForRegistration {
+/// What both waits need: the lifecycle to record the transition, Step Functions to answer early.
+pub struct Waiting {
     pub lifecycle: Lifecycle,
     pub executions: Arc<dyn Executions>,
 }
+
+impl Waiting {
+    async fn enter(
+        &self,
+        job_id: JobId,
+        (happening, effects): (Happening, Effects),
+        (token, phase, attempt): (TaskToken, WaitPhase, Attempt),
+    ) -> Result<(), StepError> {
+        self.lifecycle
+            .transition(job_id, happening, effects)
+            .await?;
+        let wait = Wait {
+            token,
+            phase,
+            attempt,
+        };
+        self.lifecycle.arm(&*self.executions, job_id, &wait).await
+    }
+}
+
+/// WaitForRegistration: the task started; wait for GitHub to give the job to a runner.
+pub struct WaitForRegistration(pub Waiting);
 
 #[async_trait]
 impl Step for WaitForRegistration {
@@ -30,41 +53,26 @@ impl Step for WaitForRegistration {
             attempt,
             runner,
             task,
-        } = &input.state;
-        let attempt = attempt.number;
-        self.lifecycle
-            .transition(
-                job.job_id,
-                Happening::AwaitRegistration {
-                    attempt,
-                    task_arn: task.task_arn.clone(),
-                },
-                Effects {
-                    task_arn: Some(task.task_arn.clone()),
-                    runner: Some(RunnerRef {
-                        name: runner.name.to_string(),
-                        id: runner.id,
-                    }),
-                    ..Effects::default()
-                },
-            )
-            .await?;
-        let wait = Wait {
-            token: input.token,
-            phase: WaitPhase::Registration,
-            attempt,
+        } = input.state;
+        let happening = Happening::AwaitRegistration {
+            attempt: attempt.number,
+            task_arn: task.task_arn.clone(),
         };
-        self.lifecycle
-            .arm(&*self.executions, job.job_id, &wait)
-            .await
+        let effects = Effects {
+            task_arn: Some(task.task_arn),
+            runner: Some(RunnerRef {
+                name: runner.name.to_string(),
+                id: runner.id,
+            }),
+            ..Effects::default()
+        };
+        let wait = (input.token, WaitPhase::Registration, attempt.number);
+        self.0.enter(job.job_id, (happening, effects), wait).await
     }
 }
 
 /// Confirm: the job runs on a runner; record it running and wait for its completion.
-pub struct Confirm {
-    pub lifecycle: Lifecycle,
-    pub executions: Arc<dyn Executions>,
-}
+pub struct Confirm(pub Waiting);
 
 #[async_trait]
 impl Step for Confirm {
@@ -77,35 +85,24 @@ impl Step for Confirm {
             job,
             attempt,
             registration,
-        } = &input.state;
-        self.lifecycle
-            .transition(
-                job.job_id,
-                Happening::Register {
-                    runner_name: registration.runner_name.clone(),
-                },
-                Effects {
-                    runner: Some(RunnerRef {
-                        name: registration.runner_name.clone(),
-                        id: registration.runner_id,
-                    }),
-                    ..Effects::default()
-                },
-            )
-            .await?;
+        } = input.state;
         if registration.job_id != job.job_id {
             tracing::info!(
                 took_job = registration.job_id.get(),
                 "runner took another queued job with matching labels"
             );
         }
-        let wait = Wait {
-            token: input.token,
-            phase: WaitPhase::Completion,
-            attempt: attempt.number,
+        let happening = Happening::Register {
+            runner_name: registration.runner_name.clone(),
         };
-        self.lifecycle
-            .arm(&*self.executions, job.job_id, &wait)
-            .await
+        let effects = Effects {
+            runner: Some(RunnerRef {
+                name: registration.runner_name,
+                id: registration.runner_id,
+            }),
+            ..Effects::default()
+        };
+        let wait = (input.token, WaitPhase::Completion, attempt.number);
+        self.0.enter(job.job_id, (happening, effects), wait).await
     }
 }
