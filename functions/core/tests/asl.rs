@@ -4,7 +4,7 @@ use serde_json::Value;
 use std::collections::{BTreeSet, HashSet};
 use tasuki_core::domain::ids::{Attempt, JobId, RunnerName};
 use tasuki_core::domain::lifecycle::JobState;
-use tasuki_core::domain::rounds::NextAttempt;
+use tasuki_core::domain::rounds::{NextAttempt, Progress, Try};
 use tasuki_core::error::ErrorName;
 use tasuki_core::handlers::state::{ExecutionState, Finalized, IssuedRunner, LaunchedTask, Limits};
 
@@ -154,6 +154,8 @@ fn each_result_selector_picks_exactly_the_fields_of_its_lambdas_output() {
             "CleanupAttempt",
             serde_json::to_value(NextAttempt {
                 number: attempt,
+                try_: Try::FIRST,
+                relaunches: 0,
                 wait_seconds: 0,
                 exhausted: false,
             }),
@@ -291,6 +293,46 @@ fn service_integrations_take_the_partition_from_the_deployment() {
             );
         }
     }
+}
+
+#[test]
+fn the_attempt_the_asl_builds_is_the_progress_cleanup_reads() {
+    let asl = asl();
+    let first: Progress =
+        serde_json::from_value(states(&asl)["FirstCandidate"]["Result"].clone()).unwrap();
+    assert_eq!(first, Progress::FIRST);
+    let next = &states(&asl)["NextCandidate"]["Parameters"]["attempt"];
+    let from_next: BTreeSet<String> = keys(next.clone())
+        .into_iter()
+        .map(|k| k.trim_end_matches(".$").to_string())
+        .collect();
+    assert_eq!(
+        from_next,
+        keys(serde_json::to_value(Progress::FIRST).unwrap())
+    );
+    for (key, path) in next.as_object().unwrap() {
+        assert_eq!(path, &format!("$.next.{}", key.trim_end_matches(".$")));
+    }
+}
+
+#[test]
+fn a_job_cancelled_before_its_attempt_starts_is_finalized_as_cancelled() {
+    let asl = asl();
+    let catches = states(&asl)["IssueToken"]["Catch"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let cancelled = catches
+        .iter()
+        .find(|c| {
+            c["ErrorEquals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n == "JobCancelled")
+        })
+        .expect("IssueToken catches JobCancelled");
+    assert_eq!(cancelled["Next"], "FinalizeCancelled");
 }
 
 #[test]

@@ -213,7 +213,7 @@ impl World {
         let mut state = self.received(&job(&["tasuki"])).await;
         state["limits"] = step(&self.validate(), &state).await.unwrap();
         state["plan"] = step(&self.resolve_labels(), &state).await.unwrap();
-        state["attempt"] = json!({"number": 1});
+        state["attempt"] = json!({"number": 1, "try": 1, "relaunches": 0});
         state
     }
 
@@ -570,7 +570,7 @@ async fn cleanup_releases_what_the_attempt_holds_and_records_why() {
         let next = step(&world.cleanup(), &state).await.unwrap();
         assert_eq!(
             next,
-            json!({"number": 2, "wait_seconds": 0, "exhausted": false})
+            json!({"number": 2, "try": 2, "relaunches": 0, "wait_seconds": 0, "exhausted": false})
         );
         assert_eq!(world.revoked(), ["grant-7-1"]);
         let stopped_tasks: Vec<String> = world.stops().into_iter().map(|(arn, _)| arn).collect();
@@ -611,9 +611,79 @@ async fn a_runner_that_took_another_job_is_left_running_but_loses_its_grant() {
     assert_eq!(world.revoked(), ["grant-7-1"]);
     assert!(world.stops().is_empty());
     assert!(world.deleted().is_empty());
-    assert!(world
-        .last_row()
-        .ends_with("RunnerTaken: runner tasuki-7-1 took job 8 instead"));
+    assert!(world.last_row().ends_with(
+        "RunnerTaken: runner tasuki-7-1 took job 8 instead; relaunching on the same candidate (1 of 3 relaunches)"
+    ));
+}
+
+#[tokio::test]
+async fn a_stolen_runner_is_relaunched_on_the_same_candidate_a_bounded_number_of_times() {
+    let world = World::new();
+    let mut state = world.planned().await;
+    let mut tries = vec![];
+    for number in 1..=5 {
+        state["runner"] = step(&world.issue_token(), &state).await.unwrap();
+        state["task"] = step(&world.run_task(), &state).await.unwrap();
+        let taken = Taken {
+            runner_name: RunnerName::new(JobId::new(JOB), Attempt::new(number).unwrap()),
+            by_job: JobId::new(800 + u64::from(number)),
+        };
+        let signal = Signal::RunnerTaken(taken);
+        world.store.signal(JobId::new(JOB), &signal).await.unwrap();
+        state["error"] = json!({"Error": "RunnerTaken"});
+        let next = step(&world.cleanup(), &state).await.unwrap();
+        tries.push((next["try"].clone(), next["relaunches"].clone()));
+        state["attempt"] =
+            json!({"number": next["number"], "try": next["try"], "relaunches": next["relaunches"]});
+    }
+    // Three relaunches on candidate 1; after that every theft spends its candidate.
+    assert_eq!(
+        tries,
+        [(1, 1), (1, 2), (1, 3), (2, 3), (3, 3)].map(|(t, r)| (json!(t), json!(r)))
+    );
+    let subnets: Vec<String> = world
+        .launcher
+        .runs
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.subnet.clone())
+        .collect();
+    assert_eq!(
+        subnets,
+        ["subnet-a", "subnet-a", "subnet-a", "subnet-a", "subnet-b"]
+    );
+    assert!(
+        world.stops().is_empty(),
+        "each taken runner serves its new job"
+    );
+}
+
+#[tokio::test]
+async fn a_job_cancelled_before_its_attempt_starts_gets_no_runner() {
+    let world = World::new();
+    let state = world.planned().await;
+    world
+        .store
+        .signal(JobId::new(JOB), &Signal::Cancelled)
+        .await
+        .unwrap();
+    let error = step(&world.issue_token(), &state).await.unwrap_err();
+    assert_eq!(error.name(), ErrorName::JobCancelled);
+    assert!(world.registry.issued.lock().unwrap().is_empty());
+    let mut state = state;
+    state["error"] = json!({"Error": "JobCancelled"});
+    let done = finalize(&world, &state, "cancelled").await.unwrap();
+    assert_eq!(done["state"], "cancelled");
+    assert_eq!(
+        world.rows(),
+        [
+            "received 0",
+            "planned 0",
+            "cancelled 0: cancelled on GitHub before a runner took it"
+        ]
+    );
+    assert!(world.launcher.runs.lock().unwrap().is_empty() && world.stops().is_empty());
 }
 
 #[tokio::test]
@@ -621,11 +691,11 @@ async fn the_last_candidate_lost_to_capacity_waits_for_a_new_round_and_anything_
     for (error, expected) in [
         (
             "QuotaExceeded",
-            json!({"number": 5, "wait_seconds": 30, "exhausted": false}),
+            json!({"number": 5, "try": 5, "relaunches": 0, "wait_seconds": 30, "exhausted": false}),
         ),
         (
             "States.Timeout",
-            json!({"number": 5, "wait_seconds": 0, "exhausted": true}),
+            json!({"number": 5, "try": 5, "relaunches": 0, "wait_seconds": 0, "exhausted": true}),
         ),
     ] {
         let world = World::new();

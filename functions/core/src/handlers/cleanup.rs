@@ -10,7 +10,7 @@ use crate::domain::lifecycle::Happening;
 use crate::domain::outcome::failure_reason;
 use crate::domain::rounds::{self, Failure, NextAttempt};
 use crate::domain::waits::Signals;
-use crate::error::StepError;
+use crate::error::{Caught, ErrorName, StepError};
 use crate::ports::{CredentialSealer, RunnerRegistry, TaskLauncher};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -76,7 +76,8 @@ impl Step for Cleanup {
             task,
             error,
         } = &input.state;
-        let attempt = attempt.number;
+        let progress = *attempt;
+        let attempt = progress.number;
         let record = self.lifecycle.job(job.job_id).await?;
         let mut reason = failure_reason(error, Some(attempt), &self.config, &record.signals);
         self.release
@@ -93,19 +94,27 @@ impl Step for Cleanup {
         }
         let failure = if error.is_capacity() {
             Failure::Capacity
+        } else if error.error == Caught::Step(ErrorName::RunnerTaken) {
+            Failure::Taken
         } else {
             Failure::Other
         };
         let next = rounds::next_attempt(
-            attempt,
+            progress,
             plan.count(),
             failure,
             self.config.timeouts.capacity_wait_seconds,
         );
-        if next.wait_seconds > 0 {
+        if next.try_ == progress.try_ {
+            reason = format!(
+                "{reason}; relaunching on the same candidate ({} of {} relaunches)",
+                next.relaunches,
+                rounds::MAX_RELAUNCHES_AFTER_THEFT
+            );
+        } else if next.wait_seconds > 0 {
             reason = format!(
                 "{reason}; every candidate tried: round {} starts in {} s",
-                rounds::round_of(next.number, plan.count()),
+                rounds::round_of(next.try_, plan.count()),
                 next.wait_seconds
             );
         }

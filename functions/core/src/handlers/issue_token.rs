@@ -1,4 +1,5 @@
-//! IssueToken: starts an attempt, asks GitHub for a JIT runner config and seals it for the job.
+//! IssueToken: starts an attempt, asks GitHub for a JIT runner config and seals it for the job —
+//! unless the job was cancelled meanwhile.
 
 use super::state::{AttemptStart, IssuedRunner, StepInput};
 use super::step::Step;
@@ -26,8 +27,14 @@ impl Step for IssueToken {
 
     async fn run(&self, input: Self::Input) -> Result<IssuedRunner, StepError> {
         let AttemptStart { job, plan, attempt } = &input.state;
+        // A job cancelled on GitHub before this attempt starts gets no runner at all.
+        if self.lifecycle.job(job.job_id).await?.signals.cancelled {
+            return Err(StepError::JobCancelled(
+                "cancelled on GitHub before a runner was launched".into(),
+            ));
+        }
+        let candidate = plan.candidate(attempt.try_).to_string();
         let attempt = attempt.number;
-        let candidate = plan.candidate(attempt).to_string();
         self.lifecycle
             .transition(
                 job.job_id,

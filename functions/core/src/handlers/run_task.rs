@@ -32,7 +32,7 @@ impl Step for RunTask {
             &Launch {
                 job,
                 attempt: attempt.number,
-                candidate: plan.candidate(attempt.number),
+                candidate: plan.candidate(attempt.try_),
                 runner: runner.name,
                 jit_config_sealed: &runner.jit_config_sealed,
             },

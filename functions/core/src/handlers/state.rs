@@ -11,7 +11,7 @@ use crate::domain::job::JobRef;
 use crate::domain::lifecycle::JobState;
 use crate::domain::outcome::{CaughtError, Outcome};
 use crate::domain::plan::Candidate;
-use crate::domain::rounds::{self, NextAttempt};
+use crate::domain::rounds::{self, NextAttempt, Progress, Try};
 use crate::domain::waits::{Completion, Registered, TaskToken};
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +23,7 @@ pub struct ExecutionState {
     pub job: JobRef,
     pub limits: Option<Limits>,
     pub plan: Option<LaunchPlan>,
-    pub attempt: Option<AttemptNumber>,
+    pub attempt: Option<Progress>,
     pub runner: Option<IssuedRunner>,
     pub task: Option<LaunchedTask>,
     pub registration: Option<Registered>,
@@ -88,16 +88,10 @@ impl LaunchPlan {
         self.count
     }
 
-    /// The candidate of an attempt: attempts beyond the plan reuse it round after round.
-    pub fn candidate(&self, attempt: Attempt) -> &Candidate {
-        &self.candidates[rounds::candidate_index(attempt, self.count)]
+    /// The candidate of a try: tries beyond the plan reuse it round after round.
+    pub fn candidate(&self, try_: Try) -> &Candidate {
+        &self.candidates[rounds::candidate_index(try_, self.count)]
     }
-}
-
-/// `$.attempt`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttemptNumber {
-    pub number: Attempt,
 }
 
 /// `$.runner`: the runner registered for this attempt, its credential only as ciphertext.
@@ -155,7 +149,7 @@ pub struct NewJob {
 pub struct AttemptStart {
     pub job: JobRef,
     pub plan: LaunchPlan,
-    pub attempt: AttemptNumber,
+    pub attempt: Progress,
 }
 
 /// RunTask: a runner issued, its task not yet started.
@@ -163,7 +157,7 @@ pub struct AttemptStart {
 pub struct Issued {
     pub job: JobRef,
     pub plan: LaunchPlan,
-    pub attempt: AttemptNumber,
+    pub attempt: Progress,
     pub runner: IssuedRunner,
 }
 
@@ -171,7 +165,7 @@ pub struct Issued {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Launched {
     pub job: JobRef,
-    pub attempt: AttemptNumber,
+    pub attempt: Progress,
     pub runner: IssuedRunner,
     pub task: LaunchedTask,
 }
@@ -180,7 +174,7 @@ pub struct Launched {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Registering {
     pub job: JobRef,
-    pub attempt: AttemptNumber,
+    pub attempt: Progress,
     pub registration: Registered,
 }
 
@@ -189,7 +183,7 @@ pub struct Registering {
 pub struct FailedAttempt {
     pub job: JobRef,
     pub plan: LaunchPlan,
-    pub attempt: AttemptNumber,
+    pub attempt: Progress,
     pub runner: IssuedRunner,
     pub task: Option<LaunchedTask>,
     pub error: CaughtError,
