@@ -264,8 +264,14 @@ def test_a_runner_that_takes_another_queued_job_is_paired_by_job_and_its_own_job
     assert victims_own["desiredStatus"] == "STOPPED", "the idle runner launched for it is stopped"
     item = client.wait_for_state(thief, "completed", timeout=registration_wait(config) + 60)
     assert item["attempt"] == 2
-    [failed] = [e for e in client.timeline(thief) if e["event"] == "attempt-failed"]
-    assert failed["reason"] == f"RunnerTaken: runner tasuki-{thief}-1 took job {victim} instead"
+    timeline = client.timeline(thief)
+    [failed] = [e for e in timeline if e["event"] == "attempt-failed"]
+    assert failed["reason"] == (
+        f"RunnerTaken: runner tasuki-{thief}-1 took job {victim} instead;"
+        " relaunching on the same candidate (1 of 3 relaunches)"
+    )
+    launches = [e["candidate"] for e in timeline if e["event"] == "launching"]
+    assert len(launches) == 2 and launches[0] == launches[1], "a theft does not spend the candidate"
     assert runners_named(f"tasuki-{thief}-1")[0]["deleted_by"] != "api", "a busy runner is never deleted"
 
 
