@@ -275,6 +275,21 @@ def test_a_runner_that_takes_another_queued_job_is_paired_by_job_and_its_own_job
     assert runners_named(f"tasuki-{thief}-1")[0]["deleted_by"] != "api", "a busy runner is never deleted"
 
 
+def test_a_long_job_whose_in_progress_delivery_was_lost_is_not_killed(job_ids, config):
+    # Runs past timeouts.registration_seconds with GitHub's in_progress delivery lost: CleanupAttempt
+    # asks GitHub (GET .../actions/jobs/{id}), which says the job runs, and the job is left running.
+    job = queue(job_ids, behaviour={"hold": True, "lose_in_progress": True})
+    item = client.wait_for_state(job, "running", timeout=registration_wait(config))
+    assert item["attempt"] == 1 and item["runner_name"] == f"tasuki-{job}-1"
+    [task] = client.ecs_tasks_for_job(job)
+    assert task["desiredStatus"] == "RUNNING", "the task running the job was not stopped"
+    assert not [e for e in client.timeline(job) if e["event"] == "attempt-failed"]
+    client.complete_job(job, "success")
+    item = client.wait_for_state(job, "completed", timeout=60)
+    assert (item["attempt"], item["conclusion"]) == (1, "success")
+    assert runners_named(f"tasuki-{job}-1")[0]["deleted_by"] != "api", "a busy runner is never deleted"
+
+
 def test_a_lost_in_progress_webhook_does_not_strand_the_job(job_ids):
     job = queue(job_ids, behaviour={"lose_in_progress": True})
     item = client.wait_for_state(job, "completed", timeout=120)

@@ -11,8 +11,8 @@ use crate::domain::record::{Change, JobRecord, LifecycleEvent, Now};
 use crate::domain::waits::{CallbackOutput, Signal, TaskToken, Wait};
 use crate::error::StepError;
 use crate::ports::{
-    Clock, CredentialSealer, Executions, JitConfig, LifecycleStore, RunnerRegistry, SealedConfig,
-    Sensitive, StoreError, StoreResult, TaskLauncher,
+    Clock, CredentialSealer, Executions, JitConfig, JobOnGitHub, LifecycleStore, RunnerRegistry,
+    SealedConfig, Sensitive, StoreError, StoreResult, TaskLauncher,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -271,9 +271,11 @@ impl TaskLauncher for FakeLauncher {
     }
 }
 
-/// GitHub's runner registry: JIT configs with ids counting from 100; deletions recorded.
+/// GitHub's runner registry: JIT configs with ids counting from 100; deletions recorded; jobs
+/// not started unless a test says otherwise.
 #[derive(Default)]
 pub struct FakeRegistry {
+    pub jobs: Mutex<BTreeMap<JobId, JobOnGitHub>>,
     pub issued: Mutex<Vec<(RunnerName, Vec<String>)>>,
     pub deleted: Mutex<Vec<u64>>,
     /// An error the next `issue_jit_config` returns.
@@ -282,6 +284,13 @@ pub struct FakeRegistry {
 
 #[async_trait]
 impl RunnerRegistry for FakeRegistry {
+    async fn job(&self, job: &JobRef) -> Result<JobOnGitHub, StepError> {
+        Ok(lock(&self.jobs)
+            .get(&job.job_id)
+            .cloned()
+            .unwrap_or(JobOnGitHub::NotStarted))
+    }
+
     async fn issue_jit_config(
         &self,
         _job: &JobRef,

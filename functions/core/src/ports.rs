@@ -2,10 +2,10 @@
 //! AWS and GitHub, `fakes` in memory for the handler tests.
 
 use crate::domain::ids::{JobId, RunnerName};
-use crate::domain::job::JobRef;
+use crate::domain::job::{Conclusion, JobRef};
 use crate::domain::launch::LaunchRequest;
 use crate::domain::record::{Change, JobRecord, LifecycleEvent, Now};
-use crate::domain::waits::{CallbackOutput, Signal, TaskToken, Wait};
+use crate::domain::waits::{CallbackOutput, Registered, Signal, TaskToken, Wait};
 use crate::error::StepError;
 use async_trait::async_trait;
 
@@ -109,8 +109,34 @@ pub struct JitConfig {
     pub encoded: Sensitive,
 }
 
+/// Where GitHub says a job is now (`GET /repos/{owner}/{repo}/actions/jobs/{job_id}`): the truth
+/// when a webhook may have been lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOnGitHub {
+    /// Queued, waiting or pending: no runner has it.
+    NotStarted,
+    Running(Registered),
+    Completed {
+        conclusion: Conclusion,
+        ran_on: Option<Registered>,
+    },
+}
+
+impl JobOnGitHub {
+    /// The runner the job runs or ran on, if any.
+    pub fn runner(&self) -> Option<&Registered> {
+        match self {
+            JobOnGitHub::Running(registered) => Some(registered),
+            JobOnGitHub::Completed { ran_on, .. } => ran_on.as_ref(),
+            JobOnGitHub::NotStarted => None,
+        }
+    }
+}
+
 #[async_trait]
 pub trait RunnerRegistry: Send + Sync {
+    /// The job as GitHub sees it now.
+    async fn job(&self, job: &JobRef) -> Result<JobOnGitHub, StepError>;
     async fn issue_jit_config(
         &self,
         job: &JobRef,

@@ -6,7 +6,9 @@ use tasuki_core::domain::ids::{Attempt, JobId, RunnerName};
 use tasuki_core::domain::lifecycle::JobState;
 use tasuki_core::domain::rounds::{NextAttempt, Progress, Try};
 use tasuki_core::error::ErrorName;
-use tasuki_core::handlers::state::{ExecutionState, Finalized, IssuedRunner, LaunchedTask, Limits};
+use tasuki_core::handlers::state::{
+    AfterCleanup, ExecutionState, Finalized, IssuedRunner, LaunchedTask, Limits,
+};
 
 fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -152,12 +154,15 @@ fn each_result_selector_picks_exactly_the_fields_of_its_lambdas_output() {
         ),
         (
             "CleanupAttempt",
-            serde_json::to_value(NextAttempt {
-                number: attempt,
-                try_: Try::FIRST,
-                relaunches: 0,
-                wait_seconds: 0,
-                exhausted: false,
+            serde_json::to_value(AfterCleanup {
+                next: NextAttempt {
+                    number: attempt,
+                    try_: Try::FIRST,
+                    relaunches: 0,
+                    wait_seconds: 0,
+                    exhausted: false,
+                },
+                running: None,
             }),
         ),
         (
@@ -316,6 +321,23 @@ fn the_attempt_the_asl_builds_is_the_progress_cleanup_reads() {
 }
 
 #[test]
+fn a_job_github_says_is_running_goes_on_to_wait_for_its_completion() {
+    let asl = asl();
+    let first = &states(&asl)["HasCandidate"]["Choices"][0];
+    assert_eq!(first["Not"]["Variable"], "$.next.running");
+    assert_eq!(first["Not"]["IsNull"], true);
+    let pass = &states(&asl)[first["Next"].as_str().unwrap()];
+    assert_eq!(
+        (&pass["InputPath"], &pass["ResultPath"], &pass["Next"]),
+        (
+            &Value::from("$.next.running"),
+            &Value::from("$.registration"),
+            &Value::from("WaitForCompletion")
+        )
+    );
+}
+
+#[test]
 fn a_job_cancelled_before_its_attempt_starts_is_finalized_as_cancelled() {
     let asl = asl();
     let catches = states(&asl)["IssueToken"]["Catch"]
@@ -353,7 +375,13 @@ fn quota_failures_move_on_like_capacity_failures() {
         .collect();
     assert_eq!(names, ["CapacityUnavailable", "QuotaExceeded"]);
     let choice = &states(&asl)["HasCandidate"];
-    assert_eq!(choice["Choices"][1]["Next"], "WaitForCapacity");
+    let waits = choice["Choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Next"] == "WaitForCapacity")
+        .unwrap();
+    assert_eq!(waits["NumericGreaterThan"], 0);
     assert_eq!(
         states(&asl)["WaitForCapacity"]["SecondsPath"],
         "$.next.wait_seconds"

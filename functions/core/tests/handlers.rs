@@ -570,7 +570,7 @@ async fn cleanup_releases_what_the_attempt_holds_and_records_why() {
         let next = step(&world.cleanup(), &state).await.unwrap();
         assert_eq!(
             next,
-            json!({"number": 2, "try": 2, "relaunches": 0, "wait_seconds": 0, "exhausted": false})
+            json!({"number": 2, "try": 2, "relaunches": 0, "wait_seconds": 0, "exhausted": false, "running": null})
         );
         assert_eq!(world.revoked(), ["grant-7-1"]);
         let stopped_tasks: Vec<String> = world.stops().into_iter().map(|(arn, _)| arn).collect();
@@ -589,6 +589,90 @@ async fn cleanup_releases_what_the_attempt_holds_and_records_why() {
         };
         assert_eq!(world.last_row(), format!("attempt-failed 1: {why}"));
     }
+}
+
+#[tokio::test]
+async fn a_registration_timeout_asks_github_first_and_a_running_job_is_never_killed() {
+    for (runs_on, ours) in [("tasuki-7-1", true), ("tasuki-99-1", false)] {
+        let world = World::new();
+        let mut state = world.waiting().await;
+        // The in_progress delivery was lost: the store knows nothing, GitHub knows.
+        let running = tasuki_core::ports::JobOnGitHub::Running(Registered {
+            runner_name: runs_on.into(),
+            runner_id: 555,
+            job_id: JobId::new(JOB),
+        });
+        world
+            .registry
+            .jobs
+            .lock()
+            .unwrap()
+            .insert(JobId::new(JOB), running);
+        state["error"] = json!({"Error": "States.Timeout"});
+        let next = step(&world.cleanup(), &state).await.unwrap();
+        assert_eq!(
+            next["running"],
+            json!({"runner_name": runs_on, "runner_id": 555, "job_id": JOB})
+        );
+        assert_eq!(world.revoked(), ["grant-7-1"], "{runs_on}");
+        let (stops, deleted) = (world.stops().len(), world.deleted());
+        if ours {
+            assert_eq!((stops, deleted), (0, vec![]), "its runner runs the job");
+        } else {
+            assert_eq!((stops, deleted), (1, vec![100]), "its own runner is idle");
+        }
+        assert!(!world.rows().iter().any(|r| r.starts_with("attempt-failed")));
+        assert_eq!(world.record().wait, None);
+        // The ASL's RunningAfterAll puts `running` at `$.registration`; Confirm carries on.
+        state["registration"] = next["running"].clone();
+        wait(&world.confirm(), &state, "tok-2").await.unwrap();
+        assert_eq!(world.record().position.state, JobState::Running);
+    }
+}
+
+#[tokio::test]
+async fn a_job_that_completed_unseen_is_answered_as_soon_as_the_completion_wait_is_armed() {
+    let world = World::new();
+    let mut state = world.waiting().await;
+    let done = tasuki_core::ports::JobOnGitHub::Completed {
+        conclusion: Conclusion::Success,
+        ran_on: registered_value(),
+    };
+    world
+        .registry
+        .jobs
+        .lock()
+        .unwrap()
+        .insert(JobId::new(JOB), done);
+    state["error"] = json!({"Error": "TaskStopped", "Cause": "Essential container in task exited"});
+    let next = step(&world.cleanup(), &state).await.unwrap();
+    state["registration"] = next["running"].clone();
+    wait(&world.confirm(), &state, "tok-2").await.unwrap();
+    let succeeded = world.executions.succeeded.lock().unwrap().clone();
+    assert_eq!(
+        succeeded
+            .last()
+            .map(|(token, output)| (token.as_str().to_string(), output.clone())),
+        Some((
+            "tok-2".to_string(),
+            CallbackOutput::Completed(Completion {
+                conclusion: Conclusion::Success
+            })
+        ))
+    );
+}
+
+#[tokio::test]
+async fn a_job_github_has_not_started_is_cleaned_up_as_before() {
+    let world = World::new();
+    let mut state = world.waiting().await;
+    state["error"] = json!({"Error": "States.Timeout"});
+    let next = step(&world.cleanup(), &state).await.unwrap();
+    assert_eq!(next["running"], Value::Null);
+    assert_eq!((world.stops().len(), world.deleted()), (1, vec![100]));
+    assert!(world
+        .last_row()
+        .starts_with("attempt-failed 1: RegistrationTimeout"));
 }
 
 #[tokio::test]
@@ -691,11 +775,11 @@ async fn the_last_candidate_lost_to_capacity_waits_for_a_new_round_and_anything_
     for (error, expected) in [
         (
             "QuotaExceeded",
-            json!({"number": 5, "try": 5, "relaunches": 0, "wait_seconds": 30, "exhausted": false}),
+            json!({"number": 5, "try": 5, "relaunches": 0, "wait_seconds": 30, "exhausted": false, "running": null}),
         ),
         (
             "States.Timeout",
-            json!({"number": 5, "try": 5, "relaunches": 0, "wait_seconds": 0, "exhausted": true}),
+            json!({"number": 5, "try": 5, "relaunches": 0, "wait_seconds": 0, "exhausted": true, "running": null}),
         ),
     ] {
         let world = World::new();

@@ -1,12 +1,14 @@
 //! GitHub as a GitHub App (octocrab): JIT runner configs and runner removal.
 
-use crate::domain::ids::RunnerName;
-use crate::domain::job::JobRef;
+use crate::domain::ids::{JobId, RunnerName};
+use crate::domain::job::{Conclusion, JobRef};
+use crate::domain::waits::Registered;
 use crate::error::StepError;
-use crate::ports::{JitConfig, RunnerRegistry, Sensitive};
+use crate::ports::{JitConfig, JobOnGitHub, RunnerRegistry, Sensitive};
 use async_trait::async_trait;
 use octocrab::models::{AppId, InstallationId, RunnerGroupId, RunnerId};
 use octocrab::Octocrab;
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -87,8 +89,51 @@ pub fn classify_status(what: &str, status: u16, message: &str) -> StepError {
     }
 }
 
+/// The fields of GitHub's `job` object (`GET /repos/{owner}/{repo}/actions/jobs/{job_id}`) read
+/// here; `status` is one of queued, in_progress, completed, waiting, requested, pending.
+#[derive(Debug, Deserialize)]
+struct WorkflowJobNow {
+    id: JobId,
+    status: String,
+    conclusion: Option<Conclusion>,
+    runner_id: Option<u64>,
+    runner_name: Option<String>,
+}
+
+impl WorkflowJobNow {
+    fn into_state(self) -> JobOnGitHub {
+        let ran_on = match (self.runner_name, self.runner_id) {
+            (Some(runner_name), Some(runner_id)) if !runner_name.is_empty() => Some(Registered {
+                runner_name,
+                runner_id,
+                job_id: self.id,
+            }),
+            _ => None,
+        };
+        match (self.status.as_str(), ran_on) {
+            ("completed", ran_on) => JobOnGitHub::Completed {
+                conclusion: self.conclusion.unwrap_or(Conclusion::Unknown),
+                ran_on,
+            },
+            ("in_progress", Some(registered)) => JobOnGitHub::Running(registered),
+            _ => JobOnGitHub::NotStarted,
+        }
+    }
+}
+
 #[async_trait]
 impl RunnerRegistry for GitHubApp {
+    async fn job(&self, job: &JobRef) -> Result<JobOnGitHub, StepError> {
+        let (owner, repo) = job.owner_and_name();
+        let client = self.installation(job.installation_id)?;
+        let route = format!("/repos/{owner}/{repo}/actions/jobs/{}", job.job_id);
+        let now: WorkflowJobNow = client
+            .get(route, None::<&()>)
+            .await
+            .map_err(|e| github_error("get job", e))?;
+        Ok(now.into_state())
+    }
+
     async fn issue_jit_config(
         &self,
         job: &JobRef,

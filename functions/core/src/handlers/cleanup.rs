@@ -1,17 +1,19 @@
 //! CleanupAttempt: an attempt failed; release what it started, record why, and say what comes
 //! next (the next candidate, a new round after a wait, or nothing).
 
-use super::state::{FailedAttempt, IssuedRunner, StepInput};
+use super::state::{AfterCleanup, FailedAttempt, IssuedRunner, LaunchedTask, StepInput};
 use super::step::Step;
 use super::{Effects, Lifecycle};
 use crate::domain::config::Config;
 use crate::domain::job::JobRef;
+use crate::domain::job::JobRef as Job;
 use crate::domain::lifecycle::Happening;
 use crate::domain::outcome::failure_reason;
-use crate::domain::rounds::{self, Failure, NextAttempt};
-use crate::domain::waits::Signals;
+use crate::domain::record::JobRecord;
+use crate::domain::rounds::{self, Failure};
+use crate::domain::waits::{Completion, Registered, Signal, Signals};
 use crate::error::{Caught, ErrorName, StepError};
-use crate::ports::{CredentialSealer, RunnerRegistry, TaskLauncher};
+use crate::ports::{CredentialSealer, JobOnGitHub, RunnerRegistry, TaskLauncher};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -65,9 +67,9 @@ pub struct Cleanup {
 impl Step for Cleanup {
     const NAME: &'static str = "cleanup";
     type Input = StepInput<FailedAttempt>;
-    type Output = NextAttempt;
+    type Output = AfterCleanup;
 
-    async fn run(&self, input: Self::Input) -> Result<NextAttempt, StepError> {
+    async fn run(&self, input: Self::Input) -> Result<AfterCleanup, StepError> {
         let FailedAttempt {
             job,
             plan,
@@ -78,7 +80,36 @@ impl Step for Cleanup {
         } = &input.state;
         let progress = *attempt;
         let attempt = progress.number;
+        let failure = if error.is_capacity() {
+            Failure::Capacity
+        } else if error.error == Caught::Step(ErrorName::RunnerTaken) {
+            Failure::Taken
+        } else {
+            Failure::Other
+        };
+        let horizon = self.config.timeouts.capacity_wait_seconds;
+        let next = rounds::next_attempt(progress, plan.count(), failure, horizon);
         let record = self.lifecycle.job(job.job_id).await?;
+        // Before giving up on a runner that did not register or a task that stopped, ask GitHub:
+        // a lost `in_progress` delivery must not get a running job killed.
+        if matches!(
+            error.error,
+            Caught::Timeout | Caught::Step(ErrorName::TaskStopped)
+        ) {
+            let now = self.release.registry.job(job).await?;
+            if let Some(registered) = now.runner().cloned() {
+                let attempt = Attempt {
+                    runner,
+                    task: task.as_ref(),
+                };
+                self.carry_on(job, attempt, &record, &registered, &now)
+                    .await?;
+                return Ok(AfterCleanup {
+                    next,
+                    running: Some(registered),
+                });
+            }
+        }
         let mut reason = failure_reason(error, Some(attempt), &self.config, &record.signals);
         self.release
             .release(
@@ -92,19 +123,6 @@ impl Step for Cleanup {
         if let Some(wait) = &record.wait {
             self.lifecycle.store.disarm(job.job_id, &wait.token).await?;
         }
-        let failure = if error.is_capacity() {
-            Failure::Capacity
-        } else if error.error == Caught::Step(ErrorName::RunnerTaken) {
-            Failure::Taken
-        } else {
-            Failure::Other
-        };
-        let next = rounds::next_attempt(
-            progress,
-            plan.count(),
-            failure,
-            self.config.timeouts.capacity_wait_seconds,
-        );
         if next.try_ == progress.try_ {
             reason = format!(
                 "{reason}; relaunching on the same candidate ({} of {} relaunches)",
@@ -126,6 +144,60 @@ impl Step for Cleanup {
                 Effects::default(),
             )
             .await?;
-        Ok(next)
+        Ok(AfterCleanup {
+            next,
+            running: None,
+        })
+    }
+}
+
+/// What an attempt launched.
+struct Attempt<'a> {
+    runner: &'a IssuedRunner,
+    task: Option<&'a LaunchedTask>,
+}
+
+impl Cleanup {
+    /// The job runs (or ran) on `registered` although its registration wait ended: record what
+    /// GitHub said, and release only what the job does not use.
+    async fn carry_on(
+        &self,
+        job: &Job,
+        attempt: Attempt<'_>,
+        record: &JobRecord,
+        registered: &Registered,
+        now: &JobOnGitHub,
+    ) -> Result<(), StepError> {
+        tracing::warn!(
+            runner_name = %registered.runner_name,
+            "GitHub says the job runs: its in_progress delivery was lost; waiting for its completion"
+        );
+        let store = &self.lifecycle.store;
+        store
+            .signal(job.job_id, &Signal::Registered(registered.clone()))
+            .await?;
+        if let JobOnGitHub::Completed { conclusion, .. } = now {
+            let completed = Signal::Completed(Completion {
+                conclusion: *conclusion,
+            });
+            store.signal(job.job_id, &completed).await?;
+        }
+        if let Some(wait) = &record.wait {
+            store.disarm(job.job_id, &wait.token).await?;
+        }
+        let release = &self.release;
+        release.sealer.revoke(&attempt.runner.grant_id).await?;
+        if attempt.runner.name != *registered.runner_name.as_str() {
+            // Another runner has the job: the one launched for it is idle.
+            if let Some(task) = attempt.task {
+                let why = "the job runs on another runner";
+                release.launcher.stop(&task.task_arn, why).await?;
+            }
+            release
+                .registry
+                .delete_runner(job, attempt.runner.id)
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -28,7 +28,7 @@ pub struct ExecutionState {
     pub task: Option<LaunchedTask>,
     pub registration: Option<Registered>,
     pub completion: Option<Completion>,
-    pub next: Option<NextAttempt>,
+    pub next: Option<AfterCleanup>,
     pub error: Option<CaughtError>,
     pub cleanup_error: Option<CaughtError>,
     pub finalize_error: Option<CaughtError>,
@@ -109,6 +109,16 @@ pub struct IssuedRunner {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaunchedTask {
     pub task_arn: String,
+}
+
+/// `$.next`: what follows a failed attempt — unless GitHub says the job runs after all (its
+/// `in_progress` delivery was lost): then `running` names the runner, and the execution goes on to
+/// wait for the job's completion (`next` is not used).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AfterCleanup {
+    #[serde(flatten)]
+    pub next: NextAttempt,
+    pub running: Option<Registered>,
 }
 
 /// `$.final`: Finalize's output.
