@@ -7,6 +7,8 @@ use tasuki_core::adapters::dynamodb::DynamoLifecycleStore;
 use tasuki_core::domain::deploy::DeployConfig;
 use tasuki_core::domain::ids::JobId;
 use tasuki_core::domain::record::{JobRecord, LifecycleEvent};
+use tasuki_core::handlers::rescue::Sweep;
+use tasuki_core::lambda::Aws;
 use tasuki_core::ports::LifecycleStore;
 
 #[derive(Parser)]
@@ -35,6 +37,16 @@ enum Command {
     /// The deployment file (`tasuki.config.json`).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run the rescue sweep now, as the scheduled `rescue` Lambda does every minute: jobs past
+    /// their deadline, checked against GitHub. Reads the Lambdas' configuration from
+    /// TASUKI_CONFIG_FILE or TASUKI_CONFIG.
+    Rescue {
+        /// Say what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +126,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config(command) => config_command(&command),
+        Command::Rescue { dry_run, json } => rescue_command(dry_run, json).await,
         Command::Jobs(jobs) => {
             let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
             let client = aws_sdk_dynamodb::Client::new(&sdk);
@@ -127,6 +140,43 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn rescue_command(dry_run: bool, json: bool) -> Result<(), String> {
+    let aws = Aws::from_env().await.map_err(|e| e.to_string())?;
+    let rescue = aws.rescue().await.map_err(|e| e.to_string())?;
+    let sweep = rescue.sweep(dry_run).await.map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&sweep).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", render_sweep(&sweep));
+    }
+    Ok(())
+}
+
+fn render_sweep(sweep: &Sweep) -> String {
+    let mut out = format!(
+        "{} overdue job(s){}\n",
+        sweep.overdue,
+        if sweep.dry_run {
+            " (dry run: nothing changed)"
+        } else {
+            ""
+        }
+    );
+    for job in &sweep.jobs {
+        out += &format!(
+            "  {:<14} {:<26} {:<16} {}\n",
+            job.job_id,
+            job.state.as_str(),
+            job.action,
+            job.reason
+        );
+    }
+    out
 }
 
 fn config_command(command: &ConfigCommand) -> Result<(), String> {

@@ -8,11 +8,11 @@ use crate::domain::ids::{JobId, RunnerName};
 use crate::domain::job::JobRef;
 use crate::domain::launch::LaunchRequest;
 use crate::domain::record::{Change, JobRecord, LifecycleEvent, Now};
-use crate::domain::waits::{CallbackOutput, Signal, TaskToken, Wait};
+use crate::domain::waits::{CallbackOutput, JobOnGitHub, Signal, TaskToken, Wait};
 use crate::error::StepError;
 use crate::ports::{
-    Clock, CredentialSealer, Executions, JitConfig, JobOnGitHub, LifecycleStore, RunnerRegistry,
-    SealedConfig, Sensitive, StoreError, StoreResult, TaskLauncher,
+    Clock, CredentialSealer, Executions, JitConfig, LifecycleStore, RunnerRegistry, SealedConfig,
+    Sensitive, StoreError, StoreResult, TaskLauncher,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -180,6 +180,17 @@ impl LifecycleStore for MemoryStore {
 
     async fn timeline(&self, job_id: JobId) -> StoreResult<Vec<LifecycleEvent>> {
         Ok(self.events(job_id))
+    }
+
+    async fn overdue(&self, now_epoch: u64, limit: usize) -> StoreResult<Vec<JobRecord>> {
+        let mut jobs: Vec<JobRecord> = lock(&self.jobs)
+            .values()
+            .map(|(r, _)| r.clone())
+            .filter(|r| !r.position.state.is_terminal() && r.deadline < now_epoch)
+            .collect();
+        jobs.sort_by_key(|r| r.deadline);
+        jobs.truncate(limit);
+        Ok(jobs)
     }
 
     async fn list(&self, limit: usize) -> StoreResult<Vec<JobRecord>> {

@@ -8,6 +8,7 @@ use crate::handlers::ecs_events::EcsEvents;
 use crate::handlers::finalize::Finalize;
 use crate::handlers::issue_token::IssueToken;
 use crate::handlers::registration::{Confirm, WaitForRegistration, Waiting};
+use crate::handlers::rescue::RescueSweep;
 use crate::handlers::resolve_labels::ResolveLabels;
 use crate::handlers::run_task::RunTask;
 use crate::handlers::step::{invoke, Step};
@@ -191,6 +192,14 @@ impl Aws {
             config: self.config.clone(),
             lifecycle: self.lifecycle(),
             release: self.release().await?,
+        })
+    }
+
+    pub async fn rescue(&self) -> Result<RescueSweep, InitError> {
+        Ok(RescueSweep {
+            lifecycle: self.lifecycle(),
+            executions: self.executions(),
+            registry: self.registry().await?,
         })
     }
 

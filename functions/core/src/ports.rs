@@ -2,10 +2,10 @@
 //! AWS and GitHub, `fakes` in memory for the handler tests.
 
 use crate::domain::ids::{JobId, RunnerName};
-use crate::domain::job::{Conclusion, JobRef};
+use crate::domain::job::JobRef;
 use crate::domain::launch::LaunchRequest;
 use crate::domain::record::{Change, JobRecord, LifecycleEvent, Now};
-use crate::domain::waits::{CallbackOutput, Registered, Signal, TaskToken, Wait};
+use crate::domain::waits::{CallbackOutput, JobOnGitHub, Signal, TaskToken, Wait};
 use crate::error::StepError;
 use async_trait::async_trait;
 
@@ -80,6 +80,9 @@ pub trait LifecycleStore: Send + Sync {
     async fn timeline(&self, job_id: JobId) -> StoreResult<Vec<LifecycleEvent>>;
     /// Most recent jobs first, at most `limit`.
     async fn list(&self, limit: usize) -> StoreResult<Vec<JobRecord>>;
+    /// Unfinished jobs whose deadline is before `now_epoch`, most overdue first, at most `limit`
+    /// (read from the state/deadline index, never a scan).
+    async fn overdue(&self, now_epoch: u64, limit: usize) -> StoreResult<Vec<JobRecord>>;
 }
 
 /// Step Functions, as the webhook and callbacks use it.
@@ -107,30 +110,6 @@ pub trait TaskLauncher: Send + Sync {
 pub struct JitConfig {
     pub runner_id: u64,
     pub encoded: Sensitive,
-}
-
-/// Where GitHub says a job is now (`GET /repos/{owner}/{repo}/actions/jobs/{job_id}`): the truth
-/// when a webhook may have been lost.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobOnGitHub {
-    /// Queued, waiting or pending: no runner has it.
-    NotStarted,
-    Running(Registered),
-    Completed {
-        conclusion: Conclusion,
-        ran_on: Option<Registered>,
-    },
-}
-
-impl JobOnGitHub {
-    /// The runner the job runs or ran on, if any.
-    pub fn runner(&self) -> Option<&Registered> {
-        match self {
-            JobOnGitHub::Running(registered) => Some(registered),
-            JobOnGitHub::Completed { ran_on, .. } => ran_on.as_ref(),
-            JobOnGitHub::NotStarted => None,
-        }
-    }
 }
 
 #[async_trait]

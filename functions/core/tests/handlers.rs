@@ -12,7 +12,7 @@ use tasuki_core::domain::job::{Conclusion, JobRef};
 use tasuki_core::domain::lifecycle::JobState;
 use tasuki_core::domain::record::JobRecord;
 use tasuki_core::domain::waits::{
-    CallbackOutput, Completion, Registered, Signal, Stopped, Taken, TaskToken,
+    CallbackOutput, Completion, JobOnGitHub, Registered, Signal, Stopped, Taken, TaskToken,
 };
 use tasuki_core::error::ErrorName;
 use tasuki_core::fakes::{
@@ -23,6 +23,7 @@ use tasuki_core::handlers::ecs_events::EcsEvents;
 use tasuki_core::handlers::finalize::Finalize;
 use tasuki_core::handlers::issue_token::IssueToken;
 use tasuki_core::handlers::registration::{Confirm, WaitForRegistration, Waiting};
+use tasuki_core::handlers::rescue::RescueSweep;
 use tasuki_core::handlers::resolve_labels::ResolveLabels;
 use tasuki_core::handlers::run_task::RunTask;
 use tasuki_core::handlers::step::{invoke, Step};
@@ -151,6 +152,14 @@ impl World {
             config: self.config.clone(),
             lifecycle: self.lifecycle(),
             release: self.release(),
+        }
+    }
+
+    fn rescue(&self) -> RescueSweep {
+        RescueSweep {
+            lifecycle: self.lifecycle(),
+            executions: self.executions.clone(),
+            registry: self.registry.clone(),
         }
     }
 
@@ -597,7 +606,7 @@ async fn a_registration_timeout_asks_github_first_and_a_running_job_is_never_kil
         let world = World::new();
         let mut state = world.waiting().await;
         // The in_progress delivery was lost: the store knows nothing, GitHub knows.
-        let running = tasuki_core::ports::JobOnGitHub::Running(Registered {
+        let running = JobOnGitHub::Running(Registered {
             runner_name: runs_on.into(),
             runner_id: 555,
             job_id: JobId::new(JOB),
@@ -634,7 +643,7 @@ async fn a_registration_timeout_asks_github_first_and_a_running_job_is_never_kil
 async fn a_job_that_completed_unseen_is_answered_as_soon_as_the_completion_wait_is_armed() {
     let world = World::new();
     let mut state = world.waiting().await;
-    let done = tasuki_core::ports::JobOnGitHub::Completed {
+    let done = JobOnGitHub::Completed {
         conclusion: Conclusion::Success,
         ran_on: registered_value(),
     };
@@ -1037,4 +1046,95 @@ async fn a_stopped_task_fails_the_registration_wait_with_ecs_reason() {
         failed[0].1.detail(),
         "SpotInterruption: Your Spot Task was interrupted."
     );
+}
+
+// ---- the rescue sweep ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_job_whose_execution_never_started_is_started_by_the_sweep_once_overdue() {
+    let world = World::new();
+    world.received(&job(&["tasuki"])).await;
+    let sweep = world.rescue().sweep(false).await.unwrap();
+    assert_eq!(sweep.overdue, 0, "not before its deadline");
+    world.clock.advance(301);
+    let dry = world.rescue().sweep(true).await.unwrap();
+    assert_eq!((dry.overdue, dry.jobs[0].action), (1, "start-execution"));
+    assert!(
+        world.executions.started.lock().unwrap().is_empty(),
+        "a dry run changes nothing"
+    );
+    assert_eq!(world.rows(), ["received 0"]);
+    let sweep = world.rescue().sweep(false).await.unwrap();
+    assert_eq!(sweep.jobs[0].action, "start-execution");
+    assert_eq!(world.executions.started.lock().unwrap().len(), 1);
+    assert!(world
+        .last_row()
+        .starts_with("rescued 0: rescue: the job was recorded"));
+    // The row moved the deadline on: the next sweep leaves the job to its execution.
+    assert_eq!(world.rescue().sweep(false).await.unwrap().overdue, 0);
+}
+
+#[tokio::test]
+async fn lost_deliveries_are_recovered_from_github_and_answer_the_waiting_execution() {
+    let world = World::new();
+    world.waiting().await;
+    let done = JobOnGitHub::Completed {
+        conclusion: Conclusion::Success,
+        ran_on: registered_value(),
+    };
+    world
+        .registry
+        .jobs
+        .lock()
+        .unwrap()
+        .insert(JobId::new(JOB), done);
+    world.clock.advance(300 + 300 + 1);
+    let sweep = world.rescue().sweep(false).await.unwrap();
+    assert_eq!((sweep.overdue, sweep.jobs[0].action), (1, "signal"));
+    let record = world.record();
+    assert_eq!(record.signals.conclusion, Some(Conclusion::Success));
+    assert_eq!(record.signals.registered, registered_value());
+    let succeeded = world.executions.succeeded.lock().unwrap().clone();
+    assert_eq!(
+        succeeded.len(),
+        1,
+        "the armed registration wait was answered"
+    );
+    assert_eq!(succeeded[0].0, TaskToken::new("tok-1"));
+    assert!(world
+        .last_row()
+        .contains("GitHub says the job runs on tasuki-7-1 and the job completed (success)"));
+}
+
+#[tokio::test]
+async fn an_overdue_job_github_has_not_started_is_left_and_a_second_sweep_acts_no_more() {
+    let world = World::new();
+    world.waiting().await;
+    world.clock.advance(601);
+    let sweep = world.rescue().sweep(false).await.unwrap();
+    assert_eq!(sweep.jobs[0].action, "leave");
+    assert!(!world.rows().iter().any(|r| r.starts_with("rescued")));
+    // GitHub starts it: one sweep records it and answers the wait; the next finds nothing to do
+    // (the rescue row moved the deadline on, and the signal is already recorded).
+    let running = JobOnGitHub::Running(registered_value().unwrap());
+    world
+        .registry
+        .jobs
+        .lock()
+        .unwrap()
+        .insert(JobId::new(JOB), running);
+    let (first, second) = (world.rescue(), world.rescue());
+    let (a, b) = tokio::join!(first.sweep(false), second.sweep(false));
+    let actions: Vec<&str> = [a.unwrap(), b.unwrap()]
+        .iter()
+        .flat_map(|sweep| sweep.jobs.iter().map(|j| j.action))
+        .collect();
+    assert_eq!(actions, ["signal"]);
+    assert_eq!(world.executions.succeeded.lock().unwrap().len(), 1);
+    let rescued: Vec<String> = world
+        .rows()
+        .into_iter()
+        .filter(|r| r.starts_with("rescued"))
+        .collect();
+    assert_eq!(rescued.len(), 1, "{rescued:?}");
 }

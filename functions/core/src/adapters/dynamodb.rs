@@ -481,6 +481,36 @@ impl LifecycleStore for DynamoLifecycleStore {
         Ok(events)
     }
 
+    async fn overdue(&self, now_epoch: u64, limit: usize) -> StoreResult<Vec<JobRecord>> {
+        let mut jobs = Vec::new();
+        for state in JobState::ALL.into_iter().filter(|s| !s.is_terminal()) {
+            let mut pages = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(STATE_DEADLINE_INDEX)
+                .key_condition_expression("gsi_state = :s AND deadline < :now")
+                .expression_attribute_values(":s", encoded(&state)?)
+                .expression_attribute_values(":now", number(now_epoch))
+                .into_paginator()
+                .send();
+            for _ in 0..MAX_PAGES {
+                let Some(page) = pages.next().await else {
+                    break;
+                };
+                for item in page.map_err(store_error)?.items.unwrap_or_default() {
+                    jobs.push(from_item::<JobItem>(item)?.into_record());
+                }
+                if jobs.len() >= limit {
+                    break;
+                }
+            }
+        }
+        jobs.sort_by_key(|r| r.deadline);
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
+
     async fn list(&self, limit: usize) -> StoreResult<Vec<JobRecord>> {
         let mut pages = self
             .client

@@ -2,9 +2,9 @@
 
 use crate::domain::ids::{JobId, RunnerName};
 use crate::domain::job::{Conclusion, JobRef};
-use crate::domain::waits::Registered;
+use crate::domain::waits::{JobOnGitHub, Registered};
 use crate::error::StepError;
-use crate::ports::{JitConfig, JobOnGitHub, RunnerRegistry, Sensitive};
+use crate::ports::{JitConfig, RunnerRegistry, Sensitive};
 use async_trait::async_trait;
 use octocrab::models::{AppId, InstallationId, RunnerGroupId, RunnerId};
 use octocrab::Octocrab;

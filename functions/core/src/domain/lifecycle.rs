@@ -97,16 +97,43 @@ impl Position {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Happening {
-    Refuse { reason: String },
-    Plan { candidates: u32 },
-    Launch { attempt: Attempt, candidate: String },
-    AwaitRegistration { attempt: Attempt, task_arn: String },
-    AttemptFailed { attempt: Attempt, reason: String },
-    Register { runner_name: String },
-    Complete { conclusion: Conclusion },
-    Fail { reason: String },
-    Cancel { reason: String },
-    TimeOut { reason: String },
+    Refuse {
+        reason: String,
+    },
+    Plan {
+        candidates: u32,
+    },
+    Launch {
+        attempt: Attempt,
+        candidate: String,
+    },
+    AwaitRegistration {
+        attempt: Attempt,
+        task_arn: String,
+    },
+    AttemptFailed {
+        attempt: Attempt,
+        reason: String,
+    },
+    Register {
+        runner_name: String,
+    },
+    Complete {
+        conclusion: Conclusion,
+    },
+    Fail {
+        reason: String,
+    },
+    Cancel {
+        reason: String,
+    },
+    TimeOut {
+        reason: String,
+    },
+    /// The rescue sweep acted on a job past its deadline; the job stays where it is.
+    Rescue {
+        reason: String,
+    },
 }
 
 impl Happening {
@@ -114,6 +141,7 @@ impl Happening {
     pub fn event(&self, to: JobState) -> Event {
         match self {
             Happening::AttemptFailed { .. } => Event::AttemptFailed,
+            Happening::Rescue { .. } => Event::Rescued,
             _ => Event::Entered(to),
         }
     }
@@ -124,7 +152,8 @@ impl Happening {
             | Happening::AttemptFailed { reason, .. }
             | Happening::Fail { reason }
             | Happening::Cancel { reason }
-            | Happening::TimeOut { reason } => Some(reason),
+            | Happening::TimeOut { reason }
+            | Happening::Rescue { reason } => Some(reason),
             Happening::Complete { conclusion } => Some(conclusion.as_str()),
             _ => None,
         }
@@ -178,6 +207,7 @@ pub fn next(from: Position, happening: &Happening) -> Result<Position, IllegalTr
         (state, Happening::Fail { .. }) if !state.is_terminal() => at(Failed, current),
         (state, Happening::Cancel { .. }) if !state.is_terminal() => at(Cancelled, current),
         (Running | WaitingForRegistration, Happening::TimeOut { .. }) => at(TimedOut, current),
+        (state, Happening::Rescue { .. }) if !state.is_terminal() => at(state, current),
         _ => illegal(),
     }
 }
@@ -307,6 +337,7 @@ mod tests {
             Just(Happening::Fail { reason: "r".into() }),
             Just(Happening::Cancel { reason: "r".into() }),
             Just(Happening::TimeOut { reason: "r".into() }),
+            Just(Happening::Rescue { reason: "r".into() }),
         ]
     }
 

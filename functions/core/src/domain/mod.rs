@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod outcome;
 pub mod plan;
 pub mod record;
+pub mod rescue;
 pub mod rounds;
 pub mod size;
 pub mod tags;

@@ -64,6 +64,8 @@ pub struct JobRecord {
 pub enum Event {
     Entered(JobState),
     AttemptFailed,
+    /// The rescue sweep acted (the state stays).
+    Rescued,
 }
 
 impl Event {
@@ -71,6 +73,7 @@ impl Event {
         match self {
             Event::Entered(state) => state.as_str(),
             Event::AttemptFailed => "attempt-failed",
+            Event::Rescued => "rescued",
         }
     }
 }
@@ -86,6 +89,7 @@ impl FromStr for Event {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "attempt-failed" => Ok(Event::AttemptFailed),
+            "rescued" => Ok(Event::Rescued),
             state => state.parse().map(Event::Entered),
         }
     }
@@ -282,7 +286,7 @@ mod tests {
         for event in JobState::ALL
             .map(Event::Entered)
             .into_iter()
-            .chain([Event::AttemptFailed])
+            .chain([Event::AttemptFailed, Event::Rescued])
         {
             assert_eq!(event.as_str().parse::<Event>(), Ok(event));
         }

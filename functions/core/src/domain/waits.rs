@@ -163,6 +163,30 @@ pub fn resolve(job_id: JobId, wait: &Wait, signals: &Signals) -> Option<Callback
     }
 }
 
+/// Where GitHub says a job is now (`GET /repos/{owner}/{repo}/actions/jobs/{job_id}`): the truth
+/// when a webhook may have been lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOnGitHub {
+    /// Queued, waiting or pending: no runner has it.
+    NotStarted,
+    Running(Registered),
+    Completed {
+        conclusion: Conclusion,
+        ran_on: Option<Registered>,
+    },
+}
+
+impl JobOnGitHub {
+    /// The runner the job runs or ran on, if any.
+    pub fn runner(&self) -> Option<&Registered> {
+        match self {
+            JobOnGitHub::Running(registered) => Some(registered),
+            JobOnGitHub::Completed { ran_on, .. } => ran_on.as_ref(),
+            JobOnGitHub::NotStarted => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

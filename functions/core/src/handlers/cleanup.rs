@@ -11,9 +11,9 @@ use crate::domain::lifecycle::Happening;
 use crate::domain::outcome::failure_reason;
 use crate::domain::record::JobRecord;
 use crate::domain::rounds::{self, Failure};
-use crate::domain::waits::{Completion, Registered, Signal, Signals};
+use crate::domain::waits::{Completion, JobOnGitHub, Registered, Signal, Signals};
 use crate::error::{Caught, ErrorName, StepError};
-use crate::ports::{CredentialSealer, JobOnGitHub, RunnerRegistry, TaskLauncher};
+use crate::ports::{CredentialSealer, RunnerRegistry, TaskLauncher};
 use async_trait::async_trait;
 use std::sync::Arc;
 

@@ -7,6 +7,7 @@ pub mod ecs_events;
 pub mod finalize;
 pub mod issue_token;
 pub mod registration;
+pub mod rescue;
 pub mod resolve_labels;
 pub mod run_task;
 pub mod state;

@@ -12,6 +12,7 @@ macro_rules! store_contract_tests {
             whichever_of_signal_and_wait_comes_second_sees_both,
             a_late_stop_of_an_older_attempt_does_not_hide_a_newer_one,
             ls_lists_jobs_newest_first,
+            overdue_jobs_are_the_unfinished_ones_past_their_deadline,
         );
     };
     ($store:expr; $($name:ident,)*) => {$(
@@ -225,4 +226,37 @@ pub async fn ls_lists_jobs_newest_first(store: &dyn LifecycleStore) {
         .map(|r| r.job.job_id.get())
         .collect();
     assert_eq!(ids, [12, 11]);
+}
+
+pub async fn overdue_jobs_are_the_unfinished_ones_past_their_deadline(store: &dyn LifecycleStore) {
+    // Received at 100 and 200: deadlines 400 and 500 (the grace alone).
+    create(store, 20, 100).await;
+    create(store, 21, 200).await;
+    create(store, 22, 100).await;
+    let done = store.get(id(22)).await.unwrap().unwrap();
+    let refuse = commit(
+        JobState::Refused,
+        0,
+        Happening::Refuse {
+            reason: "gpu".into(),
+        },
+    );
+    apply(store, &done, &refuse).await.unwrap();
+    let overdue = |now| async move {
+        store
+            .overdue(now, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.job.job_id.get())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(overdue(400).await, Vec::<u64>::new(), "not yet");
+    assert_eq!(overdue(401).await, [20]);
+    assert_eq!(
+        overdue(10_000).await,
+        [20, 21],
+        "most overdue first; finished jobs never"
+    );
+    assert_eq!(store.overdue(10_000, 1).await.unwrap().len(), 1);
 }

@@ -1,0 +1,202 @@
+//! What the rescue sweep does for a job past its deadline (`by-state-deadline`): GitHub's view
+//! of the job decides. A webhook GitHub failed to deliver is never redelivered by itself, so a job
+//! can sit in `received` (StartExecution failed) or wait for a callback that will never come.
+
+use crate::domain::lifecycle::JobState;
+use crate::domain::record::JobRecord;
+use crate::domain::waits::{Completion, JobOnGitHub, Signal};
+
+/// The rescue of one overdue job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rescue {
+    /// Recorded but never started: start its execution (a no-op if it exists after all).
+    StartExecution,
+    /// Webhooks were lost: record what GitHub says; the waiting execution gets its callback.
+    Signal(Vec<Signal>),
+    /// Nothing to do: why.
+    Leave(String),
+}
+
+impl Rescue {
+    /// The lifecycle row's reason for an action.
+    pub fn reason(&self) -> String {
+        match self {
+            Rescue::StartExecution => {
+                "rescue: the job was recorded but its execution had not started; started it".into()
+            }
+            Rescue::Signal(signals) => format!(
+                "rescue: GitHub says {}; the webhook was lost",
+                signals
+                    .iter()
+                    .map(describe)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+            Rescue::Leave(why) => why.clone(),
+        }
+    }
+}
+
+fn describe(signal: &Signal) -> String {
+    match signal {
+        Signal::Registered(r) => format!("the job runs on {}", r.runner_name),
+        Signal::Completed(c) => format!("the job completed ({})", c.conclusion),
+        Signal::Cancelled => "the job was cancelled before a runner took it".into(),
+        Signal::Stopped(s) => format!("attempt {} stopped", s.attempt),
+        Signal::RunnerTaken(t) => format!("runner {} took job {}", t.runner_name, t.by_job),
+    }
+}
+
+/// Whether `decide` needs GitHub's view of the job (every state but `received`).
+pub fn needs_github(record: &JobRecord) -> bool {
+    record.position.state != JobState::Received
+}
+
+/// The rescue of an overdue, unfinished job, given what GitHub says of it (`None` when not asked).
+pub fn decide(record: &JobRecord, github: Option<&JobOnGitHub>) -> Rescue {
+    if record.position.state == JobState::Received {
+        return Rescue::StartExecution;
+    }
+    let known = &record.signals;
+    let mut signals = vec![];
+    match github {
+        None | Some(JobOnGitHub::NotStarted) => {
+            return Rescue::Leave(
+                "GitHub has not started the job; its execution is still in charge".into(),
+            )
+        }
+        Some(JobOnGitHub::Running(registered)) => {
+            if known.registered.as_ref() != Some(registered) {
+                signals.push(Signal::Registered(registered.clone()));
+            }
+        }
+        Some(JobOnGitHub::Completed { conclusion, ran_on }) => match ran_on {
+            Some(registered) => {
+                if known.registered.as_ref() != Some(registered) {
+                    signals.push(Signal::Registered(registered.clone()));
+                }
+                if known.conclusion.is_none() {
+                    signals.push(Signal::Completed(Completion {
+                        conclusion: *conclusion,
+                    }));
+                }
+            }
+            // Ended before any runner took it: cancelled (or skipped).
+            None if !known.cancelled => signals.push(Signal::Cancelled),
+            None => {}
+        },
+    }
+    if signals.is_empty() {
+        return Rescue::Leave(
+            "GitHub agrees with what is recorded; the execution is still in charge".into(),
+        );
+    }
+    Rescue::Signal(signals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::config::tests::example;
+    use crate::domain::ids::JobId;
+    use crate::domain::job::tests::job_ref;
+    use crate::domain::job::Conclusion;
+    use crate::domain::lifecycle::Position;
+    use crate::domain::record::Now;
+    use crate::domain::waits::Registered;
+
+    fn record(state: JobState) -> JobRecord {
+        let now = Now {
+            epoch_seconds: 1,
+            rfc3339: "t".into(),
+        };
+        let mut record = JobRecord::received(
+            job_ref(&["tasuki"]),
+            "arn".into(),
+            &example().timeouts,
+            &now,
+        )
+        .record;
+        record.position = Position { state, attempt: 1 };
+        record
+    }
+
+    fn on(runner: &str) -> Registered {
+        Registered {
+            runner_name: runner.into(),
+            runner_id: 3,
+            job_id: JobId::new(7),
+        }
+    }
+
+    #[test]
+    fn a_job_never_started_gets_its_execution_started_without_asking_github() {
+        let received = record(JobState::Received);
+        assert!(!needs_github(&received));
+        assert_eq!(decide(&received, None), Rescue::StartExecution);
+    }
+
+    #[test]
+    fn lost_in_progress_and_completed_deliveries_become_the_signals_they_would_have_been() {
+        let waiting = record(JobState::WaitingForRegistration);
+        let done = JobOnGitHub::Completed {
+            conclusion: Conclusion::Success,
+            ran_on: Some(on("tasuki-7-1")),
+        };
+        assert_eq!(
+            decide(&waiting, Some(&done)),
+            Rescue::Signal(vec![
+                Signal::Registered(on("tasuki-7-1")),
+                Signal::Completed(Completion {
+                    conclusion: Conclusion::Success
+                })
+            ])
+        );
+        let mut running = record(JobState::Running);
+        running.signals.registered = Some(on("tasuki-7-1"));
+        assert_eq!(
+            decide(&running, Some(&done)),
+            Rescue::Signal(vec![Signal::Completed(Completion {
+                conclusion: Conclusion::Success
+            })]),
+            "what is recorded is not recorded twice"
+        );
+        let cancelled = JobOnGitHub::Completed {
+            conclusion: Conclusion::Cancelled,
+            ran_on: None,
+        };
+        assert_eq!(
+            decide(&waiting, Some(&cancelled)),
+            Rescue::Signal(vec![Signal::Cancelled])
+        );
+    }
+
+    #[test]
+    fn a_job_github_has_not_started_or_that_is_as_recorded_is_left_to_its_execution() {
+        let waiting = record(JobState::WaitingForRegistration);
+        assert!(matches!(
+            decide(&waiting, Some(&JobOnGitHub::NotStarted)),
+            Rescue::Leave(_)
+        ));
+        let mut running = record(JobState::Running);
+        running.signals.registered = Some(on("tasuki-7-1"));
+        assert!(matches!(
+            decide(&running, Some(&JobOnGitHub::Running(on("tasuki-7-1")))),
+            Rescue::Leave(_)
+        ));
+    }
+
+    #[test]
+    fn the_reason_says_what_github_said() {
+        let rescue = Rescue::Signal(vec![
+            Signal::Registered(on("tasuki-7-1")),
+            Signal::Completed(Completion {
+                conclusion: Conclusion::Failure,
+            }),
+        ]);
+        assert_eq!(
+            rescue.reason(),
+            "rescue: GitHub says the job runs on tasuki-7-1 and the job completed (failure); the webhook was lost"
+        );
+    }
+}
