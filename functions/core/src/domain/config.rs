@@ -166,10 +166,19 @@ pub struct Timeouts {
     #[serde(default = "default_capacity_wait_seconds")]
     #[schemars(range(max = 86400))]
     pub capacity_wait_seconds: u32,
+    /// How long past its state's own limit an unfinished job may sit before the rescue sweep
+    /// checks it against GitHub (a lost webhook, an execution that never started).
+    #[serde(default = "default_rescue_grace_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub rescue_grace_seconds: u32,
 }
 
 fn default_capacity_wait_seconds() -> u32 {
     900
+}
+
+fn default_rescue_grace_seconds() -> u32 {
+    300
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -409,6 +418,12 @@ pub(crate) fn check_security_groups(field: &str, groups: &[String]) -> Result<()
 pub(crate) fn check_timeouts(t: Timeouts) -> Result<(), ConfigError> {
     if t.registration_seconds == 0 || t.job_seconds == 0 {
         return Err(invalid("timeouts", "must be positive"));
+    }
+    if t.rescue_grace_seconds == 0 || t.rescue_grace_seconds > 86_400 {
+        return Err(invalid(
+            "timeouts.rescue_grace_seconds",
+            "must be from 1 to 86400",
+        ));
     }
     if t.capacity_wait_seconds > 86_400 {
         return Err(invalid(

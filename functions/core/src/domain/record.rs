@@ -16,14 +16,12 @@ pub struct Now {
     pub rfc3339: String,
 }
 
-/// How long past its state's own limit a job may sit before the rescue sweep treats it as stuck.
-pub const DEADLINE_GRACE_SECONDS: u64 = 300;
-
 /// When a job in `state` should have moved on; the rescue sweep reads it from the state/deadline
-/// index. Waits have their configured limits; every other state moves on within seconds.
+/// index. Waits have their configured limits; every other state moves on within seconds; past
+/// that comes `timeouts.rescue_grace_seconds` before the sweep checks the job.
 pub fn deadline(timeouts: &Timeouts, state: JobState, now: &Now) -> u64 {
     now.epoch_seconds
-        + DEADLINE_GRACE_SECONDS
+        + u64::from(timeouts.rescue_grace_seconds)
         + match state {
             JobState::WaitingForRegistration => u64::from(timeouts.registration_seconds),
             JobState::Running => u64::from(timeouts.job_seconds),

@@ -58,6 +58,7 @@ const TIMEOUTS: Timeouts = Timeouts {
     registration_seconds: 300,
     job_seconds: 3600,
     capacity_wait_seconds: 900,
+    rescue_grace_seconds: 300,
 };
 
 /// Creates the job as the webhook does; `false` when it already existed.
