@@ -1,0 +1,82 @@
+"""The fault matrix (issue 10): one named test per failure, each asserting the job's last lifecycle
+row, that no task is left running and that no runner tasuki registered is left behind.
+
+Rows covered elsewhere: duplicate delivery, capacity in every candidate, task stops before
+registration, runner never registers, stolen job, lost in_progress on a long job, cancel while
+waiting (test_lifecycle.py); StartExecution failure and lost completed (test_rescue.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+from harness import client
+
+LABELS = ["self-hosted", "tasuki-2cpu-4gb"]
+
+
+def queue(job_ids: list[str], **kwargs) -> str:
+    job = client.queue_job(LABELS, **kwargs)
+    job_ids.append(job)
+    return job
+
+
+def last_row(job: str) -> dict:
+    return client.timeline(job)[-1]
+
+
+def assert_nothing_left(job: str) -> None:
+    """No task of the job still running, and no runner tasuki registered for it still on GitHub."""
+    running = [t for t in client.ecs_tasks_for_job(job) if t["desiredStatus"] != "STOPPED"]
+    assert running == [], running
+    left = [
+        r["name"]
+        for r in client.mock_state()["runners"]
+        if r["name"].startswith(f"tasuki-{job}-") and not r["deleted"] and r["status"] != "offline"
+    ]
+    assert left == [], left
+
+
+def test_aws_throttling_of_runtask_is_retried_on_the_same_candidate(job_ids):
+    client.add_fault("throttle", times=2)
+    job = queue(job_ids)
+    item = client.wait_for_state(job, "completed", timeout=120)
+    assert item["attempt"] == 1, "throttling is retried, not a failed attempt"
+    assert "attempt-failed" not in [e["event"] for e in client.timeline(job)]
+    throttled = [r for r in client.mock_state()["run_task_requests"] if str(r["job_id"]) == job]
+    assert [r["outcome"] for r in throttled] == ["throttle", "throttle", "started"]
+    assert last_row(job)["event"] == "completed"
+    assert_nothing_left(job)
+
+
+def test_cancel_while_running_stops_the_task_and_removes_the_runner(job_ids):
+    job = queue(job_ids, behaviour={"hold": True})
+    client.wait_for_state(job, "running", timeout=60)
+    assert client.cancel_job(job)["status"] == 202
+    item = client.wait_for_state(job, "cancelled", timeout=60)
+    assert item["reason"] == "cancelled on GitHub while running"
+    assert last_row(job)["event"] == "cancelled"
+    assert_nothing_left(job)
+
+
+def test_cancel_between_capacity_rounds_launches_nothing_more(job_ids, config):
+    client.add_fault("capacity")
+    job = queue(job_ids)
+    # Every candidate fails; the job waits capacity_wait_seconds for a new round: cancel then.
+    deadline = time.time() + 60
+    while time.time() < deadline and "round 2 starts" not in (last_row(job).get("reason") or ""):
+        time.sleep(0.5)
+    launched = [e for e in client.timeline(job) if e["event"] == "launching"]
+    assert client.cancel_job(job)["status"] == 202
+    item = client.wait_for_state(job, "cancelled", timeout=config["timeouts"]["capacity_wait_seconds"] + 60)
+    assert item["reason"].startswith("cancelled on GitHub before a runner")
+    assert [e for e in client.timeline(job) if e["event"] == "launching"] == launched, "no new attempt"
+    assert_nothing_left(job)
+
+
+def test_a_spot_interruption_mid_job_is_recorded_with_its_reason(job_ids):
+    job = queue(job_ids, behaviour={"spot_interruption": [1], "stop_grace_seconds": 1})
+    item = client.wait_for_state(job, "failed", timeout=120)
+    assert "SpotInterruption" in item["reason"], item["reason"]
+    assert last_row(job)["event"] == "failed"
+    assert_nothing_left(job)
