@@ -200,6 +200,15 @@ impl World {
             .collect()
     }
 
+    /// What GitHub answers when asked where the job is.
+    fn github_says(&self, now: JobOnGitHub) {
+        self.registry
+            .jobs
+            .lock()
+            .unwrap()
+            .insert(JobId::new(JOB), now);
+    }
+
     fn last_row(&self) -> String {
         self.rows().pop().unwrap_or_default()
     }
@@ -529,6 +538,13 @@ async fn a_lost_race_with_a_webhook_is_re_read_and_keeps_the_webhooks_signal() {
     );
 }
 
+fn completed_on_our_runner() -> JobOnGitHub {
+    JobOnGitHub::Completed {
+        conclusion: Conclusion::Success,
+        ran_on: registered_value(),
+    }
+}
+
 fn registered_value() -> Option<Registered> {
     Some(Registered {
         runner_name: "tasuki-7-1".into(),
@@ -611,12 +627,7 @@ async fn a_registration_timeout_asks_github_first_and_a_running_job_is_never_kil
             runner_id: 555,
             job_id: JobId::new(JOB),
         });
-        world
-            .registry
-            .jobs
-            .lock()
-            .unwrap()
-            .insert(JobId::new(JOB), running);
+        world.github_says(running);
         state["error"] = json!({"Error": "States.Timeout"});
         let next = step(&world.cleanup(), &state).await.unwrap();
         assert_eq!(
@@ -643,16 +654,7 @@ async fn a_registration_timeout_asks_github_first_and_a_running_job_is_never_kil
 async fn a_job_that_completed_unseen_is_answered_as_soon_as_the_completion_wait_is_armed() {
     let world = World::new();
     let mut state = world.waiting().await;
-    let done = JobOnGitHub::Completed {
-        conclusion: Conclusion::Success,
-        ran_on: registered_value(),
-    };
-    world
-        .registry
-        .jobs
-        .lock()
-        .unwrap()
-        .insert(JobId::new(JOB), done);
+    world.github_says(completed_on_our_runner());
     state["error"] = json!({"Error": "TaskStopped", "Cause": "Essential container in task exited"});
     let next = step(&world.cleanup(), &state).await.unwrap();
     state["registration"] = next["running"].clone();
@@ -1078,16 +1080,7 @@ async fn a_job_whose_execution_never_started_is_started_by_the_sweep_once_overdu
 async fn lost_deliveries_are_recovered_from_github_and_answer_the_waiting_execution() {
     let world = World::new();
     world.waiting().await;
-    let done = JobOnGitHub::Completed {
-        conclusion: Conclusion::Success,
-        ran_on: registered_value(),
-    };
-    world
-        .registry
-        .jobs
-        .lock()
-        .unwrap()
-        .insert(JobId::new(JOB), done);
+    world.github_says(completed_on_our_runner());
     world.clock.advance(300 + 300 + 1);
     let sweep = world.rescue().sweep(false).await.unwrap();
     assert_eq!((sweep.overdue, sweep.jobs[0].action), (1, "signal"));
@@ -1117,12 +1110,7 @@ async fn an_overdue_job_github_has_not_started_is_left_and_a_second_sweep_acts_n
     // GitHub starts it: one sweep records it and answers the wait; the next finds nothing to do
     // (the rescue row moved the deadline on, and the signal is already recorded).
     let running = JobOnGitHub::Running(registered_value().unwrap());
-    world
-        .registry
-        .jobs
-        .lock()
-        .unwrap()
-        .insert(JobId::new(JOB), running);
+    world.github_says(running);
     let (first, second) = (world.rescue(), world.rescue());
     let (a, b) = tokio::join!(first.sweep(false), second.sweep(false));
     let actions: Vec<&str> = [a.unwrap(), b.unwrap()]
