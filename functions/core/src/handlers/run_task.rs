@@ -21,22 +21,15 @@ impl Step for RunTask {
     type Output = LaunchedTask;
 
     async fn run(&self, input: Self::Input) -> Result<LaunchedTask, StepError> {
-        let Issued {
-            job,
-            plan,
-            attempt,
-            runner,
-        } = &input.state;
-        let request = launch_request(
-            &self.config,
-            &Launch {
-                job,
-                attempt: attempt.number,
-                candidate: plan.candidate(attempt.try_),
-                runner: runner.name,
-                jit_config_sealed: &runner.jit_config_sealed,
-            },
-        )?;
+        let state = &input.state;
+        let launch = Launch {
+            job: &state.job,
+            attempt: state.attempt.number,
+            candidate: state.plan.candidate(state.attempt.try_),
+            runner: state.runner.name,
+            jit_config_sealed: &state.runner.jit_config_sealed,
+        };
+        let request = launch_request(&self.config, &launch)?;
         let task_arn = self.launcher.run(&request).await?;
         tracing::info!(%task_arn, capacity_provider = %request.capacity, subnet = %request.subnet, "task started");
         Ok(LaunchedTask { task_arn })
