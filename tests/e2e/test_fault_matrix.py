@@ -80,3 +80,22 @@ def test_a_spot_interruption_mid_job_is_recorded_with_its_reason(job_ids):
     assert "SpotInterruption" in item["reason"], item["reason"]
     assert last_row(job)["event"] == "failed"
     assert_nothing_left(job)
+
+
+def test_a_size_with_no_capacity_anywhere_falls_back_to_the_configured_larger_size(job_ids):
+    # The local deploy config says sizes.fallback: {"medium": ["large"]}.
+    medium = 2 * 3  # two AZs x (Fargate Spot, Fargate, EC2)
+    client.add_fault("capacity", times=medium)
+    job = client.queue_job(["self-hosted", "tasuki-medium"])
+    job_ids.append(job)
+    item = client.wait_for_state(job, "completed", timeout=180)
+    launched = [e["candidate"] for e in client.timeline(job) if e["event"] == "launching"]
+    assert len(launched) == medium + 1 and item["attempt"] == medium + 1
+    assert all("/4cpu-8gb/" in c for c in launched[:medium])
+    assert "/8cpu-16gb/" in launched[-1]
+    [started] = [
+        r for r in client.mock_state()["run_task_requests"] if str(r["job_id"]) == job and r["outcome"] == "started"
+    ]
+    assert started["attempt"] == medium + 1
+    assert last_row(job)["event"] == "completed"
+    assert_nothing_left(job)

@@ -110,6 +110,10 @@ pub struct SizesConfig {
     pub default: String,
     #[serde(default)]
     pub aliases: BTreeMap<String, Size>,
+    /// Opt-in size fallback: alias → larger aliases a job asking for that alias's size may also
+    /// run on, in order, after every candidate of its own size (each capacity, each AZ).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fallback: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -289,6 +293,23 @@ impl Config {
         self.size_named(&self.sizes.default)
     }
 
+    /// The larger sizes a job of `size` may fall back to, in order (`sizes.fallback` of the alias
+    /// that names `size`); none without one.
+    pub fn fallback_sizes(&self, size: Size) -> Vec<Size> {
+        let sizes = &self.sizes;
+        let mut larger: Vec<Size> = sizes
+            .aliases
+            .iter()
+            .filter(|(_, &aliased)| aliased == size)
+            .filter_map(|(name, _)| sizes.fallback.get(name))
+            .flatten()
+            .filter_map(|name| sizes.aliases.get(name).copied())
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        larger.retain(|s| seen.insert(*s));
+        larger
+    }
+
     /// An alias or a literal size, case-insensitive.
     pub fn size_named(&self, name: &str) -> Option<Size> {
         let name = name.to_ascii_lowercase();
@@ -390,6 +411,32 @@ pub(crate) fn check_sizes(sizes: &SizesConfig) -> Result<(), ConfigError> {
     let default = sizes.default.to_ascii_lowercase();
     if !sizes.aliases.contains_key(&default) && default.parse::<Size>().is_err() {
         return Err(invalid("sizes.default", "is neither an alias nor a size"));
+    }
+    for (name, larger) in &sizes.fallback {
+        let field = format!("sizes.fallback.{name}");
+        let Some(&from) = sizes.aliases.get(name) else {
+            return Err(invalid(&field, "is not an alias of sizes.aliases"));
+        };
+        for (i, to) in larger.iter().enumerate() {
+            let Some(&to_size) = sizes.aliases.get(to) else {
+                return Err(invalid(
+                    &field,
+                    format!("`{to}` is not an alias of sizes.aliases"),
+                ));
+            };
+            let bigger = to_size.cpu_units() >= from.cpu_units()
+                && to_size.memory_mib() >= from.memory_mib()
+                && to_size != from;
+            if !bigger {
+                return Err(invalid(
+                    &field,
+                    format!("`{to}` ({to_size}) is not larger than `{name}` ({from}): a fallback only grows"),
+                ));
+            }
+            if larger[..i].contains(to) {
+                return Err(invalid(&field, format!("`{to}` is listed twice")));
+            }
+        }
     }
     Ok(())
 }
@@ -508,6 +555,32 @@ pub(crate) mod tests {
         );
         // `…:secret:tasuki/webhook-secret` cannot be told from a complete ARN (suffix `secret`):
         // Secrets Manager cannot either, which is why the stack passes names.
+    }
+
+    #[test]
+    fn a_size_fallback_names_larger_aliases_and_nothing_else() {
+        let fallback = |list: serde_json::Value| {
+            with(move |v| {
+                v["sizes"]["aliases"]["medium"] = "4cpu-8gb".into();
+                v["sizes"]["fallback"] = serde_json::json!({ "small": list });
+            })
+        };
+        let config = fallback(serde_json::json!(["medium", "large"])).unwrap();
+        let small = Size::new(2, 4).unwrap();
+        assert_eq!(
+            config.fallback_sizes(small),
+            [Size::new(4, 8).unwrap(), Size::new(8, 16).unwrap()]
+        );
+        assert_eq!(config.fallback_sizes(Size::new(8, 16).unwrap()), []);
+        for bad in [
+            serde_json::json!(["huge"]),
+            serde_json::json!(["small"]),
+            serde_json::json!(["medium", "medium"]),
+        ] {
+            assert_eq!(field_of(fallback(bad)), "sizes.fallback.small");
+        }
+        let shrinking = with(|v| v["sizes"]["fallback"] = serde_json::json!({"large": ["small"]}));
+        assert_eq!(field_of(shrinking), "sizes.fallback.large");
     }
 
     #[test]

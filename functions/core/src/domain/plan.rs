@@ -75,6 +75,25 @@ pub fn plan(spec: &RunnerSpec, config: &Config) -> Result<Vec<Candidate>, Refusa
     security_groups.dedup();
 
     let mut candidates = Vec::new();
+    // Every candidate of the size asked for comes first; then those of its fallback sizes.
+    let sizes = std::iter::once(spec.size).chain(config.fallback_sizes(spec.size));
+    for size in sizes {
+        plan_size(spec, size, config, &security_groups, &mut candidates);
+    }
+    if candidates.is_empty() {
+        return Err(unplannable(spec));
+    }
+    Ok(candidates)
+}
+
+/// Every capacity × AZ candidate of one size, in the configured order.
+fn plan_size(
+    spec: &RunnerSpec,
+    size: Size,
+    config: &Config,
+    security_groups: &[String],
+    candidates: &mut Vec<Candidate>,
+) {
     for &capacity in &config.capacity_order {
         if capacity.is_spot() && !spec.spot_allowed {
             continue;
@@ -103,18 +122,14 @@ pub fn plan(spec: &RunnerSpec, config: &Config) -> Result<Vec<Candidate>, Refusa
                 provider: provider.clone(),
                 az: az.clone(),
                 subnet: subnet.clone(),
-                size: spec.size,
+                size,
                 arch: spec.arch,
                 docker: spec.docker,
                 task_definition: task_definition.to_string(),
-                security_groups: security_groups.clone(),
+                security_groups: security_groups.to_vec(),
             });
         }
     }
-    if candidates.is_empty() {
-        return Err(unplannable(spec));
-    }
-    Ok(candidates)
 }
 
 fn unplannable(spec: &RunnerSpec) -> Refusal {
@@ -161,6 +176,23 @@ mod tests {
 
     fn names(candidates: &[Candidate]) -> Vec<String> {
         candidates.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn fallback_sizes_come_after_every_candidate_of_the_size_asked_for() {
+        let mut config = example();
+        config.sizes.fallback = [("small".to_string(), vec!["large".to_string()])].into();
+        let candidates = plan(&spec(), &config).unwrap();
+        let own = plan(&spec(), &example()).unwrap();
+        assert_eq!(candidates.len(), 2 * own.len());
+        assert_eq!(candidates[..own.len()], own[..]);
+        assert!(candidates[own.len()..]
+            .iter()
+            .all(|c| c.size == Size::new(8, 16).unwrap()));
+        assert_eq!(
+            candidates[own.len()].to_string(),
+            "fargate-spot/us-east-1a/8cpu-16gb/x64"
+        );
     }
 
     #[test]
