@@ -23,7 +23,7 @@ export interface DeployConfig {
   };
   access: { orgs: string[]; repositories: string[]; allow_public_repositories: boolean };
   runner: { group_id: number; extra_labels: string[]; image: string; stop_grace_seconds: number };
-  sizes: { default: string; aliases: Record<string, string> };
+  sizes: { default: string; aliases: Record<string, string>; fallback?: Record<string, string[]> };
   capacity_order: Capacity[];
   network: {
     vpc:
@@ -32,7 +32,12 @@ export interface DeployConfig {
     security_group_allowlist: string[];
   };
   ec2?: { instance_types: Partial<Record<Arch, string[]>>; max_instances: number } | null;
-  timeouts: { registration_seconds: number; job_seconds: number; capacity_wait_seconds?: number };
+  timeouts: {
+    registration_seconds: number;
+    job_seconds: number;
+    capacity_wait_seconds?: number;
+    rescue_grace_seconds?: number;
+  };
   retention_days: number;
   log_retention_days: number;
 }
@@ -206,6 +211,40 @@ export function sizeProblem(text: string): string | undefined {
   return undefined;
 }
 
+/** vCPU and GB of a size `<N>cpu-<M>gb` (already checked). */
+function cpuAndGb(size: string): [number, number] {
+  const m = /^(\d+)cpu-(\d+)gb$/.exec(size.toLowerCase());
+  return m ? [Number(m[1]), Number(m[2])] : [0, 0];
+}
+
+/** `sizes.fallback`, as `check_sizes` sees it: aliases only, each strictly larger, none twice. */
+function fallbackProblems(sizes: DeployConfig['sizes']): string[] {
+  const problems: string[] = [];
+  for (const [name, larger] of Object.entries(sizes.fallback ?? {})) {
+    const at = joinPointer('/sizes/fallback', name);
+    const from = sizes.aliases[name];
+    if (from === undefined) {
+      problems.push(`${at} is not an alias of /sizes/aliases`);
+      continue;
+    }
+    const [fromCpu, fromGb] = cpuAndGb(from);
+    larger.forEach((to, i) => {
+      const toSize = sizes.aliases[to];
+      if (toSize === undefined) {
+        problems.push(`${at} \`${to}\` is not an alias of /sizes/aliases`);
+        return;
+      }
+      const [cpu, gb] = cpuAndGb(toSize);
+      if (cpu < fromCpu || gb < fromGb || (cpu === fromCpu && gb === fromGb)) {
+        problems.push(`${at} \`${to}\` (${toSize}) is not larger than \`${name}\` (${from}): a fallback only grows`);
+      } else if (larger.indexOf(to) !== i) {
+        problems.push(`${at} \`${to}\` is listed twice`);
+      }
+    });
+  }
+  return problems;
+}
+
 /** Rules JSON Schema cannot express; they mirror `DeployConfig::validate`. */
 export function crossFieldErrors(config: DeployConfig): string[] {
   const problems: string[] = [];
@@ -231,6 +270,7 @@ export function crossFieldErrors(config: DeployConfig): string[] {
   if (!(def in sizes.aliases) && sizeProblem(def) !== undefined) {
     problems.push('/sizes/default is neither an alias nor a size');
   }
+  problems.push(...fallbackProblems(sizes));
   if (new Set(capacity_order).size !== capacity_order.length) {
     problems.push('/capacity_order lists a capacity twice');
   }

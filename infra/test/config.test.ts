@@ -90,6 +90,16 @@ describe('tasuki.config.json', () => {
     );
     assert.deepEqual(problems((c) => (c.sizes.default = 'huge')), ['/sizes/default is neither an alias nor a size']);
     assert.deepEqual(
+      problems((c) => (c.sizes.fallback = { large: ['small', 'huge'] })),
+      [
+        '/sizes/fallback/large `small` (2cpu-4gb) is not larger than `large` (8cpu-16gb): a fallback only grows',
+        '/sizes/fallback/large `huge` is not an alias of /sizes/aliases',
+      ],
+    );
+    const growing = exampleConfig();
+    (growing.sizes as Json).fallback = { small: ['medium', 'large'] };
+    assert.doesNotThrow(() => validateDeployConfig(growing));
+    assert.deepEqual(
       problems((c) => delete c.ec2),
       ['/ec2 is required: capacity_order lists ec2, but no ec2 capacity is configured'],
     );
