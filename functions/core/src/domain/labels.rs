@@ -4,6 +4,43 @@ use crate::domain::config::{Arch, Config};
 use crate::domain::size::{Size, SizeError};
 use serde::{Deserialize, Serialize};
 
+/// The most labels a runner can be registered with: GitHub's just-in-time runner configuration
+/// (`POST /repos/{owner}/{repo}/actions/runners/generate-jitconfig`) takes `labels` with "Maximum
+/// items: 100" (GitHub's REST API description). The runner gets the job's labels plus
+/// `runner.extra_labels`, so a job with more is refused here rather than failing at IssueToken.
+pub const MAX_RUNNER_LABELS: usize = 100;
+
+/// The opt-in unique label: `tasuki-run=<id>`, e.g.
+/// `tasuki-run=${{ github.run_id }}-${{ github.run_attempt }}-${{ github.job }}-${{ strategy.job-index }}`.
+/// GitHub hands a queued job to any idle runner whose labels include all of the job's; a runner
+/// tasuki launches is registered with its job's labels, so when every job carries an id of its
+/// own, no other job's labels are a subset of that runner's and no other job can take it.
+pub const UNIQUE_LABEL_PREFIX: &str = "tasuki-run=";
+
+/// The longest id a unique label may carry. The expressions above give digits, `-` and a job id
+/// (letters, digits, `-`, `_`); matrix values may add `.`.
+pub const MAX_UNIQUE_ID_LEN: usize = 200;
+
+/// How much of a label a refusal quotes: longer than any label tasuki accepts, short enough that
+/// a refusal (stored as the job's reason) stays small whatever a workflow puts in `runs-on`.
+const QUOTED_CHARS: usize = 256;
+
+/// A label as a refusal quotes it: whole, or its first [`QUOTED_CHARS`] characters and `…`.
+fn quoted(label: &str) -> String {
+    match label.char_indices().nth(QUOTED_CHARS) {
+        None => label.to_string(),
+        Some((cut, _)) => format!("{}…", &label[..cut]),
+    }
+}
+
+/// Whether `id` is a unique label's id: 1 to [`MAX_UNIQUE_ID_LEN`] ASCII letters, digits, `-`, `_`, `.`.
+fn is_unique_id(id: &str) -> bool {
+    (1..=MAX_UNIQUE_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// What a job asks of its runner, once its labels are understood.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunnerSpec {
@@ -15,22 +52,36 @@ pub struct RunnerSpec {
     pub extra_security_groups: Vec<String>,
 }
 
+/// Why a job's labels are refused. Each names the label at fault (quoted whole up to 256
+/// characters).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("label `{label}` is not one tasuki serves")]
+    #[error("label `{}` is not one tasuki serves", quoted(.label))]
     UnknownLabel { label: String },
-    #[error("label `{label}`: {reason}")]
+    #[error("label `{}`: {reason}", quoted(.label))]
     BadSize { label: String, reason: SizeError },
-    #[error("labels `{first}` and `{second}` ask for different {what}")]
+    #[error("labels `{}` and `{}` ask for different {what}", quoted(.first), quoted(.second))]
     Conflict {
         first: String,
         second: String,
         what: &'static str,
     },
-    #[error("label `{label}`: security group is not in the allowlist")]
+    #[error("label `{}`: security group is not in the allowlist", quoted(.label))]
     SecurityGroupNotAllowed { label: String },
-    #[error("label `{label}`: {reason}")]
+    #[error("label `{}`: {reason}", quoted(.label))]
     Unplannable { label: String, reason: String },
+    #[error(
+        "label `{}`: a unique label is `tasuki-run=<id>`, the id 1 to {MAX_UNIQUE_ID_LEN} ASCII \
+         letters, digits, `-`, `_` or `.`",
+        quoted(.label)
+    )]
+    BadUniqueLabel { label: String },
+    #[error(
+        "label `{}`: the runner would get {count} labels (the job's and runner.extra_labels); \
+         GitHub registers a runner with at most {MAX_RUNNER_LABELS}",
+        quoted(.label)
+    )]
+    TooManyLabels { label: String, count: usize },
 }
 
 /// Whether a job is ours to serve, and how.
@@ -53,6 +104,17 @@ pub fn resolve(labels: &[String], config: &Config) -> LabelVerdict {
     if !is_ours(labels) {
         return LabelVerdict::NotOurs;
     }
+    let count = labels.len() + config.runner.extra_labels.len();
+    if count > MAX_RUNNER_LABELS {
+        // Name the first of the job's labels past the limit.
+        let over = MAX_RUNNER_LABELS
+            .saturating_sub(config.runner.extra_labels.len())
+            .min(labels.len() - 1);
+        return LabelVerdict::Refused(Refusal::TooManyLabels {
+            label: labels[over].clone(),
+            count,
+        });
+    }
     match parse(labels, config) {
         Ok(spec) => LabelVerdict::Accepted(spec),
         Err(refusal) => LabelVerdict::Refused(refusal),
@@ -63,6 +125,7 @@ fn parse(labels: &[String], config: &Config) -> Result<RunnerSpec, Refusal> {
     let mut size: Option<(Size, &str)> = None;
     let mut arch: Option<(Arch, &str)> = None;
     let mut spot: Option<(bool, &str)> = None;
+    let mut unique: Option<(String, &str)> = None;
     let mut docker = false;
     let mut extra_security_groups = Vec::new();
 
@@ -75,6 +138,15 @@ fn parse(labels: &[String], config: &Config) -> Result<RunnerSpec, Refusal> {
             "spot=false" => set(&mut spot, false, label, "Spot settings")?,
             "spot=true" => set(&mut spot, true, label, "Spot settings")?,
             "docker" => docker = true,
+            // Labels match case-insensitively on GitHub: ids that differ only in case are one label.
+            run if run.starts_with(UNIQUE_LABEL_PREFIX) => {
+                if !is_unique_id(&run[UNIQUE_LABEL_PREFIX.len()..]) {
+                    return Err(Refusal::BadUniqueLabel {
+                        label: label.clone(),
+                    });
+                }
+                set(&mut unique, run.to_string(), label, "unique labels")?;
+            }
             group if group.starts_with("sg-") => {
                 let allowed = config
                     .network
@@ -99,7 +171,10 @@ fn parse(labels: &[String], config: &Config) -> Result<RunnerSpec, Refusal> {
                     None if name.contains("cpu-") => {
                         name.parse().map_err(|reason| Refusal::BadSize {
                             label: label.clone(),
-                            reason,
+                            reason: match reason {
+                                SizeError::Syntax(text) => SizeError::Syntax(quoted(&text)),
+                                other => other,
+                            },
                         })?
                     }
                     None => {
@@ -131,7 +206,7 @@ fn parse(labels: &[String], config: &Config) -> Result<RunnerSpec, Refusal> {
 }
 
 /// Records a setting, refusing a second label that asks for a different value.
-fn set<'a, T: PartialEq + Copy>(
+fn set<'a, T: PartialEq>(
     slot: &mut Option<(T, &'a str)>,
     value: T,
     label: &'a str,
@@ -239,6 +314,108 @@ mod tests {
             accepted(&["tasuki-small", "tasuki-2cpu-4gb"]).size,
             Size::new(2, 4).unwrap()
         );
+    }
+
+    #[test]
+    fn a_unique_label_is_accepted_in_any_case_and_changes_nothing_else() {
+        let plain = ["self-hosted", "tasuki-4cpu-8gb", "arm64", "spot=false"];
+        for unique in [
+            "tasuki-run=2202229078-1-build-0",
+            "TASUKI-RUN=2202229078-1-Build_all-3",
+            "tasuki-run=1.2.3",
+            "tasuki-run=x",
+            // Looks like a size, but it is an id: the size is the one asked for elsewhere.
+            "tasuki-run=8cpu-16gb",
+        ] {
+            let mut with = plain.to_vec();
+            with.insert(1, unique);
+            assert_eq!(accepted(&with), accepted(&plain), "{unique}");
+        }
+        assert_eq!(
+            accepted(&["tasuki-run=7-1-test-0"]).size,
+            Size::new(2, 4).unwrap(),
+            "alone it is a tasuki label with the default size"
+        );
+        let longest = format!("tasuki-run={}", "a".repeat(MAX_UNIQUE_ID_LEN));
+        accepted(&["tasuki", &longest]);
+    }
+
+    #[test]
+    fn a_malformed_unique_label_is_refused_by_name() {
+        let too_long = format!("tasuki-run={}", "a".repeat(MAX_UNIQUE_ID_LEN + 1));
+        for bad in [
+            "tasuki-run=",
+            "tasuki-run=${{ github.run_id }}",
+            "tasuki-run=12 34",
+            "tasuki-run=a=b",
+            "tasuki-run=a,b",
+            "tasuki-run=a/b",
+            "tasuki-run=jöb",
+            "tasuki-run=1\u{200b}",
+            too_long.as_str(),
+        ] {
+            let reason = refused(&["self-hosted", "tasuki", bad]);
+            assert!(reason.contains(&format!("`{bad}`")), "{reason}");
+            assert!(reason.contains("`tasuki-run=<id>`"), "{reason}");
+        }
+        // Without `=` it is not a unique label but an unknown one.
+        assert!(refused(&["tasuki-run"]).contains("is not one tasuki serves"));
+    }
+
+    #[test]
+    fn two_different_unique_labels_conflict_and_both_are_named() {
+        let reason = refused(&["tasuki", "tasuki-run=1-1-a-0", "tasuki-run=1-1-b-0"]);
+        assert_eq!(
+            reason,
+            "labels `tasuki-run=1-1-a-0` and `tasuki-run=1-1-b-0` ask for different unique labels"
+        );
+        // GitHub's labels are case-insensitive: the same id in another case is the same label.
+        accepted(&["tasuki", "tasuki-run=1-1-Build-0", "TASUKI-RUN=1-1-build-0"]);
+        accepted(&["tasuki", "tasuki-run=9", "tasuki-run=9"]);
+    }
+
+    #[test]
+    fn a_runner_gets_at_most_100_labels_counting_the_extra_ones() {
+        let mut list = vec!["tasuki"; MAX_RUNNER_LABELS];
+        accepted(&list);
+        list.push("linux");
+        assert_eq!(
+            refused(&list),
+            "label `linux`: the runner would get 101 labels (the job's and runner.extra_labels); \
+             GitHub registers a runner with at most 100"
+        );
+        let mut config = example();
+        config.runner.extra_labels = vec!["tasuki-managed".into(), "team-a".into()];
+        let mut list = labels(&["tasuki"; MAX_RUNNER_LABELS - 2]);
+        assert!(matches!(resolve(&list, &config), LabelVerdict::Accepted(_)));
+        list.push("x64".into());
+        let LabelVerdict::Refused(refusal) = resolve(&list, &config) else {
+            panic!()
+        };
+        assert_eq!(
+            refusal,
+            Refusal::TooManyLabels {
+                label: "x64".into(),
+                count: 101
+            }
+        );
+        // Jobs that are not ours are not ours, however many labels they have.
+        assert_eq!(
+            resolve(&labels(&["self-hosted"; 300]), &example()),
+            LabelVerdict::NotOurs
+        );
+    }
+
+    #[test]
+    fn a_refusal_quotes_at_most_256_characters_of_a_label() {
+        let long = format!("tasuki-{}", "é".repeat(10_000));
+        let reason = refused(&[long.as_str()]);
+        let shown: String = long.chars().take(256).collect();
+        assert_eq!(reason, format!("label `{shown}…` is not one tasuki serves"));
+        let long_size = format!("tasuki-{}cpu-4gb", "9".repeat(10_000));
+        assert!(refused(&[long_size.as_str()]).len() < 1_000);
+        let short = "tasuki-".to_string() + &"x".repeat(249);
+        assert!(refused(&[short.as_str()]).contains(&format!("`{short}`")));
     }
 
     proptest! {
