@@ -45,9 +45,31 @@ impl WebhookResponse {
     }
 }
 
+/// The largest body the webhook reads: 1 MiB. A larger one is answered 413 before its signature is
+/// checked or its JSON parsed.
+///
+/// - GitHub caps webhook payloads at 25 MB and does not deliver larger ones
+///   (<https://docs.github.com/en/webhooks/webhook-events-and-payloads#payload-cap>), and Lambda
+///   takes at most 6 MB in a synchronous invocation, Function URL requests included
+///   (<https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html>): those are the bounds
+///   outside tasuki's choice.
+/// - A `workflow_job` delivery is a few KB: GitHub's examples (`tests/fixtures/webhooks/`) are
+///   8–14 KB, most of it the fixed `repository`/`organization`/`sender` objects. Only two parts grow
+///   with the workflow: `labels` (a runner takes at most 100: `labels::MAX_RUNNER_LABELS`) and
+///   `steps` (about 200 bytes each, and only in `in_progress`/`completed`). To reach 1 MiB a job
+///   would need some 5 000 steps, or labels hundreds of times longer than any tasuki serves; the
+///   limit is two orders of magnitude above a real delivery, yet keeps what an unauthenticated
+///   caller can make the webhook hash and parse far below Lambda's own limit. A delivery refused
+///   for its size shows as 413 in the GitHub App's delivery log, with this reason.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
 /// What to do with a delivery, decided without I/O.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
+    /// Over [`MAX_BODY_BYTES`]: refused unread (HTTP 413).
+    TooLarge {
+        bytes: usize,
+    },
     Unauthorized(&'static str),
     Malformed(String),
     Ignore(String),
@@ -57,6 +79,11 @@ pub enum Decision {
 }
 
 pub fn decide(secret: &WebhookSecret, request: &WebhookRequest) -> Decision {
+    if request.body.len() > MAX_BODY_BYTES {
+        return Decision::TooLarge {
+            bytes: request.body.len(),
+        };
+    }
     if request.signature.is_none() {
         return Decision::Unauthorized("missing X-Hub-Signature-256");
     }
@@ -167,6 +194,11 @@ impl Webhook {
 
     async fn act(&self, decision: Decision) -> Result<WebhookResponse, StepError> {
         match decision {
+            Decision::TooLarge { bytes } => Ok(WebhookResponse::new(
+                413,
+                "too-large",
+                format!("body of {bytes} bytes is over the {MAX_BODY_BYTES}-byte limit"),
+            )),
             Decision::Unauthorized(reason) => Ok(WebhookResponse::new(401, "unauthorized", reason)),
             Decision::Malformed(reason) => Ok(WebhookResponse::new(400, "malformed", reason)),
             Decision::Ignore(reason) => Ok(WebhookResponse::new(200, "ignored", reason)),
@@ -251,6 +283,43 @@ mod tests {
 
     fn ours<'a>(labels: &'a [&'a str]) -> impl FnOnce(&mut serde_json::Value) + 'a {
         move |v| v["workflow_job"]["labels"] = serde_json::json!(labels)
+    }
+
+    /// A signed queued delivery of ours, padded with JSON whitespace to exactly `len` bytes.
+    fn queued_of_length(len: usize) -> WebhookRequest {
+        let mut body = payload("workflow_job.queued.2.json", ours(&["tasuki"]));
+        assert!(body.len() <= len);
+        body.resize(len, b' ');
+        request("workflow_job", body)
+    }
+
+    #[test]
+    fn a_body_of_the_limit_is_read_and_one_byte_more_is_refused_unread() {
+        let at_limit = queued_of_length(MAX_BODY_BYTES);
+        assert!(matches!(
+            decide(&secret(), &at_limit),
+            Decision::Queue(job) if job.labels == ["tasuki"]
+        ));
+        let over = queued_of_length(MAX_BODY_BYTES + 1);
+        assert_eq!(
+            decide(&secret(), &over),
+            Decision::TooLarge {
+                bytes: MAX_BODY_BYTES + 1
+            }
+        );
+        // Refused before the signature is checked or the event read.
+        let unsigned = WebhookRequest {
+            event: None,
+            delivery: None,
+            signature: None,
+            body: vec![0xff; MAX_BODY_BYTES + 1],
+        };
+        assert_eq!(
+            decide(&secret(), &unsigned),
+            Decision::TooLarge {
+                bytes: MAX_BODY_BYTES + 1
+            }
+        );
     }
 
     #[test]
