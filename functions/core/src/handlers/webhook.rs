@@ -102,6 +102,16 @@ pub fn decide(secret: &WebhookSecret, request: &WebhookRequest) -> Decision {
     };
     let job = &event.workflow_job;
     if !is_ours(&job.labels) {
+        // A job that is not ours still takes a runner tasuki launched when its labels are a subset
+        // of the runner's (`runs-on: self-hosted`): the job that runner was for has lost it, and
+        // must not wait for it nor stop the task that now runs someone else's job.
+        let running = matches!(
+            event.action,
+            WorkflowJobAction::InProgress | WorkflowJobAction::Completed
+        );
+        if let Some(taken) = taken_from(job).filter(|_| running) {
+            return Decision::Signal(vec![taken]);
+        }
         return Decision::Ignore("no tasuki label".into());
     }
     match event.action {
@@ -146,18 +156,20 @@ fn running_on(job: &WorkflowJob) -> Option<Vec<(JobId, Signal)>> {
             job_id: job.id,
         }),
     )];
-    if let Some(ours) = RunnerName::parse(&runner_name) {
-        if ours.job != job.id {
-            signals.push((
-                ours.job,
-                Signal::RunnerTaken(Taken {
-                    runner_name: ours,
-                    by_job: job.id,
-                }),
-            ));
-        }
-    }
+    signals.extend(taken_from(job));
     Some(signals)
+}
+
+/// The job runs on a runner tasuki launched for another job: that job's signal that it lost it.
+fn taken_from(job: &WorkflowJob) -> Option<(JobId, Signal)> {
+    let ours = RunnerName::parse(job.runner_name.as_deref()?)?;
+    (ours.job != job.id).then_some((
+        ours.job,
+        Signal::RunnerTaken(Taken {
+            runner_name: ours,
+            by_job: job.id,
+        }),
+    ))
 }
 
 pub struct Webhook {
@@ -409,6 +421,42 @@ mod tests {
         };
         assert_eq!(signals[1], (JobId::new(99), Signal::RunnerTaken(taken)));
         assert_eq!(signals.len(), 2);
+    }
+
+    #[test]
+    fn a_job_that_is_not_ours_taking_our_runner_is_a_theft_and_nothing_else() {
+        let on = |action: &str, runner: Option<&str>| {
+            let body = payload("workflow_job.in_progress.3.json", |v| {
+                v["action"] = action.into();
+                v["workflow_job"]["labels"] = serde_json::json!(["self-hosted"]);
+                v["workflow_job"]["id"] = 5.into();
+                v["workflow_job"]["runner_name"] = serde_json::json!(runner);
+                v["workflow_job"]["runner_id"] = 17.into();
+            });
+            decide(&secret(), &request("workflow_job", body))
+        };
+        let taken = Decision::Signal(vec![(
+            JobId::new(99),
+            Signal::RunnerTaken(Taken {
+                runner_name: RunnerName::parse("tasuki-99-2").unwrap(),
+                by_job: JobId::new(5),
+            }),
+        )]);
+        assert_eq!(on("in_progress", Some("tasuki-99-2")), taken);
+        assert_eq!(on("completed", Some("tasuki-99-2")), taken);
+        for (action, runner) in [
+            ("in_progress", Some("build-box-1")),
+            ("in_progress", None),
+            ("queued", Some("tasuki-99-2")),
+            ("waiting", Some("tasuki-99-2")),
+            ("in_progress", Some("tasuki-5-1")),
+        ] {
+            assert_eq!(
+                on(action, runner),
+                Decision::Ignore("no tasuki label".into()),
+                "{action} {runner:?}"
+            );
+        }
     }
 
     #[test]
