@@ -100,10 +100,12 @@ impl RunnerName {
         Self { job, attempt }
     }
 
-    /// The job and attempt a runner name was launched for, if it is one of ours.
+    /// The job and attempt a runner name was launched for, if it is one of ours: exactly the
+    /// name `Display` writes (`tasuki-05-1` or `tasuki-+5-1` is someone else's runner).
     pub fn parse(name: &str) -> Option<Self> {
         let (job, attempt) = name.strip_prefix("tasuki-")?.split_once('-')?;
-        Some(Self::new(job.parse().ok()?, attempt.parse().ok()?))
+        let parsed = Self::new(job.parse().ok()?, attempt.parse().ok()?);
+        (parsed.to_string() == name).then_some(parsed)
     }
 }
 
@@ -167,6 +169,9 @@ mod tests {
             "tasuki-7-0",
             "tasuki-7",
             "tasuki-7-1-2",
+            "tasuki-07-1",
+            "tasuki-+7-1",
+            "tasuki-7-+1",
         ] {
             assert_eq!(RunnerName::parse(name), None, "{name}");
         }
