@@ -1,5 +1,5 @@
-// How news reaches tasuki: GitHub's webhooks through a public Function URL, and runner task stops
-// from ECS through EventBridge.
+// How news reaches tasuki: GitHub's webhooks through a public Function URL, runner task stops from
+// ECS through EventBridge, and the clock: an EventBridge schedule runs the rescue sweep.
 
 import { Duration, Stack } from 'aws-cdk-lib';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
@@ -27,5 +27,20 @@ export function taskStoppedRule(stack: Stack, cluster: ecs.ICluster, ecsEvents: 
         maxEventAge: Duration.hours(1),
       }),
     ],
+  });
+}
+
+/**
+ * The rescue sweep, every minute: the finest rate an EventBridge schedule has. Only jobs already past
+ * their deadline (their state's limit plus `timeouts.rescue_grace_seconds`) are acted on, so a lost
+ * webhook costs at most a minute more than the grace; a sweep with nothing overdue is one index
+ * Query per unfinished state. EventBridge does not retry a delivery: the next sweep is a minute away
+ * (two sweeps may overlap: each of the sweep's writes is idempotent or conditional).
+ */
+export function rescueSchedule(stack: Stack, rescue: lambda.IFunction): events.Rule {
+  return new events.Rule(stack, 'RescueSweep', {
+    description: 'tasuki: every minute, the rescue sweep checks jobs past their deadline against GitHub',
+    schedule: events.Schedule.rate(Duration.minutes(1)),
+    targets: [new targets.LambdaFunction(rescue, { retryAttempts: 0, maxEventAge: Duration.minutes(1) })],
   });
 }

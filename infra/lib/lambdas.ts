@@ -18,8 +18,12 @@ export const BINS = [
   'cleanup',
   'finalize',
   'ecs-events',
+  'rescue',
 ] as const;
 export type Bin = (typeof BINS)[number];
+
+/** The bins the state machine does not invoke: the webhook's Function URL and the EventBridge targets. */
+export const NOT_STEPS: readonly Bin[] = ['webhook', 'ecs-events', 'rescue'];
 
 /** `resolve-labels` → `ResolveLabels`. */
 export function pascal(bin: string): string {
@@ -46,6 +50,8 @@ export const TIMEOUTS: Record<Bin, Duration> = {
   cleanup: Duration.seconds(60),
   finalize: Duration.seconds(60),
   'ecs-events': Duration.seconds(30),
+  // One sweep: at most SWEEP_LIMIT (50) overdue jobs, a GitHub call and a few writes each.
+  rescue: Duration.seconds(60),
 };
 
 /** Everything a Lambda gets besides its code. */

@@ -8,11 +8,18 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import { type Credentials, jobContextConditions } from './credentials';
 import type { Bin } from './lambdas';
 import { type Runners, clusterScopedArn, nagClusterScopedArn } from './runners';
+import { STATE_DEADLINE_INDEX } from './table';
 
 /** Which Lambdas touch what. */
 export interface Needs {
   /** DynamoDB actions on the table (TransactWriteItems of Puts needs `PutItem`). */
   table?: string[];
+  /**
+   * Queries the `by-state-deadline` index (unfinished jobs past their deadline). A Query on an index
+   * is authorized on the index's ARN, `<table ARN>/index/<name>`, not the table's
+   * (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/iam-policy-specific-table-indexes.html).
+   */
+  overdueIndex?: boolean;
   /** `states:` actions on the state machine. */
   states?: string[];
   /** Reads the GitHub App's private key / the webhook secret. */
@@ -48,6 +55,14 @@ export const NEEDS: Record<Bin, Needs> = {
   finalize: { table: [...TRANSITION, 'dynamodb:UpdateItem', 'dynamodb:Query'], appKey: true, stopTask: true, revokeGrant: true },
   // signal, deliver
   'ecs-events': { table: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], states: CALLBACK },
+  // overdue jobs (Query on the index); start a recorded job's execution; signal, deliver; the
+  // `rescued` row (transition); ask GitHub where the job is (App key)
+  rescue: {
+    table: [...TRANSITION, 'dynamodb:UpdateItem'],
+    overdueIndex: true,
+    states: ['states:StartExecution', ...CALLBACK],
+    appKey: true,
+  },
 };
 
 /** What the statements name. */
@@ -72,6 +87,15 @@ export function lambdaStatements(needs: Needs, logGroup: logs.ILogGroup, on: Gra
   ];
   if (needs.table) {
     statements.push(new iam.PolicyStatement({ sid: 'Lifecycle', actions: needs.table, resources: [on.table.tableArn] }));
+  }
+  if (needs.overdueIndex) {
+    statements.push(
+      new iam.PolicyStatement({
+        sid: 'OverdueJobs',
+        actions: ['dynamodb:Query'],
+        resources: [`${on.table.tableArn}/index/${STATE_DEADLINE_INDEX}`],
+      }),
+    );
   }
   if (needs.states) {
     statements.push(new iam.PolicyStatement({ sid: 'Execution', actions: needs.states, resources: [on.stateMachineArn] }));

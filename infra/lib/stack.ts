@@ -1,6 +1,7 @@
 // The whole of tasuki as one stack: webhook Function URL → Step Functions (one execution per queued
 // job) → step Lambdas → ECS tasks on Fargate / Fargate Spot / EC2 Spot, with the lifecycle in
-// DynamoDB, runner credentials sealed with KMS and ECS task stops routed back through EventBridge.
+// DynamoDB, runner credentials sealed with KMS, ECS task stops routed back through EventBridge and a
+// scheduled rescue sweep for jobs a lost webhook left behind.
 //
 // Each part (the modules imported below) makes its resources with this stack as their scope, not in a
 // construct of its own: CloudFormation logical IDs come from construct paths, so a construct level
@@ -17,7 +18,7 @@ import { Construct } from 'constructs';
 import { type DeployConfig, LOG_RETENTION_DAYS } from './config';
 import { credentials } from './credentials';
 import { ec2Runners } from './ec2-capacity';
-import { taskStoppedRule, webhookUrl } from './event-sources';
+import { rescueSchedule, taskStoppedRule, webhookUrl } from './event-sources';
 import { lambdaFunctions } from './functions';
 import type { Bin, FunctionFactory } from './lambdas';
 import { network } from './network';
@@ -120,6 +121,7 @@ export class TasukiStack extends Stack {
     this.webhookUrl = webhookUrl(this.functions.webhook);
     this.stateMachine = runnerJobStateMachine(this, stateMachine, this.functions, retention);
     taskStoppedRule(this, this.cluster, this.functions['ecs-events']);
+    rescueSchedule(this, this.functions.rescue);
 
     // ---- Outputs ----------------------------------------------------------------------------------
     new CfnOutput(this, 'WebhookUrl', {

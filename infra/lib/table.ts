@@ -4,6 +4,9 @@
 import { RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 
+/** The index of unfinished jobs by state and deadline, which the rescue sweep queries. */
+export const STATE_DEADLINE_INDEX = 'by-state-deadline';
+
 export function lifecycleTable(stack: Stack): dynamodb.Table {
   // Encryption: AWS-managed key (aws/dynamodb). The table holds job metadata and Step Functions task
   // tokens, never a credential (JIT configs travel only as KMS ciphertext and are not stored); a
@@ -21,7 +24,7 @@ export function lifecycleTable(stack: Stack): dynamodb.Table {
     removalPolicy: RemovalPolicy.RETAIN,
   });
   table.addGlobalSecondaryIndex({
-    indexName: 'by-state-deadline',
+    indexName: STATE_DEADLINE_INDEX,
     partitionKey: { name: 'gsi_state', type: dynamodb.AttributeType.STRING },
     sortKey: { name: 'deadline', type: dynamodb.AttributeType.NUMBER },
     projectionType: dynamodb.ProjectionType.ALL,

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { JOB_CONTEXT_KEY } from '../lib/credentials';
 import { DIND_IMAGE } from '../lib/docker-task';
-import { BINS, substitutionVariable } from '../lib/lambdas';
+import { BINS, NOT_STEPS, substitutionVariable } from '../lib/lambdas';
 import { RUNNER_CONTAINER } from '../lib/runners';
 import { ASL_PATH, aslSubstitutions } from '../lib/state-machine';
 import { FAKE, type Json, type Synth, asList, exampleConfig, iamStatements, resolver, resourcesOfType, synth, tempDir } from './helpers';
@@ -61,7 +61,7 @@ describe('Lambdas', () => {
       },
       sizes: config.sizes,
       capacity_order: ['fargate-spot', 'fargate', 'ec2'],
-      timeouts: { registration_seconds: 300, job_seconds: 21600, capacity_wait_seconds: 900 },
+      timeouts: { registration_seconds: 300, job_seconds: 21600, capacity_wait_seconds: 900, rescue_grace_seconds: 300 },
       retention_days: 90,
     };
     const envs = BINS.map((bin) => functionOf(bin).Properties.Environment.Variables);
@@ -172,7 +172,7 @@ describe('State machine', () => {
     assert.deepEqual(uploaded, asl);
     const variables = [...new Set([...JSON.stringify(asl).matchAll(/\$\{(\w+)\}/g)].map((m) => m[1]))].sort();
     assert.deepEqual(Object.keys(p.DefinitionSubstitutions).sort(), variables);
-    const steps = BINS.filter((b) => b !== 'webhook' && b !== 'ecs-events');
+    const steps = BINS.filter((b) => !NOT_STEPS.includes(b));
     const usesPartition = variables.includes('Partition');
     assert.deepEqual(variables, [...steps.map(substitutionVariable), ...(usesPartition ? ['Partition'] : [])].sort());
     if (usesPartition) assert.deepEqual(p.DefinitionSubstitutions.Partition, { Ref: 'AWS::Partition' });
@@ -253,7 +253,7 @@ describe('State machine', () => {
     fs.writeFileSync(bad, JSON.stringify({ StartAt: 'X', States: { X: { Type: 'Task', Resource: '${BogusFunctionArn}', End: true } } }));
     assert.throws(() => aslSubstitutions(fake, bad), /\$\{BogusFunctionArn\} names no Lambda bin and no known variable \(known: Partition, /);
     const real = Object.keys(aslSubstitutions(fake)).filter((v) => v !== 'Partition');
-    assert.deepEqual(real.sort(), BINS.filter((b) => !['webhook', 'ecs-events'].includes(b)).map(substitutionVariable).sort());
+    assert.deepEqual(real.sort(), BINS.filter((b) => !NOT_STEPS.includes(b)).map(substitutionVariable).sort());
   });
 });
 
@@ -471,16 +471,40 @@ describe('VPC', () => {
 const byJsonText = (a: Json, b: Json) => JSON.stringify(a).localeCompare(JSON.stringify(b));
 
 describe('EventBridge, KMS', () => {
+  it('two rules: ECS task stops and the rescue schedule', () => {
+    const rules = resourcesOfType(t, 'AWS::Events::Rule').map(([, r]) => r.Properties);
+    assert.equal(rules.length, 2);
+    assert.deepEqual(rules.map((p) => (p.EventPattern ? 'pattern' : p.ScheduleExpression)).sort(), ['pattern', 'rate(1 minute)']);
+  });
+
   it('ECS Task State Change (STOPPED) of this cluster → ecs-events', () => {
-    const rules = resourcesOfType(t, 'AWS::Events::Rule');
-    assert.equal(rules.length, 1);
-    const p = rules[0][1].Properties;
+    const [[, rule]] = resourcesOfType(t, 'AWS::Events::Rule').filter(([, r]) => r.Properties.EventPattern);
+    const p = rule.Properties;
     assert.deepEqual(p.EventPattern, {
       source: ['aws.ecs'],
       'detail-type': ['ECS Task State Change'],
       detail: { clusterArn: [getAtt(s.stack.cluster)], lastStatus: ['STOPPED'] },
     });
     assert.deepEqual(p.Targets.map((x: Json) => x.Arn), [getAtt(s.stack.functions['ecs-events'])]);
+  });
+
+  it('every minute → rescue (the sweep ignores the event), not retried, and only this rule may invoke it', () => {
+    const [[ruleId, rule]] = resourcesOfType(t, 'AWS::Events::Rule').filter(([, r]) => r.Properties.ScheduleExpression);
+    const p = rule.Properties;
+    assert.equal(p.ScheduleExpression, 'rate(1 minute)');
+    assert.equal(p.State, 'ENABLED');
+    assert.equal(p.EventPattern, undefined);
+    assert.deepEqual(
+      p.Targets.map((x: Json) => [x.Arn, x.RetryPolicy, x.Input]),
+      [[getAtt(s.stack.functions.rescue), { MaximumRetryAttempts: 0, MaximumEventAgeInSeconds: 60 }, undefined]],
+    );
+    const invokers = resourcesOfType(t, 'AWS::Lambda::Permission')
+      .map(([, r]) => r.Properties)
+      .filter((x) => JSON.stringify(x.FunctionName) === JSON.stringify(getAtt(s.stack.functions.rescue)));
+    assert.deepEqual(invokers, [
+      { Action: 'lambda:InvokeFunction', FunctionName: getAtt(s.stack.functions.rescue), Principal: 'events.amazonaws.com', SourceArn: { 'Fn::GetAtt': [ruleId, 'Arn'] } },
+    ]);
+    assert.equal(functionOf('rescue').Properties.Timeout, 60, 'a sweep ends before the next one starts');
   });
 
   it('the runner key rotates and is kept on stack deletion', () => {
@@ -606,6 +630,13 @@ describe('IAM: least privilege', () => {
       [['dynamodb:GetItem', 'dynamodb:UpdateItem'], tableArn()],
       [CALLBACKS, smArn()],
     ],
+    // Query on the by-state-deadline index only (never the table: no Scan, no timeline reads).
+    rescue: () => [
+      [GET_PUT_UPDATE, tableArn()],
+      [['dynamodb:Query'], `arn:aws:dynamodb:${FAKE.region}:${FAKE.account}:table/${resolve(ref(s.stack.table))}/index/by-state-deadline`],
+      [[...CALLBACKS, 'states:StartExecution'], smArn()],
+      [['secretsmanager:GetSecretValue'], [secret('tasuki/github-app-private-key')]],
+    ],
   };
   const byJson = (a: Json, b: Json) => JSON.stringify(a).localeCompare(JSON.stringify(b));
   const clusterTasks = () => `arn:aws:ecs:${FAKE.region}:${FAKE.account}:task/${resolve(ref(s.stack.cluster))}/*`;
@@ -628,7 +659,8 @@ describe('IAM: least privilege', () => {
       assert.deepEqual(actual, want);
       // Only the right secrets, only where they are read.
       const secretNames = JSON.stringify(statements).match(/secret:[^"?]+/g) ?? [];
-      const reads = { webhook: ['secret:tasuki/webhook-secret-'], 'issue-token': ['secret:tasuki/github-app-private-key-'], cleanup: ['secret:tasuki/github-app-private-key-'], finalize: ['secret:tasuki/github-app-private-key-'] } as Record<string, string[]>;
+      const appKey = ['secret:tasuki/github-app-private-key-'];
+      const reads = { webhook: ['secret:tasuki/webhook-secret-'], 'issue-token': appKey, cleanup: appKey, finalize: appKey, rescue: appKey } as Record<string, string[]>;
       assert.deepEqual(secretNames, reads[bin] ?? [], bin);
     });
   }
@@ -639,7 +671,7 @@ describe('IAM: least privilege', () => {
     const invoke = statements.filter((st) => asList(st.Action).includes('lambda:InvokeFunction'));
     assert.equal(invoke.length, 1);
     assert.deepEqual(asList(invoke[0].Action), ['lambda:InvokeFunction']);
-    const steps = BINS.filter((b) => b !== 'webhook' && b !== 'ecs-events');
+    const steps = BINS.filter((b) => !NOT_STEPS.includes(b));
     assert.deepEqual(
       [...invoke[0].Resource].sort(byJson),
       steps.map((b) => getAtt(s.stack.functions[b])).sort(byJson),

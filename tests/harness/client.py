@@ -18,12 +18,13 @@ import os
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterable
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-from harness.common import APP_ID, LOCAL_ENV_FILE, PRIVATE_KEY_SECRET_NAME, read_env_file
+from harness.common import ACCOUNT_ID, APP_ID, LOCAL_ENV_FILE, PRIVATE_KEY_SECRET_NAME, read_env_file
 
 TERMINAL_STATES = {"refused", "completed", "failed", "cancelled", "timed-out"}
 
@@ -41,6 +42,10 @@ def env() -> dict[str, str]:
 
 
 def _boto(service: str) -> Any:
+    return _boto_with(service, None)
+
+
+def _boto_with(service: str, config: Any) -> Any:
     import boto3
 
     e = env()
@@ -50,6 +55,7 @@ def _boto(service: str) -> Any:
         endpoint_url=e["AWS_ENDPOINT_URL"],
         aws_access_key_id=e["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=e["AWS_SECRET_ACCESS_KEY"],
+        config=config,
     )
 
 
@@ -133,7 +139,10 @@ def add_fault(
     times: int | None = None,
     reason: str | None = None,
 ) -> dict[str, Any]:
-    """Make matching ECS RunTask calls fail: kind `capacity` (failures[]) or `throttle` (ThrottlingException)."""
+    """Make matching calls fail. ECS RunTask: kind `capacity` (failures[]), `throttle` (ThrottlingException),
+    `quota` (failures[]) or `cpu_limit` (ClientException). Step Functions StartExecution: kind
+    `start_execution_throttle` (400 ThrottlingException; matches on `job_id` only). `times`: matches
+    before the rule expires (absent: never)."""
     rule: dict[str, Any] = {"kind": kind}
     for key, value in (
         ("job_id", job_id),
@@ -154,6 +163,33 @@ def clear_faults() -> int:
 
 def mock_state() -> dict[str, Any]:
     return _ok(*mock("GET", "/_mock/state"), "mock state")
+
+
+def scheduled_event() -> dict[str, Any]:
+    """An EventBridge "Scheduled Event", as the rescue schedule sends it (the sweep ignores it)."""
+    e = env()
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT_ID,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "region": e["AWS_REGION"],
+        "resources": [f"arn:aws:events:{e['AWS_REGION']}:{ACCOUNT_ID}:rule/Tasuki-RescueSweep"],
+        "detail": {},
+    }
+
+
+def invoke(function: str, payload: Any) -> tuple[Any, str | None]:
+    """Lambda Invoke of a local function through the gateway, as AWS services invoke them:
+    (the parsed answer, the `FunctionError` if it failed)."""
+    from botocore.config import Config
+
+    lam = _boto_with("lambda", Config(read_timeout=300, retries={"total_max_attempts": 1}))
+    answer = lam.invoke(FunctionName=function, Payload=json.dumps(payload).encode())
+    raw = answer["Payload"].read()
+    return (json.loads(raw) if raw else None), answer.get("FunctionError")
 
 
 def secrets_for_leak_check() -> list[str]:

@@ -66,8 +66,11 @@ LAMBDA_BINS = [
     "cleanup",
     "finalize",
     "ecs-events",
+    "rescue",
 ]
-ASL_BINS = [b for b in LAMBDA_BINS if b not in ("webhook", "ecs-events")]
+# The others: the webhook's Function URL and the EventBridge targets (task stops, the rescue schedule).
+NOT_ASL_BINS = ("webhook", "ecs-events", "rescue")
+ASL_BINS = [b for b in LAMBDA_BINS if b not in NOT_ASL_BINS]
 
 DEFAULT_PORT_BASE = 47110
 

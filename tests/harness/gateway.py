@@ -6,6 +6,8 @@
   `errorType` as the error name).
 - Secrets Manager GetSecretValue: an ARN whose name ends in a hyphen and six characters is read as a
   complete ARN, as the real service does (moto resolves it as a partial one).
+- Step Functions StartExecution: fault injection (kind `start_execution_throttle`: 400
+  ThrottlingException, as the service throttles) by the same rules; every request is recorded.
 - Everything else goes to moto unchanged, except ECS:
   * RunTask: fault injection (capacity `failures[]` or ThrottlingException) decided per request by
     rules set through the control API; every request is recorded. moto ignores
@@ -42,13 +44,24 @@ CAPACITY_REASON = "Capacity is unavailable at this time. Please try again later 
 # (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-cpu-memory-error.html).
 QUOTA_REASON = "You've reached the limit on the number of vCPUs you can run concurrently"
 CPU_LIMIT_REASON = "The requested CPU configuration is above your limit"
-FAULT_KINDS = ("capacity", "throttle", "quota", "cpu_limit")
+# Which call each fault kind fails: ECS RunTask, or Step Functions StartExecution (the webhook's, and
+# the rescue sweep's for a job recorded but never started).
+FAULT_OPERATIONS = {
+    "capacity": "RunTask",
+    "throttle": "RunTask",
+    "quota": "RunTask",
+    "cpu_limit": "RunTask",
+    "start_execution_throttle": "StartExecution",
+}
+FAULT_KINDS = tuple(FAULT_OPERATIONS)
 DEFAULT_REASONS = {
     "capacity": CAPACITY_REASON,
     "throttle": "Rate exceeded",
     "quota": QUOTA_REASON,
     "cpu_limit": CPU_LIMIT_REASON,
+    "start_execution_throttle": "Rate exceeded",
 }
+SFN_PREFIX = "AWSStepFunctions."
 
 # ---- what the real RunTask refuses and moto accepts ----------------------------------------------
 # Tags: https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Tag.html — at most 50 per
@@ -119,6 +132,8 @@ def fargate_size_problem(cpu: Any, memory: Any) -> str | None:
 
 
 FAULT_MATCH_KEYS = ("job_id", "attempt", "capacity_provider", "subnet")
+# A StartExecution names no attempt, capacity or subnet: its rules match on the job only.
+MATCH_KEYS_OF = {"RunTask": FAULT_MATCH_KEYS, "StartExecution": ("job_id",)}
 
 
 def parse_started_by(started_by: str | None) -> tuple[str | None, int | None]:
@@ -136,6 +151,12 @@ def parse_started_by(started_by: str | None) -> tuple[str | None, int | None]:
     return job_id, attempt
 
 
+def job_of_execution_name(name: str | None) -> str | None:
+    """`<job_id>-<run_attempt>` (the execution name the webhook and the rescue sweep use) -> job_id."""
+    job, sep, attempt = (name or "").rpartition("-")
+    return job if sep and job.isdigit() and attempt.isdigit() else None
+
+
 def function_name_from_path_segment(segment: str) -> str:
     """`arn:aws:lambda:us-east-1:123:function:run-task[:qualifier]`, `123:function:x`, `x:alias` -> name."""
     name = urllib.parse.unquote(segment)
@@ -149,12 +170,14 @@ def function_name_from_path_segment(segment: str) -> str:
 
 
 class EcsLedger:
-    """Fault rules, RunTask records and what moto does not keep about tasks. Thread-safe."""
+    """Fault rules (RunTask and StartExecution), the requests they saw, and what moto does not keep
+    about tasks. Thread-safe."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.rules: list[dict[str, Any]] = []
         self.run_task_requests: list[dict[str, Any]] = []
+        self.start_execution_requests: list[dict[str, Any]] = []
         self.tasks: dict[str, dict[str, Any]] = {}  # taskArn -> overlay
         self.subnet_azs: dict[str, str] = {}
         self.cluster_capacity_providers: set[str] = set()
@@ -165,9 +188,15 @@ class EcsLedger:
         kind = spec.get("kind", "capacity")
         if kind not in FAULT_KINDS:
             raise ValueError(f"kind must be one of {FAULT_KINDS}, got {kind!r}")
+        operation = FAULT_OPERATIONS[kind]
         unknown = set(spec) - set(FAULT_MATCH_KEYS) - {"kind", "times", "reason"}
         if unknown:
             raise ValueError(f"unknown fault rule field(s): {sorted(unknown)}")
+        unmatchable = sorted(
+            k for k in FAULT_MATCH_KEYS if spec.get(k) is not None and k not in MATCH_KEYS_OF[operation]
+        )
+        if unmatchable:
+            raise ValueError(f"a {kind} rule (on {operation}) cannot match on {unmatchable}")
         times = spec.get("times")
         if times is not None and (not isinstance(times, int) or times < 1):
             raise ValueError("times must be a positive integer (or absent: never expires)")
@@ -176,6 +205,7 @@ class EcsLedger:
             rule = {
                 "id": self._rule_seq,
                 "kind": kind,
+                "operation": operation,
                 "times": times,
                 "reason": spec.get("reason") or DEFAULT_REASONS[kind],
                 "matched": 0,
@@ -192,10 +222,11 @@ class EcsLedger:
             self.rules.clear()
             return n
 
-    def match_rule(self, facts: dict[str, Any]) -> dict[str, Any] | None:
+    def match_rule(self, facts: dict[str, Any], operation: str = "RunTask") -> dict[str, Any] | None:
+        """The first rule for `operation` whose fields all equal the request's `facts` (counted)."""
         with self.lock:
             for rule in self.rules:
-                if all(
+                if rule["operation"] == operation and all(
                     key not in rule or (facts.get(key) is not None and str(facts[key]) == rule[key])
                     for key in FAULT_MATCH_KEYS
                 ):
@@ -211,11 +242,16 @@ class EcsLedger:
         with self.lock:
             self.run_task_requests.append(entry)
 
+    def record_start_execution(self, entry: dict[str, Any]) -> None:
+        with self.lock:
+            self.start_execution_requests.append(entry)
+
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {
                 "fault_rules": [dict(r) for r in self.rules],
                 "run_task_requests": [dict(r) for r in self.run_task_requests],
+                "start_execution_requests": [dict(r) for r in self.start_execution_requests],
             }
 
     # ---- task overlay --------------------------------------------------------------------------
@@ -278,6 +314,9 @@ class GatewayHandler(BaseHandler):
             target = self.headers.get("X-Amz-Target") or ""
             if target == "secretsmanager.GetSecretValue":
                 self.get_secret_value(body)
+                return
+            if target == SFN_PREFIX + "StartExecution":
+                self.start_execution(body)
                 return
             if target.startswith(ECS_PREFIX):
                 op = target[len(ECS_PREFIX) :]
@@ -346,6 +385,44 @@ class GatewayHandler(BaseHandler):
                 [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", "ResourceNotFoundException")],
             )
             return
+        self.send_bytes(status, data, headers)
+
+    # ---- Step Functions --------------------------------------------------------------------------------
+    def start_execution(self, body: bytes) -> None:
+        """StartExecution, failed by a `start_execution_throttle` rule the way the service throttles:
+        HTTP 400 with the AWS JSON 1.0 protocol's error body and `x-amzn-ErrorType` header
+        (ThrottlingException, "The request was denied due to request throttling", HTTP 400:
+        https://docs.aws.amazon.com/step-functions/latest/apireference/CommonErrors.html).
+        Otherwise moto starts it; either way the request is recorded."""
+        req = json_or_none(body) or {}
+        name = req.get("name")
+        job_id = job_of_execution_name(name)
+        entry: dict[str, Any] = {"at": time.time(), "name": name, "job_id": job_id}
+        ledger = self.ctx.ledger
+        rule = ledger.match_rule({"job_id": job_id}, operation="StartExecution")
+        if rule is not None:
+            entry.update(outcome="throttle", rule_id=rule["id"])
+            ledger.record_start_execution(entry)
+            log.info("StartExecution %s -> injected ThrottlingException", name)
+            self.send_json(
+                400,
+                {"__type": "ThrottlingException", "message": rule["reason"]},
+                [
+                    ("Content-Type", "application/x-amz-json-1.0"),
+                    ("x-amzn-ErrorType", "ThrottlingException"),
+                    ("x-amzn-RequestId", str(uuid.uuid4())),
+                ],
+            )
+            return
+        status, headers, data = self.moto(body)
+        resp = json_or_none(data)
+        answer = resp if isinstance(resp, dict) else {}
+        if status == 200:
+            entry.update(outcome="started", execution_arn=answer.get("executionArn"))
+        else:
+            entry.update(outcome="error", status=status, error=answer.get("__type"))
+        ledger.record_start_execution(entry)
+        log.info("StartExecution %s -> %s", name, entry["outcome"])
         self.send_bytes(status, data, headers)
 
     # ---- ECS -----------------------------------------------------------------------------------------

@@ -509,7 +509,11 @@ class RunnerSimulator:
             send = job["status"] != "completed"  # a cancel already told the webhook
             if send:
                 job["status"], job["conclusion"] = "completed", conclusion
-        if send:
+        if send and behaviour.get("lose_completed"):
+            # GitHub gave up on the completed delivery: the job is done on GitHub (GET .../jobs/{id}
+            # says so), but no webhook will tell.
+            self.note("completed webhook lost", task, runner=runner_name, conclusion=conclusion)
+        elif send:
             self.world.deliver(job_id, "completed", self.world.derived_payload(job, "completed", conclusion))
         with self.world.lock:
             # a JIT runner is removed by GitHub once its job is done

@@ -31,7 +31,14 @@ from harness.common import (
     port_is_free,
     substitute_asl,
 )
-from harness.gateway import EcsLedger, Gateway, GatewayHandler, function_name_from_path_segment, parse_started_by
+from harness.gateway import (
+    EcsLedger,
+    Gateway,
+    GatewayHandler,
+    function_name_from_path_segment,
+    job_of_execution_name,
+    parse_started_by,
+)
 from harness.github_mock import verify_app_jwt
 from harness.httputil import QuietServer
 from harness.runner_sim import grant_for_job, seal_jit_config
@@ -90,6 +97,23 @@ def test_fault_rules_match_fields_and_expire_after_times() -> None:
         ledger.add_rule({"kind": "capacity", "colour": "red"})
 
 
+def test_start_execution_rules_match_the_job_only_and_never_a_run_task() -> None:
+    assert set(ASL_BINS) == set(LAMBDA_BINS) - {"webhook", "ecs-events", "rescue"}
+    assert job_of_execution_name("123-1") == "123" and job_of_execution_name("123-12") == "123"
+    assert job_of_execution_name("tasuki-x") is None and job_of_execution_name(None) is None
+    ledger = EcsLedger()
+    rule = ledger.add_rule({"kind": "start_execution_throttle", "job_id": "9", "times": 1})
+    assert (rule["operation"], rule["reason"]) == ("StartExecution", "Rate exceeded")
+    ledger.add_rule({"kind": "throttle"})  # every RunTask
+    assert ledger.match_rule({"job_id": "9"}, operation="StartExecution") is not None
+    assert ledger.match_rule({"job_id": "9"}, operation="StartExecution") is None, "expired after times"
+    ledger.add_rule({"kind": "start_execution_throttle"})  # every StartExecution
+    assert ledger.match_rule({"job_id": "9"})["kind"] == "throttle"  # type: ignore[index]
+    assert ledger.match_rule({"job_id": "5"}, operation="StartExecution")["kind"] == "start_execution_throttle"  # type: ignore[index]
+    with pytest.raises(ValueError, match="cannot match on"):
+        ledger.add_rule({"kind": "start_execution_throttle", "capacity_provider": "FARGATE"})
+
+
 class _Recorder(BaseHTTPRequestHandler):
     """A fake upstream: answers what `self.server.answer(path, body)` says and records requests."""
 
@@ -139,6 +163,10 @@ def fake_gateway() -> Any:
 
     def moto_answer(path: str, body: bytes) -> Any:
         req = json.loads(body or b"{}")
+        if "stateMachineArn" in req:
+            arn = f"arn:aws:states:us-east-1:123456789012:execution:tasuki-runner-job:{req['name']}"
+            started = {"executionArn": arn, "startDate": 1.0}
+            return 200, [("Content-Type", "application/x-amz-json-1.0")], json.dumps(started).encode()
         if "SecretId" in req:  # moto resolves any ARN leniently, partial or not
             arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tasuki/webhook-secret-AbCdEf"
             secret = {"ARN": arn, "Name": "tasuki/webhook-secret", "SecretString": "s3cr3t"}
@@ -273,6 +301,40 @@ def test_gateway_injects_run_task_faults_and_forwards_the_rest_as_fargate(fake_g
         ("43", 1, "FARGATE", "throttle"),
         ("44", 1, "FARGATE_SPOT", "error"),
     ]
+
+
+def test_gateway_throttles_start_execution_as_step_functions_does(fake_gateway: Any) -> None:
+    sfn = boto3.client(
+        "stepfunctions",
+        region_name="us-east-1",
+        endpoint_url=fake_gateway["url"],
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+    )
+    machine = "arn:aws:states:us-east-1:123456789012:stateMachine:tasuki-runner-job"
+    ledger: EcsLedger = fake_gateway["ledger"]
+    ledger.add_rule({"kind": "start_execution_throttle", "job_id": "70", "times": 1})
+    ledger.add_rule({"kind": "throttle"})  # a RunTask rule: never a StartExecution
+
+    with pytest.raises(ClientError) as err:
+        sfn.start_execution(stateMachineArn=machine, name="70-1", input="{}")
+    # HTTP 400, ThrottlingException (https://docs.aws.amazon.com/step-functions/latest/apireference/CommonErrors.html)
+    assert err.value.response["Error"] == {"Code": "ThrottlingException", "Message": "Rate exceeded"}
+    meta = err.value.response["ResponseMetadata"]
+    assert meta["HTTPStatusCode"] == 400
+    assert meta["HTTPHeaders"]["x-amzn-errortype"] == "ThrottlingException"
+    assert meta["HTTPHeaders"]["content-type"] == "application/x-amz-json-1.0"
+    assert fake_gateway["moto"].seen == [], "a throttled request never reaches moto"
+
+    started = sfn.start_execution(stateMachineArn=machine, name="70-1", input="{}")  # the rule expired
+    assert started["executionArn"].endswith(":70-1")
+    assert json.loads(fake_gateway["moto"].seen[-1][2])["name"] == "70-1"
+    assert sfn.start_execution(stateMachineArn=machine, name="71-1", input="{}")["executionArn"].endswith(":71-1")
+
+    records = [(r["name"], r["job_id"], r["outcome"]) for r in ledger.snapshot()["start_execution_requests"]]
+    assert records == [("70-1", "70", "throttle"), ("70-1", "70", "started"), ("71-1", "71", "started")]
+    assert ledger.snapshot()["run_task_requests"] == []
 
 
 def test_gateway_refuses_run_task_requests_as_ecs_does(fake_gateway: Any) -> None:

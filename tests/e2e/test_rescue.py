@@ -1,0 +1,201 @@
+"""The rescue sweep (issue 10): jobs a lost webhook or a failed StartExecution left behind, found past
+their deadline in the by-state-deadline index, checked against GitHub and rescued.
+
+In AWS an EventBridge schedule runs the `rescue` Lambda every minute; the local stack has no
+scheduler, so these tests run the sweep themselves: with the CLI exactly as README's "Operate" shows
+it (`tasuki rescue [--dry-run] [--json]`, with `.tasuki/local.env`, whose TASUKI_CONFIG_FILE is the
+runtime config the local Lambdas run with), and by invoking the `rescue` Lambda through the gateway
+with a scheduled event, as EventBridge does. Each test asserts the job's last lifecycle row, that no
+task is left running and that no runner tasuki registered is left behind (the fault matrix's style).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import client
+from harness.common import LOCAL_CONFIG_FILE
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = REPO / "target" / "debug" / "tasuki"
+LABELS = ["self-hosted", "tasuki-2cpu-4gb"]
+LIFECYCLE = ["received", "planned", "launching", "waiting-for-registration", "running", "completed"]
+STARTED = "rescue: the job was recorded but its execution had not started; started it"
+
+
+def queue(job_ids: list[str], **kwargs: Any) -> str:
+    job = client.queue_job(LABELS, **kwargs)
+    job_ids.append(job)
+    return job
+
+
+def events(job: str) -> list[str]:
+    return [e["event"] for e in client.timeline(job)]
+
+
+def last_row(job: str) -> dict:
+    return client.timeline(job)[-1]
+
+
+def assert_nothing_left(job: str) -> None:
+    """No task of the job still running, and no runner tasuki registered for it still on GitHub."""
+    running = [t for t in client.ecs_tasks_for_job(job) if t["desiredStatus"] != "STOPPED"]
+    assert running == [], running
+    left = [
+        r["name"]
+        for r in client.mock_state()["runners"]
+        if r["name"].startswith(f"tasuki-{job}-") and not r["deleted"] and r["status"] != "offline"
+    ]
+    assert left == [], left
+
+
+def tasuki(*args: str) -> str:
+    """`tasuki <args>` with `.tasuki/local.env` sourced, as README's "Operate" runs it; its stdout."""
+    env = {**os.environ, **client.env()}
+    env.pop("TASUKI_CONFIG", None)  # it would win over TASUKI_CONFIG_FILE
+    assert env["TASUKI_CONFIG_FILE"] == str(LOCAL_CONFIG_FILE), "the local Lambdas' runtime config"
+    run = subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, f"tasuki {' '.join(args)}: exit {run.returncode}\n{run.stderr}"
+    return run.stdout
+
+
+def swept(report: dict, job: str) -> dict | None:
+    return next((j for j in report["jobs"] if str(j["job_id"]) == job), None)
+
+
+def github_job(job: str) -> dict:
+    return next(j for j in client.mock_state()["jobs"] if j["job_id"] == job)
+
+
+def test_a_job_whose_start_execution_failed_is_started_by_the_rescue_sweep(job_ids, config):
+    # Every StartExecution of the webhook (the SDK retries a throttle itself) is throttled: the
+    # webhook answers 500 and GitHub does not redeliver by itself.
+    client.add_fault("start_execution_throttle")
+    try:
+        answer = client.queue_job_full(LABELS)
+    finally:
+        client.clear_faults()
+    job = str(answer["job_id"])
+    job_ids.append(job)
+    assert (answer["status"], answer["body"]["status_text"], answer["body"]["reason"]) == (500, "error", "Throttled")
+    throttled = [r["outcome"] for r in client.mock_state()["start_execution_requests"] if r["job_id"] == job]
+    assert throttled and set(throttled) == {"throttle"}, throttled
+    recorded = client.job_item(job)
+    assert recorded is not None and recorded["state"] == "received"
+    assert events(job) == ["received"] and client.executions_for_job(job) == []
+
+    # Past timeouts.rescue_grace_seconds (5 s locally) the sweep sees it; --dry-run says what it would do.
+    grace = config["timeouts"]["rescue_grace_seconds"]
+    plan = client.wait_until(
+        lambda: swept(json.loads(tasuki("rescue", "--dry-run", "--json")), job),
+        timeout=grace + 30,
+        interval=1,
+        what=f"job {job} overdue",
+    )
+    assert plan == {"job_id": int(job), "state": "received", "action": "start-execution", "reason": STARTED}
+    text = tasuki("rescue", "--dry-run")
+    assert "(dry run: nothing changed)" in text.splitlines()[0], text
+    assert re.search(rf"^\s+{job}\s+received\s+start-execution\s+{re.escape(STARTED)}$", text, re.M), text
+    assert client.job_item(job) == recorded, "a dry run changes nothing"
+    assert events(job) == ["received"] and client.executions_for_job(job) == []
+
+    text = tasuki("rescue")
+    assert "dry run" not in text and re.search(rf"^\s+{job}\s+received\s+start-execution\s", text, re.M), text
+    item = client.wait_for_state(job, "completed", timeout=120)
+    assert (item["attempt"], item["conclusion"]) == (1, "success")
+    timeline = client.timeline(job)
+    [rescued] = [e for e in timeline if e["event"] == "rescued"]
+    assert rescued["reason"] == STARTED
+    assert [e["event"] for e in timeline if e["event"] != "rescued"] == LIFECYCLE
+    assert last_row(job)["event"] == "completed"
+    starts = [r["outcome"] for r in client.mock_state()["start_execution_requests"] if r["job_id"] == job]
+    assert starts == throttled + ["started"], "one StartExecution, the sweep's"
+    [execution] = client.wait_for_executions_done(job)
+    assert execution["status"] == "SUCCEEDED"
+    assert swept(json.loads(tasuki("rescue", "--dry-run", "--json")), job) is None, "finished: not overdue"
+    assert_nothing_left(job)
+
+
+def test_a_lost_completed_delivery_is_recorded_by_the_rescue_lambda(job_ids, config):
+    job = queue(job_ids, behaviour={"lose_completed": True})
+    client.wait_for_state(job, "running", timeout=60)
+    # GitHub has the job completed and its runner removed; the runner's task exited 0, which
+    # ecs-events records as a clean exit: nothing tells the waiting execution.
+    client.wait_until(lambda: github_job(job)["status"] == "completed", 30, what=f"job {job} done on GitHub")
+    client.wait_until(
+        lambda: [t["lastStatus"] for t in client.ecs_tasks_for_job(job)] == ["STOPPED"], 30, what="task stopped"
+    )
+    client.wait_until(
+        lambda: [e for e in client.mock_state()["ecs_events_sent"] if e["started_by"] == f"tasuki/{job}/1"],
+        30,
+        what="ECS task stop event delivered",
+    )
+    item = client.job_item(job)
+    assert item is not None and item["state"] == "running"
+    assert [w["action"] for w in client.mock_state()["webhooks_sent"] if str(w["job_id"]) == job] == [
+        "queued",
+        "in_progress",
+    ]
+
+    # A running job's deadline is timeouts.job_seconds + rescue_grace_seconds after it started
+    # running — later than its completion wait times out (see the xfail test below). Stand in for the
+    # time passing: move the deadline (the index's sort key) to now, as the sweep would find it.
+    client.boto("dynamodb").update_item(
+        TableName=client.env()["TASUKI_TABLE"],
+        Key={"pk": {"S": f"JOB#{job}"}, "sk": {"S": "JOB"}},
+        UpdateExpression="SET deadline = :now",
+        ConditionExpression="#state = :running",
+        ExpressionAttributeNames={"#state": "state"},
+        ExpressionAttributeValues={":now": {"N": str(int(time.time()) - 1)}, ":running": {"S": "running"}},
+    )
+
+    # What EventBridge does every minute: invoke `rescue` with a scheduled event.
+    report, function_error = client.invoke("rescue", client.scheduled_event())
+    assert function_error is None, report
+    assert report["dry_run"] is False and report["overdue"] >= 1
+    reason = "rescue: GitHub says the job completed (success); the webhook was lost"
+    assert swept(report, job) == {"job_id": int(job), "state": "running", "action": "signal", "reason": reason}
+
+    item = client.wait_for_state(job, "completed", timeout=60)
+    assert (item["attempt"], item["conclusion"]) == (1, "success")
+    timeline = client.timeline(job)
+    [rescued] = [e for e in timeline if e["event"] == "rescued"]
+    assert (rescued["state"], rescued["reason"]) == ("running", reason)
+    assert [e["event"] for e in timeline if e["event"] != "rescued"] == LIFECYCLE
+    assert last_row(job)["event"] == "completed"
+    [execution] = client.wait_for_executions_done(job)
+    assert execution["status"] == "SUCCEEDED"
+    assert_nothing_left(job)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="functions/core/src/domain/record.rs: a running job's deadline (now + rescue_grace_seconds + "
+    "job_seconds, taken when it enters running) comes after WaitForCompletion times out (job_seconds "
+    "after the state is entered), so the sweep never reaches a lost completed before FinalizeTimedOut",
+)
+def test_a_running_job_is_overdue_before_its_completion_wait_times_out(job_ids, config):
+    job = queue(job_ids, behaviour={"hold": True})
+    try:
+        item = client.wait_for_state(job, "running", timeout=60)
+        [execution] = client.executions_for_job(job)
+        entered = [
+            e["timestamp"].timestamp()
+            for e in client.execution_history(execution["executionArn"])
+            if e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "WaitForCompletion"
+        ]
+        assert entered, "WaitForCompletion entered"
+        times_out = entered[-1] + config["timeouts"]["job_seconds"]
+        assert item["deadline"] < times_out, f"deadline {item['deadline']} vs the wait's timeout {times_out:.0f}"
+    finally:
+        client.complete_job(job, "success")
+        client.wait_for_state(job, "completed", timeout=60)
+        assert_nothing_left(job)
