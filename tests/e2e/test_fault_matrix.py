@@ -38,8 +38,9 @@ def assert_nothing_left(job: str) -> None:
 
 
 def test_aws_throttling_of_runtask_is_retried_on_the_same_candidate(job_ids):
-    client.add_fault("throttle", times=2)
     job = queue(job_ids)
+    # Its RunTask comes three steps after the webhook answered: the rule is in place by then.
+    client.add_fault("throttle", job_id=job, times=2)
     item = client.wait_for_state(job, "completed", timeout=120)
     assert item["attempt"] == 1, "throttling is retried, not a failed attempt"
     assert "attempt-failed" not in [e["event"] for e in client.timeline(job)]
@@ -85,9 +86,9 @@ def test_a_spot_interruption_mid_job_is_recorded_with_its_reason(job_ids):
 def test_a_size_with_no_capacity_anywhere_falls_back_to_the_configured_larger_size(job_ids):
     # The local deploy config says sizes.fallback: {"medium": ["large"]}.
     medium = 2 * 3  # two AZs x (Fargate Spot, Fargate, EC2)
-    client.add_fault("capacity", times=medium)
     job = client.queue_job(["self-hosted", "tasuki-medium"])
     job_ids.append(job)
+    client.add_fault("capacity", job_id=job, times=medium)
     item = client.wait_for_state(job, "completed", timeout=180)
     launched = [e["candidate"] for e in client.timeline(job) if e["event"] == "launching"]
     assert len(launched) == medium + 1 and item["attempt"] == medium + 1

@@ -193,6 +193,15 @@ impl LifecycleStore for MemoryStore {
         Ok(jobs)
     }
 
+    async fn postpone(&self, job_id: JobId, deadline: u64) -> StoreResult<()> {
+        if let Some((record, _)) = lock(&self.jobs).get_mut(&job_id) {
+            if !record.position.state.is_terminal() {
+                record.deadline = deadline;
+            }
+        }
+        Ok(())
+    }
+
     async fn list(&self, limit: usize) -> StoreResult<Vec<JobRecord>> {
         let mut jobs: Vec<JobRecord> = lock(&self.jobs).values().map(|(r, _)| r.clone()).collect();
         jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at));

@@ -83,6 +83,9 @@ pub trait LifecycleStore: Send + Sync {
     /// Unfinished jobs whose deadline is before `now_epoch`, most overdue first, at most `limit`
     /// (read from the state/deadline index, never a scan).
     async fn overdue(&self, now_epoch: u64, limit: usize) -> StoreResult<Vec<JobRecord>>;
+    /// Moves an unfinished job's deadline (the sweep checked it and found nothing to do); a job
+    /// finished meanwhile is left alone.
+    async fn postpone(&self, job_id: JobId, deadline: u64) -> StoreResult<()>;
 }
 
 /// Step Functions, as the webhook and callbacks use it.

@@ -475,8 +475,8 @@ async fn a_registration_that_came_first_is_answered_when_the_wait_is_armed() {
     );
     assert_eq!(
         record.deadline,
-        world.clock.now().epoch_seconds + 300 + 300,
-        "the registration limit plus the grace"
+        world.clock.now().epoch_seconds + 300,
+        "checked a grace period after its last change"
     );
 }
 
@@ -1081,7 +1081,7 @@ async fn lost_deliveries_are_recovered_from_github_and_answer_the_waiting_execut
     let world = World::new();
     world.waiting().await;
     world.github_says(completed_on_our_runner());
-    world.clock.advance(300 + 300 + 1);
+    world.clock.advance(301);
     let sweep = world.rescue().sweep(false).await.unwrap();
     assert_eq!((sweep.overdue, sweep.jobs[0].action), (1, "signal"));
     let record = world.record();
@@ -1107,8 +1107,11 @@ async fn an_overdue_job_github_has_not_started_is_left_and_a_second_sweep_acts_n
     let sweep = world.rescue().sweep(false).await.unwrap();
     assert_eq!(sweep.jobs[0].action, "leave");
     assert!(!world.rows().iter().any(|r| r.starts_with("rescued")));
-    // GitHub starts it: one sweep records it and answers the wait; the next finds nothing to do
-    // (the rescue row moved the deadline on, and the signal is already recorded).
+    // A job left is checked again one grace period later, not every minute.
+    assert_eq!(world.rescue().sweep(false).await.unwrap().overdue, 0);
+    world.clock.advance(301);
+    // GitHub started it meanwhile: one sweep records it and answers the wait; the next finds
+    // nothing to do (the rescue row moved the deadline on, and the signal is already recorded).
     let running = JobOnGitHub::Running(registered_value().unwrap());
     world.github_says(running);
     let (first, second) = (world.rescue(), world.rescue());

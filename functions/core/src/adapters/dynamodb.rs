@@ -511,6 +511,19 @@ impl LifecycleStore for DynamoLifecycleStore {
         Ok(jobs)
     }
 
+    async fn postpone(&self, job_id: JobId, deadline: u64) -> StoreResult<()> {
+        // Only the index's sort key changes: a concurrent transition (which rewrites the item on
+        // its version) is not disturbed, and a finished job (no gsi_state) is not touched.
+        self.update_returning(
+            job_id,
+            "SET deadline = :d",
+            "attribute_exists(gsi_state)",
+            values([(":d", number(deadline))]),
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn list(&self, limit: usize) -> StoreResult<Vec<JobRecord>> {
         let mut pages = self
             .client

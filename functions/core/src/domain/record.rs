@@ -16,17 +16,13 @@ pub struct Now {
     pub rfc3339: String,
 }
 
-/// When a job in `state` should have moved on; the rescue sweep reads it from the state/deadline
-/// index. Waits have their configured limits; every other state moves on within seconds; past
-/// that comes `timeouts.rescue_grace_seconds` before the sweep checks the job.
-pub fn deadline(timeouts: &Timeouts, state: JobState, now: &Now) -> u64 {
-    now.epoch_seconds
-        + u64::from(timeouts.rescue_grace_seconds)
-        + match state {
-            JobState::WaitingForRegistration => u64::from(timeouts.registration_seconds),
-            JobState::Running => u64::from(timeouts.job_seconds),
-            _ => 0,
-        }
+/// When the rescue sweep next checks an unfinished job against GitHub (it reads the
+/// state/deadline index): `timeouts.rescue_grace_seconds` after its last change or check. Waits
+/// get no longer: a lost `completed` must be found before the completion wait times out, so a
+/// running job is checked every grace period, and each check that finds nothing to do postpones
+/// the next.
+pub fn deadline(timeouts: &Timeouts, now: &Now) -> u64 {
+    now.epoch_seconds + u64::from(timeouts.rescue_grace_seconds)
 }
 
 /// The runner a job runs (or will run) on: ours, or any runner GitHub gave it to.
@@ -150,7 +146,7 @@ impl JobRecord {
             version: 1,
             created_at: now.rfc3339.clone(),
             updated_at: now.rfc3339.clone(),
-            deadline: deadline(timeouts, JobState::Received, now),
+            deadline: deadline(timeouts, now),
             execution_arn,
             task_arn: None,
             runner: None,
@@ -230,16 +226,12 @@ mod tests {
     }
 
     #[test]
-    fn every_state_has_one_deadline_policy_with_the_waits_given_their_limits() {
+    fn an_unfinished_job_is_checked_one_grace_period_after_its_last_change() {
         let t = example().timeouts;
-        assert_eq!(deadline(&t, JobState::Received, &now(1000)), 1300);
-        assert_eq!(
-            deadline(&t, JobState::WaitingForRegistration, &now(1000)),
-            1300 + u64::from(t.registration_seconds)
-        );
-        assert_eq!(
-            deadline(&t, JobState::Running, &now(1000)),
-            1300 + u64::from(t.job_seconds)
+        assert_eq!(deadline(&t, &now(1000)), 1300);
+        assert!(
+            deadline(&t, &now(1000)) < 1000 + u64::from(t.job_seconds),
+            "a running job is checked before its completion wait times out"
         );
     }
 

@@ -75,7 +75,7 @@ impl Lifecycle {
                 to,
                 happening: happening.clone(),
                 candidate: effects.candidate.clone(),
-                deadline: record::deadline(&self.timeouts, to.state, &now),
+                deadline: record::deadline(&self.timeouts, &now),
                 task_arn: effects.task_arn.clone(),
                 runner: effects.runner.clone(),
                 conclusion: effects.conclusion,

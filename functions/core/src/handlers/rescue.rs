@@ -6,7 +6,7 @@
 use super::{deliver, Effects, Lifecycle};
 use crate::domain::ids::JobId;
 use crate::domain::lifecycle::{Happening, JobState};
-use crate::domain::record::JobRecord;
+use crate::domain::record::{self, JobRecord};
 use crate::domain::rescue::{self, Rescue};
 use crate::error::StepError;
 use crate::ports::{Executions, RunnerRegistry};
@@ -88,10 +88,34 @@ impl RescueSweep {
             Rescue::Signal(_) => "signal",
             Rescue::Leave(_) => "leave",
         };
-        if dry_run || matches!(rescue, Rescue::Leave(_)) {
+        if dry_run {
             return Ok((action, reason));
         }
         let job_id = record.job.job_id;
+        if let Rescue::Leave(_) = rescue {
+            let next = record::deadline(&self.lifecycle.timeouts, &self.lifecycle.clock.now());
+            self.lifecycle.store.postpone(job_id, next).await?;
+            return Ok((action, reason));
+        }
+        // The row first: if the job finished meanwhile, the transition is refused and nothing is
+        // done; the row also moves the deadline on, so the next sweep does not act again.
+        let happening = Happening::Rescue {
+            reason: reason.clone(),
+        };
+        if let Err(error) = self
+            .lifecycle
+            .transition(job_id, happening, Effects::default())
+            .await
+        {
+            let now = self.lifecycle.job(job_id).await?;
+            if now.position.state.is_terminal() {
+                return Ok((
+                    "leave",
+                    format!("finished meanwhile ({})", now.position.state),
+                ));
+            }
+            return Err(error);
+        }
         match &rescue {
             Rescue::StartExecution => {
                 self.executions.start(&record.job).await?;
@@ -105,12 +129,6 @@ impl RescueSweep {
             }
             Rescue::Leave(_) => {}
         }
-        let happening = Happening::Rescue {
-            reason: reason.clone(),
-        };
-        self.lifecycle
-            .transition(job_id, happening, Effects::default())
-            .await?;
         Ok((action, reason))
     }
 }

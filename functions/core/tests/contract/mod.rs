@@ -13,6 +13,7 @@ macro_rules! store_contract_tests {
             a_late_stop_of_an_older_attempt_does_not_hide_a_newer_one,
             ls_lists_jobs_newest_first,
             overdue_jobs_are_the_unfinished_ones_past_their_deadline,
+            a_postponed_job_is_overdue_later_and_a_finished_one_is_not_touched,
         );
     };
     ($store:expr; $($name:ident,)*) => {$(
@@ -260,4 +261,30 @@ pub async fn overdue_jobs_are_the_unfinished_ones_past_their_deadline(store: &dy
         "most overdue first; finished jobs never"
     );
     assert_eq!(store.overdue(10_000, 1).await.unwrap().len(), 1);
+}
+
+pub async fn a_postponed_job_is_overdue_later_and_a_finished_one_is_not_touched(
+    store: &dyn LifecycleStore,
+) {
+    create(store, 30, 100).await;
+    store.postpone(id(30), 900).await.unwrap();
+    let overdue = store.overdue(800, 10).await.unwrap();
+    assert!(overdue.is_empty(), "postponed past 800");
+    let record = store.get(id(30)).await.unwrap().unwrap();
+    assert_eq!((record.deadline, record.version), (900, 1));
+    let refuse = commit(
+        JobState::Refused,
+        0,
+        Happening::Refuse {
+            reason: "gpu".into(),
+        },
+    );
+    apply(store, &record, &refuse).await.unwrap();
+    store.postpone(id(30), 5_000).await.unwrap();
+    assert_eq!(store.get(id(30)).await.unwrap().unwrap().deadline, 1);
+    store.postpone(id(404), 5_000).await.unwrap();
+    assert!(
+        store.get(id(404)).await.unwrap().is_none(),
+        "unknown jobs are not created"
+    );
 }
