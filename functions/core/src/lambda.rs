@@ -6,7 +6,7 @@ use crate::domain::config::Config;
 use crate::handlers::cleanup::{Cleanup, Release};
 use crate::handlers::ecs_events::EcsEvents;
 use crate::handlers::finalize::Finalize;
-use crate::handlers::issue_token::IssueToken;
+use crate::handlers::issue_token::{IssueToken, RunnerCredentials};
 use crate::handlers::registration::{Confirm, WaitForRegistration, Waiting};
 use crate::handlers::rescue::RescueSweep;
 use crate::handlers::resolve_labels::ResolveLabels;
@@ -152,8 +152,10 @@ impl Aws {
         Ok(IssueToken {
             config: self.config.clone(),
             lifecycle: self.lifecycle(),
-            registry: self.registry().await?,
-            sealer: self.sealer(),
+            credentials: RunnerCredentials {
+                registry: self.registry().await?,
+                sealer: self.sealer(),
+            },
         })
     }
 

@@ -21,7 +21,7 @@ use tasuki_core::fakes::{
 use tasuki_core::handlers::cleanup::{Cleanup, Release};
 use tasuki_core::handlers::ecs_events::EcsEvents;
 use tasuki_core::handlers::finalize::Finalize;
-use tasuki_core::handlers::issue_token::IssueToken;
+use tasuki_core::handlers::issue_token::{IssueToken, RunnerCredentials};
 use tasuki_core::handlers::registration::{Confirm, WaitForRegistration, Waiting};
 use tasuki_core::handlers::rescue::RescueSweep;
 use tasuki_core::handlers::resolve_labels::ResolveLabels;
@@ -112,8 +112,10 @@ impl World {
         IssueToken {
             config: self.config.clone(),
             lifecycle: self.lifecycle(),
-            registry: self.registry.clone(),
-            sealer: self.sealer.clone(),
+            credentials: RunnerCredentials {
+                registry: self.registry.clone(),
+                sealer: self.sealer.clone(),
+            },
         }
     }
 
