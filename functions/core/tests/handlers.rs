@@ -34,24 +34,14 @@ use tasuki_core::ports::{Clock, LifecycleStore};
 use tasuki_core::signature::WebhookSecret;
 use tasuki_core::StepError;
 
-const CONFIG: &str = r#"{
-  "table_name": "tasuki-jobs",
-  "state_machine_arn": "arn:aws:states:us-east-1:123456789012:stateMachine:tasuki-runner-job",
-  "github": {"api_url": "https://api.github.com", "app_id": 1,
-             "private_key_secret_id": "tasuki/github-app-private-key",
-             "webhook_secret_id": "tasuki/webhook-secret"},
-  "access": {"orgs": ["octo-org"]},
-  "runner": {"group_id": 1, "extra_labels": ["tasuki-managed"],
-             "kms_key_id": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-             "task_role_arn": "arn:aws:iam::123456789012:role/tasuki-runner-task"},
-  "sizes": {"default": "small", "aliases": {"small": "2cpu-4gb"}},
-  "capacity_order": ["fargate-spot", "fargate"],
-  "network": {"subnets": {"us-east-1a": "subnet-a", "us-east-1b": "subnet-b"},
-              "security_groups": ["sg-default"]},
-  "ecs": {"cluster": "tasuki", "container_name": "runner",
-          "task_definitions": {"x64": "td-x64", "arm64": "td-arm64"}},
-  "timeouts": {"registration_seconds": 300, "job_seconds": 3600, "capacity_wait_seconds": 900}
-}"#;
+/// The shared test runtime config (tests/fixtures/config/runtime.json), Fargate only: four
+/// candidates, Spot and on-demand in two AZs.
+fn config() -> Config {
+    let shared = include_str!("../../../tests/fixtures/config/runtime.json");
+    let mut value: Value = serde_json::from_str(shared).unwrap();
+    value["capacity_order"] = json!(["fargate-spot", "fargate"]);
+    Config::from_json(&value.to_string()).unwrap()
+}
 
 const JOB: u64 = 7;
 
@@ -68,7 +58,7 @@ struct World {
 impl World {
     fn new() -> Self {
         Self {
-            config: Arc::new(Config::from_json(CONFIG).unwrap()),
+            config: Arc::new(config()),
             store: Arc::default(),
             clock: Arc::new(FixedClock::at(1_795_392_000)),
             executions: Arc::default(),

@@ -28,25 +28,9 @@ use tasuki_core::handlers::webhook::{
 use tasuki_core::handlers::Lifecycle;
 use tasuki_core::signature::WebhookSecret;
 
-const CONFIG: &str = r#"{
-  "table_name": "tasuki-jobs",
-  "state_machine_arn": "arn:aws:states:us-east-1:123456789012:stateMachine:tasuki-runner-job",
-  "github": {"api_url": "https://api.github.com", "app_id": 1,
-             "private_key_secret_id": "tasuki/github-app-private-key",
-             "webhook_secret_id": "tasuki/webhook-secret"},
-  "access": {"orgs": ["octo-org"]},
-  "runner": {"group_id": 1, "extra_labels": ["tasuki-managed"],
-             "kms_key_id": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
-             "task_role_arn": "arn:aws:iam::123456789012:role/tasuki-runner-task"},
-  "sizes": {"default": "small", "aliases": {"small": "2cpu-4gb", "large": "8cpu-16gb"}},
-  "capacity_order": ["fargate-spot", "fargate", "ec2"],
-  "network": {"subnets": {"us-east-1a": "subnet-a", "us-east-1b": "subnet-b"},
-              "security_groups": ["sg-default"], "security_group_allowlist": ["sg-db"]},
-  "ecs": {"cluster": "tasuki", "container_name": "runner",
-          "task_definitions": {"x64": "td-x64", "arm64": "td-arm64", "x64_docker": "td-x64-docker"},
-          "ec2_capacity_providers": {"x64": "cp-ec2-x64"}},
-  "timeouts": {"registration_seconds": 300, "job_seconds": 3600, "capacity_wait_seconds": 900}
-}"#;
+/// A runtime config with every capacity, docker and a security-group allowlist (shared with
+/// tests/handlers.rs).
+const CONFIG: &str = include_str!("../../../tests/fixtures/config/runtime.json");
 
 /// How many of its own labels a job may have with this config's one extra label.
 const JOB_LABELS_MAX: usize = MAX_RUNNER_LABELS - 1;
@@ -469,15 +453,18 @@ fn check_workflow_job(body: &[u8], decision: &Decision) -> Result<(), TestCaseEr
         }
     };
     let job = &event.workflow_job;
+    // A runner launched for another job (its name says which) that now runs this one.
     let theft = || {
-        let ours = RunnerName::parse(job.runner_name.as_deref()?)?;
-        (ours.job != job.id).then_some((
-            ours.job,
-            Signal::RunnerTaken(Taken {
-                runner_name: ours,
-                by_job: job.id,
-            }),
-        ))
+        let name = job.runner_name.as_deref()?;
+        let launched_for = RunnerName::parse(name)?;
+        if launched_for.job == job.id {
+            return None;
+        }
+        let taken = Taken {
+            runner_name: launched_for,
+            by_job: job.id,
+        };
+        Some((launched_for.job, Signal::RunnerTaken(taken)))
     };
     let running = matches!(
         event.action,
