@@ -24,27 +24,31 @@ pub struct Release {
     pub sealer: Arc<dyn CredentialSealer>,
 }
 
+/// Whether GitHub gave the attempt's runner another job, which it is now serving.
+pub fn taken_by_another(runner: Option<&IssuedRunner>, signals: &Signals) -> bool {
+    match (runner, &signals.taken) {
+        (Some(runner), Some(taken)) => taken.runner_name == runner.name,
+        _ => false,
+    }
+}
+
 impl Release {
-    /// Revokes the attempt's KMS grant, then stops its task and deletes its runner — unless
-    /// GitHub gave that runner another job, which it is now serving (its task opened its config
-    /// at boot already).
+    /// Revokes the attempt's KMS grant (its task opened its config at boot already), then stops
+    /// its task and deletes its runner — unless that runner is `busy` with a job, which its task
+    /// is left to finish.
     pub async fn release(
         &self,
         job: &JobRef,
         runner: Option<&IssuedRunner>,
         task_arn: Option<&str>,
-        signals: &Signals,
+        busy: bool,
         why: &str,
     ) -> Result<(), StepError> {
         if let Some(runner) = runner {
             self.sealer.revoke(&runner.grant_id).await?;
         }
-        let serving_another = match (runner, &signals.taken) {
-            (Some(runner), Some(taken)) => taken.runner_name == runner.name,
-            _ => false,
-        };
-        if serving_another {
-            tracing::info!("runner serves another job; its task is left to finish it");
+        if busy {
+            tracing::info!("the runner runs a job; its task is left to finish it");
             return Ok(());
         }
         if let Some(task_arn) = task_arn {
@@ -116,7 +120,7 @@ impl Step for Cleanup {
                 job,
                 Some(runner),
                 task.as_ref().map(|t| t.task_arn.as_str()),
-                &record.signals,
+                taken_by_another(Some(runner), &record.signals),
                 &reason,
             )
             .await?;
@@ -185,19 +189,16 @@ impl Cleanup {
         if let Some(wait) = &record.wait {
             store.disarm(job.job_id, &wait.token).await?;
         }
-        let release = &self.release;
-        release.sealer.revoke(&attempt.runner.grant_id).await?;
-        if attempt.runner.name != *registered.runner_name.as_str() {
-            // Another runner has the job: the one launched for it is idle.
-            if let Some(task) = attempt.task {
-                let why = "the job runs on another runner";
-                release.launcher.stop(&task.task_arn, why).await?;
-            }
-            release
-                .registry
-                .delete_runner(job, attempt.runner.id)
-                .await?;
-        }
-        Ok(())
+        // On its own runner the job keeps it; on another runner, the one launched for it is idle.
+        let busy = attempt.runner.name == *registered.runner_name.as_str();
+        self.release
+            .release(
+                job,
+                Some(attempt.runner),
+                attempt.task.map(|t| t.task_arn.as_str()),
+                busy,
+                "the job runs on another runner",
+            )
+            .await
     }
 }

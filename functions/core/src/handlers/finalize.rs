@@ -1,6 +1,6 @@
 //! Finalize: the job's last transition, after releasing whatever its attempt still holds.
 
-use super::cleanup::Release;
+use super::cleanup::{taken_by_another, Release};
 use super::state::{ExecutionState, FinalizeInput, Finalized};
 use super::step::Step;
 use super::{Effects, Lifecycle};
@@ -59,7 +59,7 @@ impl Step for Finalize {
                     job,
                     runner.as_ref(),
                     task.as_ref().map(|t| t.task_arn.as_str()),
-                    &record.signals,
+                    taken_by_another(runner.as_ref(), &record.signals),
                     &why,
                 )
                 .await?;
