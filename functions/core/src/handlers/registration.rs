@@ -4,10 +4,10 @@
 use super::state::{Launched, Registering, WaitInput};
 use super::step::Step;
 use super::{Effects, Lifecycle};
-use crate::domain::ids::{Attempt, JobId};
+use crate::domain::ids::JobId;
 use crate::domain::lifecycle::Happening;
 use crate::domain::record::RunnerRef;
-use crate::domain::waits::{TaskToken, Wait, WaitPhase};
+use crate::domain::waits::{Wait, WaitPhase};
 use crate::error::StepError;
 use crate::ports::Executions;
 use async_trait::async_trait;
@@ -23,17 +23,13 @@ impl Waiting {
     async fn enter(
         &self,
         job_id: JobId,
-        (happening, effects): (Happening, Effects),
-        (token, phase, attempt): (TaskToken, WaitPhase, Attempt),
+        happening: Happening,
+        effects: Effects,
+        wait: Wait,
     ) -> Result<(), StepError> {
         self.lifecycle
             .transition(job_id, happening, effects)
             .await?;
-        let wait = Wait {
-            token,
-            phase,
-            attempt,
-        };
         self.lifecycle.arm(&*self.executions, job_id, &wait).await
     }
 }
@@ -66,8 +62,12 @@ impl Step for WaitForRegistration {
             }),
             ..Effects::default()
         };
-        let wait = (input.token, WaitPhase::Registration, attempt.number);
-        self.0.enter(job.job_id, (happening, effects), wait).await
+        let wait = Wait {
+            token: input.token,
+            phase: WaitPhase::Registration,
+            attempt: attempt.number,
+        };
+        self.0.enter(job.job_id, happening, effects, wait).await
     }
 }
 
@@ -102,7 +102,11 @@ impl Step for Confirm {
             }),
             ..Effects::default()
         };
-        let wait = (input.token, WaitPhase::Completion, attempt.number);
-        self.0.enter(job.job_id, (happening, effects), wait).await
+        let wait = Wait {
+            token: input.token,
+            phase: WaitPhase::Completion,
+            attempt: attempt.number,
+        };
+        self.0.enter(job.job_id, happening, effects, wait).await
     }
 }
