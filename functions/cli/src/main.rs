@@ -146,13 +146,23 @@ async fn rescue_command(dry_run: bool, json: bool) -> Result<(), String> {
     let aws = Aws::from_env().await.map_err(|e| e.to_string())?;
     let rescue = aws.rescue().await.map_err(|e| e.to_string())?;
     let sweep = rescue.sweep(dry_run).await.map_err(|e| e.to_string())?;
+    show(&sweep, json, render_sweep)?;
+    Ok(())
+}
+
+/// Prints `value` as pretty JSON, or as `render` writes it for people.
+fn show<T: Serialize + ?Sized>(
+    value: &T,
+    json: bool,
+    render: fn(&T) -> String,
+) -> Result<(), String> {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&sweep).map_err(|e| e.to_string())?
+            serde_json::to_string_pretty(value).map_err(|e| e.to_string())?
         );
     } else {
-        print!("{}", render_sweep(&sweep));
+        print!("{}", render(value));
     }
     Ok(())
 }
@@ -202,14 +212,7 @@ async fn jobs_command(jobs: Jobs, store: &DynamoLifecycleStore) -> Result<(), St
                 .into_iter()
                 .map(JobSummary::from)
                 .collect();
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&jobs).map_err(|e| e.to_string())?
-                );
-            } else {
-                print!("{}", render_list(&jobs));
-            }
+            show(jobs.as_slice(), json, render_list)?;
         }
         Jobs::Show { job_id, json } => {
             let record = store
@@ -222,14 +225,7 @@ async fn jobs_command(jobs: Jobs, store: &DynamoLifecycleStore) -> Result<(), St
                 job: record.into(),
                 events,
             };
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&timeline).map_err(|e| e.to_string())?
-                );
-            } else {
-                print!("{}", render_timeline(&timeline));
-            }
+            show(&timeline, json, render_timeline)?;
         }
     }
     Ok(())
