@@ -44,15 +44,7 @@ def last_row(job: str) -> dict:
 
 
 def assert_nothing_left(job: str) -> None:
-    """No task of the job still running, and no runner tasuki registered for it still on GitHub."""
-    running = [t for t in client.ecs_tasks_for_job(job) if t["desiredStatus"] != "STOPPED"]
-    assert running == [], running
-    left = [
-        r["name"]
-        for r in client.mock_state()["runners"]
-        if r["name"].startswith(f"tasuki-{job}-") and not r["deleted"] and r["status"] != "offline"
-    ]
-    assert left == [], left
+    assert client.leftovers(job) == {"tasks": [], "runners": []}
 
 
 def tasuki(*args: str) -> str:

@@ -333,6 +333,18 @@ def _pages(call: Callable[..., dict[str, Any]], field: str, max_pages: int = 100
 
 
 # ---- ECS and Step Functions -----------------------------------------------------------------------------
+def leftovers(job_id: str) -> dict[str, list[str]]:
+    """What a finished job must not leave behind: its tasks not stopped, and runners tasuki registered
+    for it still on GitHub (neither deleted nor gone offline). Both lists are empty for a clean job."""
+    tasks = [t["taskArn"] for t in ecs_tasks_for_job(job_id) if t["desiredStatus"] != "STOPPED"]
+    runners = [
+        r["name"]
+        for r in mock_state()["runners"]
+        if r["name"].startswith(f"tasuki-{job_id}-") and not r["deleted"] and r["status"] != "offline"
+    ]
+    return {"tasks": tasks, "runners": runners}
+
+
 def ecs_tasks_for_job(job_id: str) -> list[dict[str, Any]]:
     """DescribeTasks (with tags) of every task, running or stopped, whose startedBy is `tasuki/<job_id>/...`."""
     ecs = boto("ecs")
