@@ -1,6 +1,7 @@
 //! What the handlers need from the outside world, as traits; `adapters` implements them against
 //! AWS and GitHub, `fakes` in memory for the handler tests.
 
+use crate::domain::deliveries::DeliveryAttempt;
 use crate::domain::ids::{JobId, RunnerName};
 use crate::domain::job::JobRef;
 use crate::domain::launch::LaunchRequest;
@@ -127,6 +128,23 @@ pub trait RunnerRegistry: Send + Sync {
     ) -> Result<JitConfig, StepError>;
     /// Removes a runner; one that is already gone is not an error.
     async fn delete_runner(&self, job: &JobRef, runner_id: u64) -> Result<(), StepError>;
+}
+
+/// The App's webhook delivery log (App JWT): how a `queued` delivery GitHub failed to make is found
+/// and made again (`domain::deliveries`).
+#[async_trait]
+pub trait WebhookDeliveries: Send + Sync {
+    /// Delivery attempts, newest first, back to `since_epoch` and at most `limit` of them.
+    async fn recent(
+        &self,
+        since_epoch: u64,
+        limit: usize,
+    ) -> Result<Vec<DeliveryAttempt>, StepError>;
+    /// The job a `workflow_job` delivery was about, from its request payload; `None` when the
+    /// payload is not a job event with an installation.
+    async fn job(&self, delivery_id: u64) -> Result<Option<JobRef>, StepError>;
+    /// Asks GitHub to deliver it again (a new attempt, same `X-GitHub-Delivery`).
+    async fn redeliver(&self, delivery_id: u64) -> Result<(), StepError>;
 }
 
 /// A JIT config sealed for one job ([`crate::runner_contract`]) and the KMS grant that lets the

@@ -1,5 +1,6 @@
 pub mod access;
 pub mod config;
+pub mod deliveries;
 pub mod deploy;
 pub mod ids;
 pub mod job;
