@@ -33,6 +33,10 @@ pub enum StepError {
     /// The job was cancelled on GitHub (sent to a waiting execution by `webhook`).
     #[error("job cancelled: {0}")]
     JobCancelled(String),
+    /// GitHub gave the job to a runner before tasuki launched one (its `in_progress` or
+    /// `completed` came first): nothing is launched.
+    #[error("job already started: {0}")]
+    JobStarted(String),
     /// A lifecycle write lost a race or was illegal; never applied silently.
     #[error("lifecycle conflict: {0}")]
     LifecycleConflict(String),
@@ -57,6 +61,7 @@ pub enum ErrorName {
     TaskStopped,
     RunnerTaken,
     JobCancelled,
+    JobStarted,
     LifecycleConflict,
     Transient,
     MalformedInput,
@@ -64,7 +69,7 @@ pub enum ErrorName {
 
 impl ErrorName {
     /// Every error name a step can raise; the ASL test checks this against `Retry`/`Catch`.
-    pub const ALL: [ErrorName; 12] = [
+    pub const ALL: [ErrorName; 13] = [
         ErrorName::JobRefused,
         ErrorName::CapacityUnavailable,
         ErrorName::QuotaExceeded,
@@ -74,6 +79,7 @@ impl ErrorName {
         ErrorName::TaskStopped,
         ErrorName::RunnerTaken,
         ErrorName::JobCancelled,
+        ErrorName::JobStarted,
         ErrorName::LifecycleConflict,
         ErrorName::Transient,
         ErrorName::MalformedInput,
@@ -90,6 +96,7 @@ impl ErrorName {
             ErrorName::TaskStopped => "TaskStopped",
             ErrorName::RunnerTaken => "RunnerTaken",
             ErrorName::JobCancelled => "JobCancelled",
+            ErrorName::JobStarted => "JobStarted",
             ErrorName::LifecycleConflict => "LifecycleConflict",
             ErrorName::Transient => "Transient",
             ErrorName::MalformedInput => "MalformedInput",
@@ -163,6 +170,7 @@ impl StepError {
             StepError::TaskStopped(_) => ErrorName::TaskStopped,
             StepError::RunnerTaken(_) => ErrorName::RunnerTaken,
             StepError::JobCancelled(_) => ErrorName::JobCancelled,
+            StepError::JobStarted(_) => ErrorName::JobStarted,
             StepError::LifecycleConflict(_) => ErrorName::LifecycleConflict,
             StepError::Transient(_) => ErrorName::Transient,
             StepError::MalformedInput(_) => ErrorName::MalformedInput,
@@ -180,6 +188,7 @@ impl StepError {
             | StepError::TaskStopped(d)
             | StepError::RunnerTaken(d)
             | StepError::JobCancelled(d)
+            | StepError::JobStarted(d)
             | StepError::LifecycleConflict(d)
             | StepError::Transient(d)
             | StepError::MalformedInput(d) => d,
@@ -213,6 +222,7 @@ mod tests {
             StepError::TaskStopped(d()),
             StepError::RunnerTaken(d()),
             StepError::JobCancelled(d()),
+            StepError::JobStarted(d()),
             StepError::LifecycleConflict(d()),
             StepError::Transient(d()),
             StepError::MalformedInput(d()),

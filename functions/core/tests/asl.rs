@@ -4,6 +4,7 @@ use serde_json::Value;
 use std::collections::{BTreeSet, HashSet};
 use tasuki_core::domain::ids::{Attempt, JobId, RunnerName};
 use tasuki_core::domain::lifecycle::JobState;
+use tasuki_core::domain::outcome::Outcome;
 use tasuki_core::domain::rounds::{NextAttempt, Progress, Try};
 use tasuki_core::error::ErrorName;
 use tasuki_core::handlers::state::{
@@ -337,24 +338,46 @@ fn a_job_github_says_is_running_goes_on_to_wait_for_its_completion() {
     );
 }
 
-#[test]
-fn a_job_cancelled_before_its_attempt_starts_is_finalized_as_cancelled() {
-    let asl = asl();
-    let catches = states(&asl)["IssueToken"]["Catch"]
+/// Where IssueToken's `Catch` sends an error name.
+fn issue_token_catch(asl: &Value, name: &str) -> String {
+    states(asl)["IssueToken"]["Catch"]
         .as_array()
         .unwrap()
-        .clone();
-    let cancelled = catches
         .iter()
         .find(|c| {
             c["ErrorEquals"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|n| n == "JobCancelled")
+                .any(|n| n == name)
         })
-        .expect("IssueToken catches JobCancelled");
-    assert_eq!(cancelled["Next"], "FinalizeCancelled");
+        .unwrap_or_else(|| panic!("IssueToken catches {name}"))["Next"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_job_cancelled_before_its_attempt_starts_is_finalized_as_cancelled() {
+    assert_eq!(
+        issue_token_catch(&asl(), "JobCancelled"),
+        "FinalizeCancelled"
+    );
+}
+
+#[test]
+fn a_job_github_started_before_its_attempt_is_finalized_as_skipped_and_succeeds() {
+    let asl = asl();
+    assert_eq!(issue_token_catch(&asl, "JobStarted"), "FinalizeSkipped");
+    let finalize = &states(&asl)["FinalizeSkipped"];
+    assert_eq!(finalize["Parameters"]["Payload"]["outcome"], "skipped");
+    let outcome: Outcome =
+        serde_json::from_value(finalize["Parameters"]["Payload"]["outcome"].clone()).unwrap();
+    assert_eq!(outcome, Outcome::Skipped);
+    assert_eq!(
+        states(&asl)[finalize["Next"].as_str().unwrap()]["Type"],
+        "Succeed"
+    );
 }
 
 #[test]

@@ -1000,16 +1000,96 @@ async fn a_failed_start_answers_500_and_leaves_the_job_received_for_a_redelivery
 }
 
 #[tokio::test]
-async fn in_progress_answers_the_armed_wait_and_a_job_we_never_saw_is_ignored() {
+async fn in_progress_answers_the_armed_wait_and_a_job_not_ours_we_never_saw_is_ignored() {
     let world = World::new();
     world.waiting().await;
     let webhook = world.webhook();
     let running = workflow_job("in_progress", Some("tasuki-7-1"), None);
     assert_eq!(send(&webhook, running).await, answer(202, "callback sent"));
-    let mut unknown = workflow_job("completed", None, Some("cancelled"));
+    let mut unknown = workflow_job("completed", Some("build-box"), Some("success"));
     unknown["workflow_job"]["id"] = 404.into();
-    assert_eq!(send(&webhook, unknown).await, answer(200, "unknown job"));
+    unknown["workflow_job"]["labels"] = json!(["self-hosted"]);
+    assert_eq!(
+        send(&webhook, unknown).await,
+        answer(200, "no tasuki label")
+    );
+    assert!(world.store.record(JobId::new(404)).is_none());
     assert_eq!(world.executions.succeeded.lock().unwrap().len(), 1);
+}
+
+/// Plays the execution a first-heard job gets, up to IssueToken, and finalizes as the ASL's
+/// `Catch` would; the error IssueToken raised.
+async fn first_attempt_of_recorded_job(world: &World) -> (StepError, Value) {
+    let mut state = json!({ "job": world.record().job });
+    state["limits"] = step(&world.validate(), &state).await.unwrap();
+    state["plan"] = step(&world.resolve_labels(), &state).await.unwrap();
+    state["attempt"] = json!({"number": 1, "try": 1, "relaunches": 0});
+    let error = step(&world.issue_token(), &state).await.unwrap_err();
+    state["error"] = json!({ "Error": error.name().as_str() });
+    let outcome = match error.name() {
+        ErrorName::JobStarted => "skipped",
+        _ => "cancelled",
+    };
+    (error, finalize(world, &state, outcome).await.unwrap())
+}
+
+#[tokio::test]
+async fn a_job_first_heard_of_running_is_recorded_and_skipped_and_its_late_queued_launches_nothing()
+{
+    let world = World::new();
+    let webhook = world.webhook();
+    // GitHub gave job 7 to the runner tasuki launched for job 99 before job 7's `queued` arrived.
+    let running = workflow_job("in_progress", Some("tasuki-99-1"), None);
+    assert_eq!(
+        send(&webhook, running).await,
+        answer(202, "signal recorded")
+    );
+    assert_eq!(world.executions.started.lock().unwrap().len(), 1);
+    assert_eq!(
+        send(&webhook, queued()).await,
+        answer(202, "already started")
+    );
+    assert_eq!(world.executions.started.lock().unwrap().len(), 1);
+    let (error, done) = first_attempt_of_recorded_job(&world).await;
+    assert_eq!(error.name(), ErrorName::JobStarted);
+    assert_eq!(done["state"], "skipped");
+    assert!(world.registry.issued.lock().unwrap().is_empty());
+    assert!(world.launcher.runs.lock().unwrap().is_empty() && world.stops().is_empty());
+    assert_eq!(
+        world.rows(),
+        [
+            "received 0",
+            "planned 0",
+            "skipped 0: GitHub says the job runs on runner tasuki-99-1 before tasuki launched a runner for it; none launched"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_job_first_heard_of_as_completed_or_cancelled_ends_without_a_runner() {
+    for (conclusion, runner, state, reason) in [
+        (
+            "success",
+            Some("gh-box-1"),
+            "skipped",
+            "GitHub says the job ran on runner gh-box-1 and completed (success) before tasuki launched a runner for it; none launched",
+        ),
+        (
+            "cancelled",
+            None,
+            "cancelled",
+            "cancelled on GitHub before a runner took it",
+        ),
+    ] {
+        let world = World::new();
+        let webhook = world.webhook();
+        let completed = workflow_job("completed", runner, Some(conclusion));
+        assert_eq!(send(&webhook, completed).await.0, 202);
+        let (_, done) = first_attempt_of_recorded_job(&world).await;
+        assert_eq!(done["state"], state);
+        assert_eq!(world.last_row(), format!("{state} 0: {reason}"));
+        assert!(world.registry.issued.lock().unwrap().is_empty());
+    }
 }
 
 #[tokio::test]

@@ -474,7 +474,9 @@ fn check_workflow_job(body: &[u8], decision: &Decision) -> Result<(), TestCaseEr
         // Not ours: ignored, unless it took a runner tasuki launched for another job.
         match (running.then(theft).flatten(), decision) {
             (None, Decision::Ignore(_)) => {}
-            (Some(taken), Decision::Signal(signals)) => prop_assert_eq!(signals, &vec![taken]),
+            (Some(taken), Decision::Signal(signals, None)) => {
+                prop_assert_eq!(signals, &vec![taken])
+            }
             (_, other) => prop_assert!(false, "not ours, answered {:?}", other),
         }
         return Ok(());
@@ -490,7 +492,8 @@ fn check_workflow_job(body: &[u8], decision: &Decision) -> Result<(), TestCaseEr
         (WorkflowJobAction::Queued, Decision::Malformed(_)) => {
             prop_assert!(event.installation.is_none())
         }
-        (WorkflowJobAction::InProgress, Decision::Signal(signals)) => {
+        (WorkflowJobAction::InProgress, Decision::Signal(signals, reported)) => {
+            prop_assert_eq!(reported, &JobRef::from_event(&event));
             let registered = Signal::Registered(Registered {
                 runner_name: job.runner_name.clone().unwrap(),
                 runner_id: job.runner_id.unwrap(),
@@ -503,7 +506,8 @@ fn check_workflow_job(body: &[u8], decision: &Decision) -> Result<(), TestCaseEr
         (WorkflowJobAction::InProgress, Decision::Malformed(_)) => {
             prop_assert!(job.runner_name.is_none() || job.runner_id.is_none())
         }
-        (WorkflowJobAction::Completed, Decision::Signal(signals)) => {
+        (WorkflowJobAction::Completed, Decision::Signal(signals, reported)) => {
+            prop_assert_eq!(reported, &JobRef::from_event(&event));
             let (last_job, last) = signals.last().unwrap();
             prop_assert_eq!(*last_job, job.id);
             match &job.runner_name {

@@ -20,10 +20,12 @@ pub enum JobState {
     Failed,
     Cancelled,
     TimedOut,
+    /// GitHub gave the job to a runner before tasuki launched one: nothing was needed.
+    Skipped,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 10] = [
+    pub const ALL: [JobState; 11] = [
         JobState::Received,
         JobState::Refused,
         JobState::Planned,
@@ -34,6 +36,7 @@ impl JobState {
         JobState::Failed,
         JobState::Cancelled,
         JobState::TimedOut,
+        JobState::Skipped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +51,7 @@ impl JobState {
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
             JobState::TimedOut => "timed-out",
+            JobState::Skipped => "skipped",
         }
     }
 
@@ -59,6 +63,7 @@ impl JobState {
                 | JobState::Failed
                 | JobState::Cancelled
                 | JobState::TimedOut
+                | JobState::Skipped
         )
     }
 }
@@ -130,6 +135,10 @@ pub enum Happening {
     TimeOut {
         reason: String,
     },
+    /// GitHub started or finished the job on some runner before tasuki launched one.
+    Skip {
+        reason: String,
+    },
     /// The rescue sweep acted on a job past its deadline; the job stays where it is.
     Rescue {
         reason: String,
@@ -153,6 +162,7 @@ impl Happening {
             | Happening::Fail { reason }
             | Happening::Cancel { reason }
             | Happening::TimeOut { reason }
+            | Happening::Skip { reason }
             | Happening::Rescue { reason } => Some(reason),
             Happening::Complete { conclusion } => Some(conclusion.as_str()),
             _ => None,
@@ -207,6 +217,9 @@ pub fn next(from: Position, happening: &Happening) -> Result<Position, IllegalTr
         (state, Happening::Fail { .. }) if !state.is_terminal() => at(Failed, current),
         (state, Happening::Cancel { .. }) if !state.is_terminal() => at(Cancelled, current),
         (Running | WaitingForRegistration, Happening::TimeOut { .. }) => at(TimedOut, current),
+        (Received | Planned | Launching | WaitingForRegistration, Happening::Skip { .. }) => {
+            at(Skipped, current)
+        }
         (state, Happening::Rescue { .. }) if !state.is_terminal() => at(state, current),
         _ => illegal(),
     }
@@ -314,6 +327,29 @@ mod tests {
     }
 
     #[test]
+    fn a_job_github_started_elsewhere_is_skipped_before_it_runs_on_a_runner_of_ours_only() {
+        let skip = Happening::Skip { reason: "r".into() };
+        let planned = walk(&[Happening::Plan { candidates: 2 }]).unwrap();
+        assert_eq!(next(planned, &skip).unwrap().state, JobState::Skipped);
+        assert_eq!(
+            next(Position::RECEIVED, &skip).unwrap().state,
+            JobState::Skipped
+        );
+        let running = walk(&[
+            Happening::Plan { candidates: 1 },
+            launch(1),
+            await_reg(1),
+            Happening::Register {
+                runner_name: "r".into(),
+            },
+        ])
+        .unwrap();
+        assert!(next(running, &skip).is_err());
+        let skipped = next(planned, &skip).unwrap();
+        assert!(next(skipped, &Happening::Cancel { reason: "x".into() }).is_err());
+    }
+
+    #[test]
     fn states_round_trip_through_their_names() {
         for state in JobState::ALL {
             assert_eq!(state.as_str().parse::<JobState>(), Ok(state));
@@ -338,6 +374,7 @@ mod tests {
             Just(Happening::Cancel { reason: "r".into() }),
             Just(Happening::TimeOut { reason: "r".into() }),
             Just(Happening::Rescue { reason: "r".into() }),
+            Just(Happening::Skip { reason: "r".into() }),
         ]
     }
 

@@ -55,6 +55,27 @@ pub enum Outcome {
     Exhausted,
     Cancelled,
     TimedOut,
+    Skipped,
+}
+
+/// Why no runner is needed: GitHub gave the job to a runner (or finished it) before tasuki
+/// launched one — its `in_progress`/`completed` delivery came before `queued`, or a runner took it
+/// meanwhile. `None` while the job still waits for a runner.
+pub fn started_elsewhere(signals: &Signals) -> Option<String> {
+    let ran = match (&signals.registered, signals.conclusion) {
+        (Some(on), None) => format!("runs on runner {}", on.runner_name),
+        (Some(on), Some(conclusion)) => {
+            format!(
+                "ran on runner {} and completed ({conclusion})",
+                on.runner_name
+            )
+        }
+        (None, Some(conclusion)) => format!("completed ({conclusion})"),
+        (None, None) => return None,
+    };
+    Some(format!(
+        "GitHub says the job {ran} before tasuki launched a runner for it; none launched"
+    ))
 }
 
 /// A readable reason for a failed attempt or job.
@@ -117,6 +138,10 @@ pub fn final_happening(outcome: Outcome, ending: &Ending, config: &Config) -> Ha
         },
         Outcome::Cancelled => Happening::Cancel {
             reason: "cancelled on GitHub before a runner took it".into(),
+        },
+        Outcome::Skipped => Happening::Skip {
+            reason: started_elsewhere(ending.signals)
+                .unwrap_or_else(|| "GitHub started the job before tasuki launched a runner".into()),
         },
         Outcome::TimedOut => Happening::TimeOut {
             reason: format!(

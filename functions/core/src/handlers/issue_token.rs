@@ -1,5 +1,6 @@
 //! IssueToken: starts an attempt, asks GitHub for a JIT runner config and seals it for the job —
-//! unless the job was cancelled meanwhile.
+//! unless the job was cancelled meanwhile, or GitHub already gave it to a runner (its
+//! `in_progress`/`completed` delivery came first): then nothing is launched.
 
 use super::state::{AttemptStart, IssuedRunner, StepInput};
 use super::step::Step;
@@ -8,6 +9,7 @@ use crate::domain::config::Config;
 use crate::domain::ids::RunnerName;
 use crate::domain::job::JobRef;
 use crate::domain::lifecycle::Happening;
+use crate::domain::outcome::started_elsewhere;
 use crate::error::StepError;
 use crate::ports::{CredentialSealer, RunnerRegistry};
 use async_trait::async_trait;
@@ -62,11 +64,15 @@ impl Step for IssueToken {
 
     async fn run(&self, input: Self::Input) -> Result<IssuedRunner, StepError> {
         let AttemptStart { job, plan, attempt } = &input.state;
+        let signals = self.lifecycle.job(job.job_id).await?.signals;
         // A job cancelled on GitHub before this attempt starts gets no runner at all.
-        if self.lifecycle.job(job.job_id).await?.signals.cancelled {
+        if signals.cancelled {
             return Err(StepError::JobCancelled(
                 "cancelled on GitHub before a runner was launched".into(),
             ));
+        }
+        if let Some(why) = started_elsewhere(&signals) {
+            return Err(StepError::JobStarted(why));
         }
         let candidate = plan.candidate(attempt.try_).to_string();
         let launch = Happening::Launch {

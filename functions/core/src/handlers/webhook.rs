@@ -74,8 +74,10 @@ pub enum Decision {
     Malformed(String),
     Ignore(String),
     Queue(JobRef),
-    /// Signals for jobs: the job GitHub reports on, and the job a stolen runner was launched for.
-    Signal(Vec<(JobId, Signal)>),
+    /// Signals for jobs: the job GitHub reports on, and the job a stolen runner was launched for;
+    /// with the reported job when it is ours, so that a job first heard of here (its `queued`
+    /// delivery late or lost) is recorded rather than forgotten.
+    Signal(Vec<(JobId, Signal)>, Option<JobRef>),
 }
 
 pub fn decide(secret: &WebhookSecret, request: &WebhookRequest) -> Decision {
@@ -110,22 +112,23 @@ pub fn decide(secret: &WebhookSecret, request: &WebhookRequest) -> Decision {
             WorkflowJobAction::InProgress | WorkflowJobAction::Completed
         );
         if let Some(taken) = taken_from(job).filter(|_| running) {
-            return Decision::Signal(vec![taken]);
+            return Decision::Signal(vec![taken], None);
         }
         return Decision::Ignore("no tasuki label".into());
     }
+    let reported = JobRef::from_event(&event);
     match event.action {
-        WorkflowJobAction::Queued => match JobRef::from_event(&event) {
+        WorkflowJobAction::Queued => match reported {
             Some(job) => Decision::Queue(job),
             None => Decision::Malformed("no installation: is the GitHub App installed?".into()),
         },
         WorkflowJobAction::InProgress => match running_on(job) {
-            Some(signals) => Decision::Signal(signals),
+            Some(signals) => Decision::Signal(signals, reported),
             None => Decision::Malformed("in_progress without runner_name/runner_id".into()),
         },
         WorkflowJobAction::Completed => match job.runner_name {
             // Ended before any runner took it (cancelled, or skipped).
-            None => Decision::Signal(vec![(job.id, Signal::Cancelled)]),
+            None => Decision::Signal(vec![(job.id, Signal::Cancelled)], reported),
             // Also says where it ran, in case the in_progress delivery was lost.
             Some(_) => {
                 let mut signals = running_on(job).unwrap_or_default();
@@ -135,7 +138,7 @@ pub fn decide(secret: &WebhookSecret, request: &WebhookRequest) -> Decision {
                         conclusion: job.conclusion.unwrap_or(Conclusion::Unknown),
                     }),
                 ));
-                Decision::Signal(signals)
+                Decision::Signal(signals, reported)
             }
         },
         WorkflowJobAction::Waiting | WorkflowJobAction::Other => {
@@ -204,6 +207,37 @@ impl Webhook {
         .await
     }
 
+    /// Records a job of ours first heard of from a later action (its `queued` delivery is late or
+    /// lost) and starts its execution, which launches nothing for a job GitHub already gave to a
+    /// runner (`JobStarted`); a late `queued` then finds it started.
+    async fn first_heard(&self, job: &JobRef, signal: &Signal) -> Result<JobRecord, StepError> {
+        tracing::warn!(
+            job_id = job.job_id.get(),
+            "a job first heard of after its queued delivery: recording it"
+        );
+        self.receive(job).await?;
+        let record = self
+            .lifecycle
+            .store
+            .signal(job.job_id, signal)
+            .await?
+            .ok_or_else(|| StepError::Transient(format!("job {} vanished", job.job_id)))?;
+        self.executions.start(job).await?;
+        Ok(record)
+    }
+
+    /// Writes a job's `received` row; `false` when it was already there.
+    async fn receive(&self, job: &JobRef) -> Result<bool, StepError> {
+        let execution_arn = job.execution_arn(&self.config.state_machine_arn);
+        let received = JobRecord::received(
+            job.clone(),
+            execution_arn,
+            &self.lifecycle.timeouts,
+            &self.lifecycle.clock.now(),
+        );
+        Ok(self.lifecycle.store.create(&received).await?)
+    }
+
     async fn act(&self, decision: Decision) -> Result<WebhookResponse, StepError> {
         match decision {
             Decision::TooLarge { bytes } => Ok(WebhookResponse::new(
@@ -216,15 +250,8 @@ impl Webhook {
             Decision::Ignore(reason) => Ok(WebhookResponse::new(200, "ignored", reason)),
             Decision::Queue(job) => {
                 tracing::Span::current().record("job_id", job.job_id.get());
-                let execution_arn = job.execution_arn(&self.config.state_machine_arn);
-                let received = JobRecord::received(
-                    job.clone(),
-                    execution_arn,
-                    &self.lifecycle.timeouts,
-                    &self.lifecycle.clock.now(),
-                );
-                // Row first: a crash before StartExecution is healed by GitHub's redelivery.
-                let created = self.lifecycle.store.create(&received).await?;
+                // Row first: a crash before StartExecution is healed by the rescue sweep.
+                let created = self.receive(&job).await?;
                 self.executions.start(&job).await?;
                 Ok(WebhookResponse {
                     job_id: Some(job.job_id),
@@ -239,11 +266,15 @@ impl Webhook {
                     )
                 })
             }
-            Decision::Signal(signals) => {
+            Decision::Signal(signals, reported) => {
                 let mut outcome = None;
                 for (job_id, signal) in signals {
-                    let Some(record) = self.lifecycle.store.signal(job_id, &signal).await? else {
-                        continue;
+                    let record = match self.lifecycle.store.signal(job_id, &signal).await? {
+                        Some(record) => record,
+                        None => match reported.as_ref().filter(|job| job.job_id == job_id) {
+                            Some(job) => self.first_heard(job, &signal).await?,
+                            None => continue,
+                        },
                     };
                     let delivered = deliver(&*self.executions, &record).await?;
                     tracing::info!(job_id = job_id.get(), signal = ?signal, delivered = delivered.is_some(), "signal");
@@ -408,7 +439,7 @@ mod tests {
             v["workflow_job"]["runner_name"] = "tasuki-99-2".into();
             v["workflow_job"]["runner_id"] = 17.into();
         });
-        let Decision::Signal(signals) = decide(&secret(), &request("workflow_job", body)) else {
+        let Decision::Signal(signals, _) = decide(&secret(), &request("workflow_job", body)) else {
             panic!()
         };
         let job = signals[0].0;
@@ -435,13 +466,16 @@ mod tests {
             });
             decide(&secret(), &request("workflow_job", body))
         };
-        let taken = Decision::Signal(vec![(
-            JobId::new(99),
-            Signal::RunnerTaken(Taken {
-                runner_name: RunnerName::parse("tasuki-99-2").unwrap(),
-                by_job: JobId::new(5),
-            }),
-        )]);
+        let taken = Decision::Signal(
+            vec![(
+                JobId::new(99),
+                Signal::RunnerTaken(Taken {
+                    runner_name: RunnerName::parse("tasuki-99-2").unwrap(),
+                    by_job: JobId::new(5),
+                }),
+            )],
+            None,
+        );
         assert_eq!(on("in_progress", Some("tasuki-99-2")), taken);
         assert_eq!(on("completed", Some("tasuki-99-2")), taken);
         for (action, runner) in [
@@ -467,11 +501,15 @@ mod tests {
             v["workflow_job"]["runner_id"] = serde_json::Value::Null;
             v["workflow_job"]["conclusion"] = "cancelled".into();
             v["workflow_job"]["id"] = 5.into();
+            v["installation"] = serde_json::json!({"id": 42});
         });
-        assert_eq!(
-            decide(&secret(), &request("workflow_job", body)),
-            Decision::Signal(vec![(JobId::new(5), Signal::Cancelled)])
-        );
+        let Decision::Signal(signals, Some(job)) =
+            decide(&secret(), &request("workflow_job", body))
+        else {
+            panic!("a signal about a job of ours")
+        };
+        assert_eq!(signals, vec![(JobId::new(5), Signal::Cancelled)]);
+        assert_eq!(job.job_id, JobId::new(5));
     }
 
     #[test]
@@ -483,7 +521,7 @@ mod tests {
             v["workflow_job"]["runner_id"] = 3.into();
             v["workflow_job"]["conclusion"] = "failure".into();
         });
-        let Decision::Signal(signals) = decide(&secret(), &request("workflow_job", body)) else {
+        let Decision::Signal(signals, _) = decide(&secret(), &request("workflow_job", body)) else {
             panic!()
         };
         let five = JobId::new(5);
