@@ -186,6 +186,19 @@ fn render_sweep(sweep: &Sweep) -> String {
             job.reason
         );
     }
+    if !sweep.lost_queued.is_empty() {
+        out += &format!("{} lost queued delivery(ies)\n", sweep.lost_queued.len());
+    }
+    for lost in &sweep.lost_queued {
+        let id = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        out += &format!(
+            "  delivery {:<12} job {:<14} {:<10} {}\n",
+            id(lost.delivery_id.map(|d| d.to_string())),
+            id(lost.job_id.map(|j| j.to_string())),
+            lost.action,
+            lost.reason
+        );
+    }
     out
 }
 

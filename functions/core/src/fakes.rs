@@ -4,6 +4,7 @@
 //! callback that answers `false`, the runner that is already gone) and records what it was asked,
 //! so a test can assert on what a handler did — and script failures to drive every error path.
 
+use crate::domain::deliveries::DeliveryAttempt;
 use crate::domain::ids::{JobId, RunnerName};
 use crate::domain::job::JobRef;
 use crate::domain::launch::LaunchRequest;
@@ -12,7 +13,7 @@ use crate::domain::waits::{CallbackOutput, JobOnGitHub, Signal, TaskToken, Wait}
 use crate::error::StepError;
 use crate::ports::{
     Clock, CredentialSealer, Executions, JitConfig, LifecycleStore, RunnerRegistry, SealedConfig,
-    Sensitive, StoreError, StoreResult, TaskLauncher,
+    Sensitive, StoreError, StoreResult, TaskLauncher, WebhookDeliveries,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -330,6 +331,44 @@ impl RunnerRegistry for FakeRegistry {
 
     async fn delete_runner(&self, _job: &JobRef, runner_id: u64) -> Result<(), StepError> {
         lock(&self.deleted).push(runner_id);
+        Ok(())
+    }
+}
+
+/// The App's delivery log: attempts as a test sets them, newest first; redeliveries recorded.
+#[derive(Default)]
+pub struct FakeDeliveries {
+    pub attempts: Mutex<Vec<DeliveryAttempt>>,
+    /// The job each delivery was about.
+    pub jobs: Mutex<BTreeMap<u64, JobRef>>,
+    pub redelivered: Mutex<Vec<u64>>,
+    /// An error the next `recent` returns.
+    pub fail_next: Mutex<Option<StepError>>,
+}
+
+#[async_trait]
+impl WebhookDeliveries for FakeDeliveries {
+    async fn recent(
+        &self,
+        since_epoch: u64,
+        limit: usize,
+    ) -> Result<Vec<DeliveryAttempt>, StepError> {
+        if let Some(error) = lock(&self.fail_next).take() {
+            return Err(error);
+        }
+        let mut attempts = lock(&self.attempts).clone();
+        attempts.retain(|a| a.delivered_at_epoch >= since_epoch);
+        attempts.sort_by_key(|a| std::cmp::Reverse((a.delivered_at_epoch, a.id)));
+        attempts.truncate(limit);
+        Ok(attempts)
+    }
+
+    async fn job(&self, delivery_id: u64) -> Result<Option<JobRef>, StepError> {
+        Ok(lock(&self.jobs).get(&delivery_id).cloned())
+    }
+
+    async fn redeliver(&self, delivery_id: u64) -> Result<(), StepError> {
+        lock(&self.redelivered).push(delivery_id);
         Ok(())
     }
 }

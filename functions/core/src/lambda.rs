@@ -198,10 +198,12 @@ impl Aws {
     }
 
     pub async fn rescue(&self) -> Result<RescueSweep, InitError> {
+        let github = self.registry().await?;
         Ok(RescueSweep {
             lifecycle: self.lifecycle(),
             executions: self.executions(),
-            registry: self.registry().await?,
+            registry: github.clone(),
+            deliveries: github,
         })
     }
 
@@ -211,5 +213,23 @@ impl Aws {
             store: self.store(),
             executions: self.executions(),
         }
+    }
+}
+
+// TEMP-MERGE: replaced by the adapter's implementation.
+#[async_trait::async_trait]
+impl crate::ports::WebhookDeliveries for github::GitHubApp {
+    async fn recent(
+        &self,
+        _: u64,
+        _: usize,
+    ) -> Result<Vec<crate::domain::deliveries::DeliveryAttempt>, crate::StepError> {
+        Ok(vec![])
+    }
+    async fn job(&self, _: u64) -> Result<Option<crate::domain::job::JobRef>, crate::StepError> {
+        Ok(None)
+    }
+    async fn redeliver(&self, _: u64) -> Result<(), crate::StepError> {
+        Ok(())
     }
 }

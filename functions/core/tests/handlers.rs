@@ -7,6 +7,7 @@ mod contract;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tasuki_core::domain::config::Config;
+use tasuki_core::domain::deliveries::DeliveryAttempt;
 use tasuki_core::domain::ids::{Attempt, JobId, RunnerName};
 use tasuki_core::domain::job::{Conclusion, JobRef};
 use tasuki_core::domain::lifecycle::JobState;
@@ -16,7 +17,8 @@ use tasuki_core::domain::waits::{
 };
 use tasuki_core::error::ErrorName;
 use tasuki_core::fakes::{
-    FakeLauncher, FakeRegistry, FakeSealer, FixedClock, MemoryStore, RecordingExecutions,
+    FakeDeliveries, FakeLauncher, FakeRegistry, FakeSealer, FixedClock, MemoryStore,
+    RecordingExecutions,
 };
 use tasuki_core::handlers::cleanup::{Cleanup, Release};
 use tasuki_core::handlers::ecs_events::EcsEvents;
@@ -53,6 +55,7 @@ struct World {
     launcher: Arc<FakeLauncher>,
     registry: Arc<FakeRegistry>,
     sealer: Arc<FakeSealer>,
+    deliveries: Arc<FakeDeliveries>,
 }
 
 impl World {
@@ -65,6 +68,7 @@ impl World {
             launcher: Arc::default(),
             registry: Arc::default(),
             sealer: Arc::default(),
+            deliveries: Arc::default(),
         }
     }
 
@@ -152,6 +156,7 @@ impl World {
             lifecycle: self.lifecycle(),
             executions: self.executions.clone(),
             registry: self.registry.clone(),
+            deliveries: self.deliveries.clone(),
         }
     }
 
@@ -1200,4 +1205,100 @@ async fn an_overdue_job_github_has_not_started_is_left_and_a_second_sweep_acts_n
         .filter(|r| r.starts_with("rescued"))
         .collect();
     assert_eq!(rescued.len(), 1, "{rescued:?}");
+}
+
+// ---- lost `queued` deliveries -------------------------------------------------------------------
+
+/// A `workflow_job`/`queued` delivery attempt `id` (delivery `guid`) at `at`, answered `status`.
+fn queued_attempt(id: u64, guid: &str, at: u64, status: u16) -> DeliveryAttempt {
+    DeliveryAttempt {
+        id,
+        guid: guid.into(),
+        delivered_at_epoch: at,
+        redelivery: id > 1,
+        status_code: status,
+        event: "workflow_job".into(),
+        action: Some("queued".into()),
+    }
+}
+
+#[tokio::test]
+async fn a_lost_queued_delivery_is_redelivered_once_per_sweep_and_never_for_a_recorded_job() {
+    let world = World::new();
+    let now = world.clock.now().epoch_seconds;
+    *world.deliveries.attempts.lock().unwrap() = vec![queued_attempt(1, "g-7", now - 60, 502)];
+    world
+        .deliveries
+        .jobs
+        .lock()
+        .unwrap()
+        .insert(1, job(&["tasuki"]));
+    let dry = world.rescue().sweep(true).await.unwrap();
+    assert_eq!(dry.lost_queued.len(), 1);
+    assert_eq!(dry.lost_queued[0].action, "redeliver");
+    assert!(
+        world.deliveries.redelivered.lock().unwrap().is_empty(),
+        "a dry run changes nothing"
+    );
+    let sweep = world.rescue().sweep(false).await.unwrap();
+    assert_eq!(sweep.lost_queued[0].job_id, Some(JobId::new(JOB)));
+    assert!(sweep.lost_queued[0]
+        .reason
+        .contains("g-7 never reached the webhook (1 failed attempt(s))"));
+    assert_eq!(*world.deliveries.redelivered.lock().unwrap(), [1]);
+    // The redelivery arrived: the job is recorded, and the next sweep leaves it.
+    world.received(&job(&["tasuki"])).await;
+    let again = world.rescue().sweep(false).await.unwrap();
+    assert_eq!(again.lost_queued[0].action, "leave");
+    assert_eq!(world.deliveries.redelivered.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_lost_queued_delivery_of_a_job_github_already_ran_or_not_ours_is_left() {
+    let world = World::new();
+    let now = world.clock.now().epoch_seconds;
+    *world.deliveries.attempts.lock().unwrap() = vec![
+        queued_attempt(1, "g-7", now - 60, 0),
+        queued_attempt(2, "g-other", now - 50, 0),
+    ];
+    world.deliveries.jobs.lock().unwrap().extend([
+        (1, job(&["tasuki"])),
+        (
+            2,
+            JobRef {
+                job_id: JobId::new(8),
+                ..job(&["self-hosted"])
+            },
+        ),
+    ]);
+    world.github_says(completed_on_our_runner());
+    let sweep = world.rescue().sweep(false).await.unwrap();
+    let reasons: Vec<_> = sweep
+        .lost_queued
+        .iter()
+        .map(|r| (r.action, r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("leave", "GitHub says the job is finished: no runner needed"),
+            ("leave", "no tasuki label")
+        ]
+    );
+    assert!(world.deliveries.redelivered.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_unreadable_delivery_log_is_reported_and_the_job_rescue_still_happens() {
+    let world = World::new();
+    world.received(&job(&["tasuki"])).await;
+    world.clock.advance(301);
+    *world.deliveries.fail_next.lock().unwrap() = Some(StepError::Throttled(
+        "GET /app/hook/deliveries: HTTP 429".into(),
+    ));
+    let sweep = world.rescue().sweep(false).await.unwrap();
+    assert_eq!(sweep.jobs[0].action, "start-execution");
+    assert_eq!(sweep.lost_queued.len(), 1);
+    assert_eq!(sweep.lost_queued[0].action, "error");
+    assert!(sweep.lost_queued[0].reason.contains("HTTP 429"));
 }

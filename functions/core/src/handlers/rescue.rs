@@ -1,25 +1,40 @@
 //! The rescue sweep: jobs past their deadline, read from the state/deadline index, checked against
-//! GitHub and rescued (`domain::rescue`). Run by the scheduled `rescue` Lambda and by
-//! `tasuki rescue [--dry-run]`; safe next to callbacks and another sweep, as every write is a
-//! signal (idempotent), a StartExecution (idempotent by name) or a conditional transition.
+//! GitHub and rescued (`domain::rescue`); then `queued` deliveries GitHub failed to make, found in
+//! the App's delivery log and redelivered (`domain::deliveries`). Run by the scheduled `rescue`
+//! Lambda and by `tasuki rescue [--dry-run]`; safe next to callbacks and another sweep, as every
+//! write is a signal (idempotent), a StartExecution (idempotent by name), a conditional transition
+//! or a redelivery (the webhook starts one execution per job, however often `queued` arrives).
 
 use super::{deliver, Effects, Lifecycle};
+use crate::domain::deliveries::{self, LostDelivery};
 use crate::domain::ids::JobId;
+use crate::domain::labels::is_ours;
 use crate::domain::lifecycle::{Happening, JobState};
 use crate::domain::record::{self, JobRecord};
 use crate::domain::rescue::{self, Rescue};
+use crate::domain::waits::JobOnGitHub;
 use crate::error::StepError;
-use crate::ports::{Executions, RunnerRegistry};
+use crate::ports::{Executions, RunnerRegistry, WebhookDeliveries};
 use serde::Serialize;
 use std::sync::Arc;
 
 /// Jobs examined per sweep: a sweep runs every minute, so a backlog drains over a few.
 pub const SWEEP_LIMIT: usize = 50;
 
+/// How far back each sweep reads the delivery log. A sweep runs every minute, so half an hour
+/// covers half an hour of sweeps failing in a row; GitHub keeps three days
+/// (<https://docs.github.com/en/webhooks/testing-and-troubleshooting-webhooks/redelivering-webhooks>).
+pub const DELIVERY_LOOKBACK_SECONDS: u64 = 30 * 60;
+/// Delivery attempts read per sweep (five pages of 100).
+pub const DELIVERY_READ_LIMIT: usize = 500;
+/// Lost deliveries redelivered per sweep: each costs GitHub calls, and the next sweep goes on.
+pub const REDELIVERY_LIMIT: usize = 10;
+
 pub struct RescueSweep {
     pub lifecycle: Lifecycle,
     pub executions: Arc<dyn Executions>,
     pub registry: Arc<dyn RunnerRegistry>,
+    pub deliveries: Arc<dyn WebhookDeliveries>,
 }
 
 /// What a sweep did, job by job.
@@ -28,6 +43,18 @@ pub struct Sweep {
     pub dry_run: bool,
     pub overdue: usize,
     pub jobs: Vec<Rescued>,
+    /// Lost `queued` deliveries and what was done with each.
+    pub lost_queued: Vec<Redelivery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Redelivery {
+    /// The delivery attempt asked again; `None` when the delivery log could not be read.
+    pub delivery_id: Option<u64>,
+    pub job_id: Option<JobId>,
+    /// `redeliver`, `leave`, or `error`.
+    pub action: &'static str,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,7 +95,93 @@ impl RescueSweep {
             dry_run,
             overdue: overdue.len(),
             jobs,
+            lost_queued: self.recover_lost_queued(dry_run).await,
         })
+    }
+
+    /// Redelivers `queued` deliveries that never reached the webhook, for jobs of ours that are
+    /// not recorded and that GitHub still has queued.
+    async fn recover_lost_queued(&self, dry_run: bool) -> Vec<Redelivery> {
+        let now = self.lifecycle.clock.now().epoch_seconds;
+        let since = now.saturating_sub(DELIVERY_LOOKBACK_SECONDS);
+        let attempts = match self.deliveries.recent(since, DELIVERY_READ_LIMIT).await {
+            Ok(attempts) => attempts,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the App's delivery log");
+                return vec![Redelivery {
+                    delivery_id: None,
+                    job_id: None,
+                    action: "error",
+                    reason: format!("could not read the App's delivery log: {error}"),
+                }];
+            }
+        };
+        let mut done = vec![];
+        for lost in deliveries::lost_queued(&attempts)
+            .into_iter()
+            .take(REDELIVERY_LIMIT)
+        {
+            let redelivery = match self.redeliver(&lost, dry_run).await {
+                Ok(redelivery) => redelivery,
+                Err(error) => Redelivery {
+                    delivery_id: Some(lost.id),
+                    job_id: None,
+                    action: "error",
+                    reason: error.to_string(),
+                },
+            };
+            tracing::info!(delivery_id = lost.id, guid = %lost.guid, job_id = ?redelivery.job_id, action = redelivery.action, reason = %redelivery.reason, dry_run, "lost queued delivery");
+            done.push(redelivery);
+        }
+        done
+    }
+
+    async fn redeliver(&self, lost: &LostDelivery, dry_run: bool) -> Result<Redelivery, StepError> {
+        let answer = |job_id, action, reason: String| Redelivery {
+            delivery_id: Some(lost.id),
+            job_id,
+            action,
+            reason,
+        };
+        let Some(job) = self.deliveries.job(lost.id).await? else {
+            return Ok(answer(
+                None,
+                "leave",
+                "not a workflow_job delivery with an installation".into(),
+            ));
+        };
+        let job_id = Some(job.job_id);
+        if !is_ours(&job.labels) {
+            return Ok(answer(job_id, "leave", "no tasuki label".into()));
+        }
+        if self.lifecycle.store.get(job.job_id).await?.is_some() {
+            return Ok(answer(
+                job_id,
+                "leave",
+                "the job is recorded: it arrived some other way".into(),
+            ));
+        }
+        if let state @ (JobOnGitHub::Running(_) | JobOnGitHub::Completed { .. }) =
+            self.registry.job(&job).await?
+        {
+            let now = match state {
+                JobOnGitHub::Running(on) => format!("runs on {}", on.runner_name),
+                _ => "is finished".into(),
+            };
+            return Ok(answer(
+                job_id,
+                "leave",
+                format!("GitHub says the job {now}: no runner needed"),
+            ));
+        }
+        let reason = format!(
+            "the queued delivery {} never reached the webhook ({} failed attempt(s)); GitHub still has the job queued",
+            lost.guid, lost.attempts
+        );
+        if !dry_run {
+            self.deliveries.redeliver(lost.id).await?;
+        }
+        Ok(answer(job_id, "redeliver", reason))
     }
 
     async fn rescue(
