@@ -1302,3 +1302,25 @@ async fn an_unreadable_delivery_log_is_reported_and_the_job_rescue_still_happens
     assert_eq!(sweep.lost_queued[0].action, "error");
     assert!(sweep.lost_queued[0].reason.contains("HTTP 429"));
 }
+
+#[tokio::test]
+async fn a_sweep_that_loses_a_race_with_a_callback_leaves_the_job_to_it_and_acts_on_nothing() {
+    let world = World::new();
+    world.waiting().await;
+    world.github_says(completed_on_our_runner());
+    world.clock.advance(301);
+    // The webhook's `completed` lands between the sweep's read and its rescue row.
+    world.store.race_next_commit(|record| {
+        record.signals.conclusion = Some(Conclusion::Success);
+    });
+    let sweep = world.rescue().sweep(false).await.unwrap();
+    assert_eq!(sweep.jobs[0].action, "leave");
+    assert!(sweep.jobs[0]
+        .reason
+        .starts_with("changed since the sweep read it (now waiting-for-registration)"));
+    assert!(!world.rows().iter().any(|r| r.starts_with("rescued")));
+    assert!(
+        world.executions.succeeded.lock().unwrap().is_empty(),
+        "the sweep answered nothing: the callback's owner does"
+    );
+}

@@ -68,30 +68,50 @@ impl Lifecycle {
             if from.last_happening.as_ref() == Some(&happening) {
                 return Ok(from.position);
             }
-            let to = lifecycle::next(from.position, &happening)
+            // An illegal transition is not retried: reading again would not make it legal.
+            lifecycle::next(from.position, &happening)
                 .map_err(|e| StepError::LifecycleConflict(format!("job {job_id}: {e}")))?;
-            let now = self.clock.now();
-            let commit = Commit {
-                to,
-                happening: happening.clone(),
-                candidate: effects.candidate.clone(),
-                deadline: record::deadline(&self.timeouts, &now),
-                task_arn: effects.task_arn.clone(),
-                runner: effects.runner.clone(),
-                conclusion: effects.conclusion,
-            };
-            match self.store.commit(&from, &from.apply(&commit, &now)).await {
-                Ok(()) => {
-                    tracing::info!(job_id = job_id.get(), state = %to.state, attempt = to.attempt, "transition");
-                    return Ok(to);
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            match self.commit(&from, happening.clone(), &effects).await {
+                Err(StepError::LifecycleConflict(_)) => continue,
+                other => return other,
             }
         }
         Err(StepError::LifecycleConflict(format!(
             "job {job_id}: still changing after {COMMIT_TRIES} tries"
         )))
+    }
+
+    /// Applies `happening` to the job exactly as `from` was read, once: `LifecycleConflict` when
+    /// it changed since (the rescue sweep acts only on what it checked).
+    pub async fn commit(
+        &self,
+        from: &JobRecord,
+        happening: Happening,
+        effects: &Effects,
+    ) -> Result<Position, StepError> {
+        let job_id = from.job.job_id;
+        let to = lifecycle::next(from.position, &happening)
+            .map_err(|e| StepError::LifecycleConflict(format!("job {job_id}: {e}")))?;
+        let now = self.clock.now();
+        let commit = Commit {
+            to,
+            happening,
+            candidate: effects.candidate.clone(),
+            deadline: record::deadline(&self.timeouts, &now),
+            task_arn: effects.task_arn.clone(),
+            runner: effects.runner.clone(),
+            conclusion: effects.conclusion,
+        };
+        match self.store.commit(from, &from.apply(&commit, &now)).await {
+            Ok(()) => {
+                tracing::info!(job_id = job_id.get(), state = %to.state, attempt = to.attempt, "transition");
+                Ok(to)
+            }
+            Err(StoreError::Conflict) => Err(StepError::LifecycleConflict(format!(
+                "job {job_id} changed since it was read"
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Records the job refused and returns the error that ends its execution as `Refused`.

@@ -210,24 +210,29 @@ impl RescueSweep {
             self.lifecycle.store.postpone(job_id, next).await?;
             return Ok((action, reason));
         }
-        // The row first: if the job finished meanwhile, the transition is refused and nothing is
-        // done; the row also moves the deadline on, so the next sweep does not act again.
+        // The row first, on the job exactly as the sweep read it: if anything changed since (a
+        // callback, another sweep, the job finishing), nothing is done and the next sweep looks
+        // again. The row also moves the deadline on, so the next sweep does not act again.
         let happening = Happening::Rescue {
             reason: reason.clone(),
         };
-        if let Err(error) = self
+        match self
             .lifecycle
-            .transition(job_id, happening, Effects::default())
+            .commit(record, happening, &Effects::default())
             .await
         {
-            let now = self.lifecycle.job(job_id).await?;
-            if now.position.state.is_terminal() {
+            Ok(_) => {}
+            Err(StepError::LifecycleConflict(_)) => {
+                let now = self.lifecycle.job(job_id).await?;
                 return Ok((
                     "leave",
-                    format!("finished meanwhile ({})", now.position.state),
+                    format!(
+                        "changed since the sweep read it (now {}): left to whoever changed it",
+                        now.position.state
+                    ),
                 ));
             }
-            return Err(error);
+            Err(error) => return Err(error),
         }
         match &rescue {
             Rescue::StartExecution => {
