@@ -6,7 +6,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { BINS, type Bin, type FunctionFactory, TIMEOUTS, pascal } from './lambdas';
-import { type Grantables, NEEDS, acknowledgeClusterTasks, lambdaStatements } from './permissions';
+import { type Grantables, NEEDS, acknowledgeClusterTasks, acknowledgeExecutions, lambdaStatements } from './permissions';
 
 export interface FunctionsProps {
   /** Makes each Lambda: `rustFunctions()` for deploys, `placeholderFunctions()` for tests. */
@@ -42,6 +42,7 @@ export function lambdaFunctions(stack: Stack, props: FunctionsProps): Record<Bin
         bin === 'webhook' && (props.webhookReservedConcurrency ?? 0) > 0 ? props.webhookReservedConcurrency : undefined,
     });
     acknowledgeClusterTasks(role, needs, props.grants.runners.cluster);
+    acknowledgeExecutions(role, needs, props.grants.stateMachineName);
   }
   return fns as Record<Bin, lambda.Function>;
 }

@@ -22,6 +22,8 @@ export interface Needs {
   overdueIndex?: boolean;
   /** `states:` actions on the state machine. */
   states?: string[];
+  /** Reads its executions' status (states:DescribeExecution). */
+  describeExecutions?: boolean;
   /** Reads the GitHub App's private key / the webhook secret. */
   appKey?: boolean;
   webhookSecret?: boolean;
@@ -56,12 +58,15 @@ export const NEEDS: Record<Bin, Needs> = {
   // signal, deliver
   'ecs-events': { table: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], states: CALLBACK },
   // overdue jobs (Query on the index); start a recorded job's execution; signal, deliver; the
-  // `rescued` row (transition); ask GitHub where the job is (App key)
+  // `rescued` row (transition); ask GitHub where the job is and redeliver lost `queued` deliveries
+  // (App key); a job whose execution ended unfinished: its status, stop its task
   rescue: {
     table: [...TRANSITION, 'dynamodb:UpdateItem'],
     overdueIndex: true,
     states: ['states:StartExecution', ...CALLBACK],
+    describeExecutions: true,
     appKey: true,
+    stopTask: true,
   },
 };
 
@@ -70,6 +75,8 @@ export interface Grantables {
   readonly table: dynamodb.ITable;
   /** Formatted, not referenced: the state machine is made after the Lambdas (state-machine.ts). */
   readonly stateMachineArn: string;
+  readonly stateMachineName: string;
+  readonly executionsArn: string;
   readonly credentials: Credentials;
   readonly runners: Runners;
   /** Every runner task definition, Fargate and docker. */
@@ -99,6 +106,11 @@ export function lambdaStatements(needs: Needs, logGroup: logs.ILogGroup, on: Gra
   }
   if (needs.states) {
     statements.push(new iam.PolicyStatement({ sid: 'Execution', actions: needs.states, resources: [on.stateMachineArn] }));
+  }
+  if (needs.describeExecutions) {
+    statements.push(
+      new iam.PolicyStatement({ sid: 'ExecutionStatus', actions: ['states:DescribeExecution'], resources: [on.executionsArn] }),
+    );
   }
   const secrets = [...(needs.appKey ? [on.credentials.appKey] : []), ...(needs.webhookSecret ? [on.credentials.webhookSecret] : [])];
   if (secrets.length > 0) {
@@ -180,6 +192,18 @@ export function lambdaStatements(needs: Needs, logGroup: logs.ILogGroup, on: Gra
     );
   }
   return statements;
+}
+
+/** cdk-nag's IAM5 finding on the state machine's `execution:<name>:*`, for a role that reads them. */
+export function acknowledgeExecutions(role: iam.IRole, needs: Needs, stateMachineName: string): void {
+  if (needs.describeExecutions) {
+    Validations.of(role).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${stateMachineName}:*]`,
+      reason:
+        'Execution names (<job id>-<run attempt>) are not known in advance: states:DescribeExecution on ' +
+        "this state machine's executions only.",
+    });
+  }
 }
 
 /** cdk-nag's IAM5 finding on the cluster's `task/<cluster>/*`, for a role that starts or stops tasks. */

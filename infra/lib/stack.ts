@@ -115,7 +115,15 @@ export class TasukiStack extends Stack {
       functions: props.functions,
       configJson,
       retention,
-      grants: { table: this.table, stateMachineArn: this.stateMachineArn, credentials: creds, runners, taskDefinitions },
+      grants: {
+        table: this.table,
+        stateMachineArn: this.stateMachineArn,
+        stateMachineName: stateMachine.name,
+        executionsArn: stateMachine.executionsArn,
+        credentials: creds,
+        runners,
+        taskDefinitions,
+      },
       webhookReservedConcurrency: props.webhookReservedConcurrency,
     });
     this.webhookUrl = webhookUrl(this.functions.webhook);

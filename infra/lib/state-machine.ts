@@ -22,6 +22,8 @@ export const ASL_NON_LAMBDA_SUBSTITUTIONS: Record<string, string> = { Partition:
 export interface StateMachineAddress {
   readonly name: string;
   readonly arn: string;
+  /** Its executions' ARNs (`DescribeExecution` is authorized on the execution, not the machine). */
+  readonly executionsArn: string;
 }
 
 /**
@@ -37,7 +39,13 @@ export function stateMachineAddress(stack: Stack): StateMachineAddress {
     resourceName: name,
     arnFormat: ArnFormat.COLON_RESOURCE_NAME,
   });
-  return { name, arn };
+  const executionsArn = stack.formatArn({
+    service: 'states',
+    resource: 'execution',
+    resourceName: `${name}:*`,
+    arnFormat: ArnFormat.COLON_RESOURCE_NAME,
+  });
+  return { name, arn, executionsArn };
 }
 
 export function runnerJobStateMachine(

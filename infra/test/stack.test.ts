@@ -635,7 +635,9 @@ describe('IAM: least privilege', () => {
       [GET_PUT_UPDATE, tableArn()],
       [['dynamodb:Query'], `arn:aws:dynamodb:${FAKE.region}:${FAKE.account}:table/${resolve(ref(s.stack.table))}/index/by-state-deadline`],
       [[...CALLBACKS, 'states:StartExecution'], smArn()],
+      [['states:DescribeExecution'], smArn().replace(':stateMachine:', ':execution:') + ':*'],
       [['secretsmanager:GetSecretValue'], [secret('tasuki/github-app-private-key')]],
+      [['ecs:StopTask'], clusterTasks(), { ArnEquals: { 'ecs:cluster': getAtt(s.stack.cluster) } }],
     ],
   };
   const byJson = (a: Json, b: Json) => JSON.stringify(a).localeCompare(JSON.stringify(b));

@@ -9,6 +9,7 @@ use crate::domain::ids::{JobId, RunnerName};
 use crate::domain::job::JobRef;
 use crate::domain::launch::LaunchRequest;
 use crate::domain::record::{Change, JobRecord, LifecycleEvent, Now};
+use crate::domain::rescue::ExecutionStatus;
 use crate::domain::waits::{CallbackOutput, JobOnGitHub, Signal, TaskToken, Wait};
 use crate::error::StepError;
 use crate::ports::{
@@ -220,6 +221,8 @@ pub struct RecordingExecutions {
     closed: Mutex<BTreeSet<String>>,
     /// Errors the next calls return, in order.
     pub errors: Mutex<VecDeque<StepError>>,
+    /// Executions (by name) that ended; any other is running.
+    pub ended: Mutex<BTreeMap<String, ExecutionStatus>>,
 }
 
 impl RecordingExecutions {
@@ -245,6 +248,13 @@ impl Executions for RecordingExecutions {
             started.push(job.clone());
         }
         Ok(job.execution_arn("arn:aws:states:us-east-1:123456789012:stateMachine:tasuki"))
+    }
+
+    async fn status(&self, job: &JobRef) -> Result<ExecutionStatus, StepError> {
+        Ok(lock(&self.ended)
+            .get(&job.execution_name())
+            .copied()
+            .unwrap_or(ExecutionStatus::Running))
     }
 
     async fn succeed(&self, token: &TaskToken, output: &CallbackOutput) -> Result<bool, StepError> {

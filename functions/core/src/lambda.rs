@@ -204,6 +204,7 @@ impl Aws {
             executions: self.executions(),
             registry: github.clone(),
             deliveries: github,
+            launcher: self.launcher(),
         })
     }
 

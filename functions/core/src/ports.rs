@@ -6,6 +6,7 @@ use crate::domain::ids::{JobId, RunnerName};
 use crate::domain::job::JobRef;
 use crate::domain::launch::LaunchRequest;
 use crate::domain::record::{Change, JobRecord, LifecycleEvent, Now};
+use crate::domain::rescue::ExecutionStatus;
 use crate::domain::waits::{CallbackOutput, JobOnGitHub, Signal, TaskToken, Wait};
 use crate::error::StepError;
 use async_trait::async_trait;
@@ -98,6 +99,8 @@ pub trait Executions: Send + Sync {
     /// `false` when the wait was already over (a redelivered callback).
     async fn succeed(&self, token: &TaskToken, output: &CallbackOutput) -> Result<bool, StepError>;
     async fn fail(&self, token: &TaskToken, error: &StepError) -> Result<bool, StepError>;
+    /// How the job's execution stands.
+    async fn status(&self, job: &JobRef) -> Result<ExecutionStatus, StepError>;
 }
 
 #[async_trait]

@@ -12,6 +12,7 @@ use tasuki_core::domain::ids::{Attempt, JobId, RunnerName};
 use tasuki_core::domain::job::{Conclusion, JobRef};
 use tasuki_core::domain::lifecycle::JobState;
 use tasuki_core::domain::record::JobRecord;
+use tasuki_core::domain::rescue::ExecutionStatus;
 use tasuki_core::domain::waits::{
     CallbackOutput, Completion, JobOnGitHub, Registered, Signal, Stopped, Taken, TaskToken,
 };
@@ -157,6 +158,7 @@ impl World {
             executions: self.executions.clone(),
             registry: self.registry.clone(),
             deliveries: self.deliveries.clone(),
+            launcher: self.launcher.clone(),
         }
     }
 
@@ -1323,4 +1325,60 @@ async fn a_sweep_that_loses_a_race_with_a_callback_leaves_the_job_to_it_and_acts
         world.executions.succeeded.lock().unwrap().is_empty(),
         "the sweep answered nothing: the callback's owner does"
     );
+}
+
+#[tokio::test]
+async fn a_job_whose_execution_ended_unfinished_is_failed_and_released_by_the_sweep() {
+    let world = World::new();
+    let state = world.waiting().await;
+    world.clock.advance(301);
+    let name = world.record().job.execution_name();
+    world
+        .executions
+        .ended
+        .lock()
+        .unwrap()
+        .insert(name, ExecutionStatus::Aborted);
+    let dry = world.rescue().sweep(true).await.unwrap();
+    assert_eq!(dry.jobs[0].action, "finish");
+    assert!(world.stops().is_empty(), "a dry run changes nothing");
+    let sweep = world.rescue().sweep(false).await.unwrap();
+    assert_eq!(sweep.jobs[0].action, "finish");
+    assert_eq!(world.record().position.state, JobState::Failed);
+    let reason = "rescue: its execution ended ABORTED without finishing the job; its task is stopped and its runner deleted";
+    assert_eq!(world.last_row(), format!("failed 1: {reason}"));
+    assert_eq!(
+        world.stops(),
+        [(
+            state["task"]["task_arn"].as_str().unwrap().to_string(),
+            reason.to_string()
+        )]
+    );
+    assert_eq!(world.deleted(), [state["runner"]["id"].as_u64().unwrap()]);
+    assert_eq!(
+        world.rescue().sweep(false).await.unwrap().overdue,
+        0,
+        "finished: not overdue"
+    );
+}
+
+#[tokio::test]
+async fn a_job_whose_execution_ended_while_it_runs_on_its_runner_is_failed_but_not_killed() {
+    let world = World::new();
+    world.waiting().await;
+    world.github_says(JobOnGitHub::Running(registered_value().unwrap()));
+    world.clock.advance(301);
+    let name = world.record().job.execution_name();
+    world
+        .executions
+        .ended
+        .lock()
+        .unwrap()
+        .insert(name, ExecutionStatus::Failed);
+    let sweep = world.rescue().sweep(false).await.unwrap();
+    assert_eq!(sweep.jobs[0].action, "finish");
+    assert!(world
+        .last_row()
+        .ends_with("its runner runs the job and is left to finish it"));
+    assert!(world.stops().is_empty() && world.deleted().is_empty());
 }

@@ -1,6 +1,7 @@
 //! Step Functions: start a job's execution, answer its task tokens.
 
 use crate::domain::job::JobRef;
+use crate::domain::rescue::ExecutionStatus;
 use crate::domain::waits::{CallbackOutput, TaskToken};
 use crate::error::StepError;
 use crate::ports::Executions;
@@ -101,6 +102,31 @@ impl Executions for SfnExecutions {
         {
             Ok(_) => Ok(true),
             Err(e) if already_closed(e.code()) => Ok(false),
+            Err(e) => Err(sdk_error(&e)),
+        }
+    }
+
+    async fn status(&self, job: &JobRef) -> Result<ExecutionStatus, StepError> {
+        use aws_sdk_sfn::types::ExecutionStatus as Sfn;
+        match self
+            .client
+            .describe_execution()
+            .execution_arn(job.execution_arn(&self.state_machine_arn))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(match out.status {
+                Sfn::Running => ExecutionStatus::Running,
+                Sfn::PendingRedrive => ExecutionStatus::PendingRedrive,
+                Sfn::Succeeded => ExecutionStatus::Succeeded,
+                Sfn::Failed => ExecutionStatus::Failed,
+                Sfn::TimedOut => ExecutionStatus::TimedOut,
+                Sfn::Aborted => ExecutionStatus::Aborted,
+                // A status added after this SDK: not known to be running, so not left alone
+                // forever; the lifecycle row names it.
+                _ => ExecutionStatus::Failed,
+            }),
+            Err(e) if e.code() == Some("ExecutionDoesNotExist") => Ok(ExecutionStatus::Missing),
             Err(e) => Err(sdk_error(&e)),
         }
     }

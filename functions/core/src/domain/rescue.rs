@@ -5,6 +5,44 @@
 use crate::domain::lifecycle::JobState;
 use crate::domain::record::JobRecord;
 use crate::domain::waits::{Completion, JobOnGitHub, Signal};
+use serde::Serialize;
+
+/// A job's execution as Step Functions describes it (`DescribeExecution`'s `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ExecutionStatus {
+    Running,
+    /// Being redriven: running again.
+    PendingRedrive,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Aborted,
+    /// No execution by the job's name.
+    Missing,
+}
+
+impl ExecutionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Running => "RUNNING",
+            ExecutionStatus::PendingRedrive => "PENDING_REDRIVE",
+            ExecutionStatus::Succeeded => "SUCCEEDED",
+            ExecutionStatus::Failed => "FAILED",
+            ExecutionStatus::TimedOut => "TIMED_OUT",
+            ExecutionStatus::Aborted => "ABORTED",
+            ExecutionStatus::Missing => "MISSING",
+        }
+    }
+
+    /// Still in charge of its job.
+    pub fn is_running(self) -> bool {
+        matches!(
+            self,
+            ExecutionStatus::Running | ExecutionStatus::PendingRedrive
+        )
+    }
+}
 
 /// The rescue of one overdue job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +51,12 @@ pub enum Rescue {
     StartExecution,
     /// Webhooks were lost: record what GitHub says; the waiting execution gets its callback.
     Signal(Vec<Signal>),
+    /// The execution ended (aborted, failed in Finalize, timed out) with the job unfinished:
+    /// nobody else will end it. Fail it and release what it holds — unless the job runs on it.
+    Finish {
+        execution: ExecutionStatus,
+        busy: bool,
+    },
     /// Nothing to do: why.
     Leave(String),
 }
@@ -31,6 +75,15 @@ impl Rescue {
                     .map(describe)
                     .collect::<Vec<_>>()
                     .join(" and ")
+            ),
+            Rescue::Finish { execution, busy } => format!(
+                "rescue: its execution ended {} without finishing the job; {}",
+                execution.as_str(),
+                if *busy {
+                    "its runner runs the job and is left to finish it"
+                } else {
+                    "its task is stopped and its runner deleted"
+                }
             ),
             Rescue::Leave(why) => why.clone(),
         }
@@ -52,10 +105,21 @@ pub fn needs_github(record: &JobRecord) -> bool {
     record.position.state != JobState::Received
 }
 
-/// The rescue of an overdue, unfinished job, given what GitHub says of it (`None` when not asked).
-pub fn decide(record: &JobRecord, github: Option<&JobOnGitHub>) -> Rescue {
+/// The rescue of an overdue, unfinished job, given what GitHub says of it and how its execution
+/// stands (`None` when not asked: a job still `received` may have no execution).
+pub fn decide(
+    record: &JobRecord,
+    github: Option<&JobOnGitHub>,
+    execution: Option<ExecutionStatus>,
+) -> Rescue {
     if record.position.state == JobState::Received {
         return Rescue::StartExecution;
+    }
+    if let Some(execution) = execution.filter(|e| !e.is_running()) {
+        let ours = record.runner.as_ref().map(|r| r.name.as_str());
+        // A finished job's runner has exited already: only a running one is spared.
+        let busy = matches!(github, Some(JobOnGitHub::Running(on)) if Some(on.runner_name.as_str()) == ours);
+        return Rescue::Finish { execution, busy };
     }
     let known = &record.signals;
     let mut signals = vec![];
@@ -133,7 +197,7 @@ mod tests {
     fn a_job_never_started_gets_its_execution_started_without_asking_github() {
         let received = record(JobState::Received);
         assert!(!needs_github(&received));
-        assert_eq!(decide(&received, None), Rescue::StartExecution);
+        assert_eq!(decide(&received, None, None), Rescue::StartExecution);
     }
 
     #[test]
@@ -144,7 +208,7 @@ mod tests {
             ran_on: Some(on("tasuki-7-1")),
         };
         assert_eq!(
-            decide(&waiting, Some(&done)),
+            decide(&waiting, Some(&done), Some(ExecutionStatus::Running)),
             Rescue::Signal(vec![
                 Signal::Registered(on("tasuki-7-1")),
                 Signal::Completed(Completion {
@@ -155,7 +219,7 @@ mod tests {
         let mut running = record(JobState::Running);
         running.signals.registered = Some(on("tasuki-7-1"));
         assert_eq!(
-            decide(&running, Some(&done)),
+            decide(&running, Some(&done), Some(ExecutionStatus::Running)),
             Rescue::Signal(vec![Signal::Completed(Completion {
                 conclusion: Conclusion::Success
             })]),
@@ -166,7 +230,7 @@ mod tests {
             ran_on: None,
         };
         assert_eq!(
-            decide(&waiting, Some(&cancelled)),
+            decide(&waiting, Some(&cancelled), Some(ExecutionStatus::Running)),
             Rescue::Signal(vec![Signal::Cancelled])
         );
     }
@@ -175,13 +239,55 @@ mod tests {
     fn a_job_github_has_not_started_or_that_is_as_recorded_is_left_to_its_execution() {
         let waiting = record(JobState::WaitingForRegistration);
         assert!(matches!(
-            decide(&waiting, Some(&JobOnGitHub::NotStarted)),
+            decide(
+                &waiting,
+                Some(&JobOnGitHub::NotStarted),
+                Some(ExecutionStatus::Running)
+            ),
             Rescue::Leave(_)
         ));
         let mut running = record(JobState::Running);
         running.signals.registered = Some(on("tasuki-7-1"));
         assert!(matches!(
-            decide(&running, Some(&JobOnGitHub::Running(on("tasuki-7-1")))),
+            decide(
+                &running,
+                Some(&JobOnGitHub::Running(on("tasuki-7-1"))),
+                Some(ExecutionStatus::Running)
+            ),
+            Rescue::Leave(_)
+        ));
+    }
+
+    #[test]
+    fn a_job_whose_execution_ended_is_finished_and_its_runner_spared_only_if_it_runs_the_job() {
+        let mut waiting = record(JobState::WaitingForRegistration);
+        waiting.runner = Some(crate::domain::record::RunnerRef {
+            name: "tasuki-7-1".into(),
+            id: 3,
+        });
+        for (github, busy) in [
+            (JobOnGitHub::NotStarted, false),
+            (JobOnGitHub::Running(on("tasuki-7-1")), true),
+            (JobOnGitHub::Running(on("someone-else")), false),
+        ] {
+            assert_eq!(
+                decide(&waiting, Some(&github), Some(ExecutionStatus::Aborted)),
+                Rescue::Finish {
+                    execution: ExecutionStatus::Aborted,
+                    busy
+                }
+            );
+        }
+        assert_eq!(
+            Rescue::Finish { execution: ExecutionStatus::Failed, busy: false }.reason(),
+            "rescue: its execution ended FAILED without finishing the job; its task is stopped and its runner deleted"
+        );
+        assert!(matches!(
+            decide(
+                &waiting,
+                Some(&JobOnGitHub::NotStarted),
+                Some(ExecutionStatus::PendingRedrive)
+            ),
             Rescue::Leave(_)
         ));
     }

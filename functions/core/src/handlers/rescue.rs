@@ -14,7 +14,7 @@ use crate::domain::record::{self, JobRecord};
 use crate::domain::rescue::{self, Rescue};
 use crate::domain::waits::JobOnGitHub;
 use crate::error::StepError;
-use crate::ports::{Executions, RunnerRegistry, WebhookDeliveries};
+use crate::ports::{Executions, RunnerRegistry, TaskLauncher, WebhookDeliveries};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -35,6 +35,8 @@ pub struct RescueSweep {
     pub executions: Arc<dyn Executions>,
     pub registry: Arc<dyn RunnerRegistry>,
     pub deliveries: Arc<dyn WebhookDeliveries>,
+    /// Stops the task of a job whose execution ended without finishing it.
+    pub launcher: Arc<dyn TaskLauncher>,
 }
 
 /// What a sweep did, job by job.
@@ -61,7 +63,7 @@ pub struct Redelivery {
 pub struct Rescued {
     pub job_id: JobId,
     pub state: JobState,
-    /// `start-execution`, `signal`, `leave`, or `error`.
+    /// `start-execution`, `signal`, `finish`, `leave`, or `error`.
     pub action: &'static str,
     pub reason: String,
 }
@@ -194,11 +196,17 @@ impl RescueSweep {
         } else {
             None
         };
-        let rescue = rescue::decide(record, github.as_ref());
+        let execution = if rescue::needs_github(record) {
+            Some(self.executions.status(&record.job).await?)
+        } else {
+            None
+        };
+        let rescue = rescue::decide(record, github.as_ref(), execution);
         let reason = rescue.reason();
         let action = match &rescue {
             Rescue::StartExecution => "start-execution",
             Rescue::Signal(_) => "signal",
+            Rescue::Finish { .. } => "finish",
             Rescue::Leave(_) => "leave",
         };
         if dry_run {
@@ -213,8 +221,13 @@ impl RescueSweep {
         // The row first, on the job exactly as the sweep read it: if anything changed since (a
         // callback, another sweep, the job finishing), nothing is done and the next sweep looks
         // again. The row also moves the deadline on, so the next sweep does not act again.
-        let happening = Happening::Rescue {
-            reason: reason.clone(),
+        let happening = match &rescue {
+            Rescue::Finish { .. } => Happening::Fail {
+                reason: reason.clone(),
+            },
+            _ => Happening::Rescue {
+                reason: reason.clone(),
+            },
         };
         match self
             .lifecycle
@@ -242,6 +255,16 @@ impl RescueSweep {
                 for signal in signals {
                     if let Some(now) = self.lifecycle.store.signal(job_id, signal).await? {
                         deliver(&*self.executions, &now).await?;
+                    }
+                }
+            }
+            Rescue::Finish { busy, .. } => {
+                if !busy {
+                    if let Some(task_arn) = &record.task_arn {
+                        self.launcher.stop(task_arn, &reason).await?;
+                    }
+                    if let Some(runner) = &record.runner {
+                        self.registry.delete_runner(&record.job, runner.id).await?;
                     }
                 }
             }
