@@ -100,3 +100,63 @@ def test_a_size_with_no_capacity_anywhere_falls_back_to_the_configured_larger_si
     assert started["attempt"] == medium + 1
     assert last_row(job)["event"] == "completed"
     assert_nothing_left(job)
+
+
+def webhooks_for(job: str) -> list[dict]:
+    return [w for w in client.mock_state()["webhooks_sent"] if str(w["job_id"]) == job]
+
+
+def test_out_of_order_in_progress_before_queued_records_the_job_skipped_and_launches_nothing(job_ids):
+    # The job's `queued` delivery fails; a runner tasuki launched for another job takes it, so
+    # tasuki first hears of it from `in_progress`; the `queued` delivery arrives last (redelivered).
+    victim = queue(job_ids, behaviour={"lose_queued": True})
+    thief = queue(job_ids, behaviour={"assign_to": victim})
+    item = client.wait_for_state(victim, "skipped", timeout=90)
+    assert item["reason"] == (
+        f"GitHub says the job runs on runner tasuki-{thief}-1 before tasuki launched a runner for it; none launched"
+    )
+    assert [w["action"] for w in webhooks_for(victim)][:2] == ["queued", "in_progress"]
+    [lost] = [w for w in webhooks_for(victim) if w["action"] == "queued"]
+    late = client.redeliver(lost["delivery_id"])
+    assert (late["status"], late["body"]["reason"]) == (202, "already started")
+    assert client.ecs_tasks_for_job(victim) == [], "nothing launched for it"
+    client.wait_for_state(thief, "completed", timeout=120)
+    client.wait_until(lambda: (client.job_item(victim) or {}).get("state") == "skipped", 5, what="still skipped")
+    assert [e["event"] for e in client.timeline(victim)] == ["received", "planned", "skipped"]
+    assert last_row(victim)["event"] == "skipped"
+    [execution] = client.wait_for_executions_done(victim)
+    assert execution["status"] == "SUCCEEDED"
+    assert_nothing_left(victim)
+    assert_nothing_left(thief)
+
+
+def test_out_of_order_completed_before_queued_ends_the_job_without_a_runner(job_ids):
+    victim = queue(job_ids, behaviour={"lose_queued": True})
+    # GitHub cancels it before any runner took it; tasuki hears of it first from `completed`.
+    assert client.cancel_job(victim)["status"] == 202
+    item = client.wait_for_state(victim, "cancelled", timeout=60)
+    assert item["reason"] == "cancelled on GitHub before a runner took it"
+    [lost] = [w for w in webhooks_for(victim) if w["action"] == "queued"]
+    assert client.redeliver(lost["delivery_id"])["status"] == 202
+    assert client.executions_for_job(victim) and client.ecs_tasks_for_job(victim) == []
+    assert last_row(victim)["event"] == "cancelled"
+    assert_nothing_left(victim)
+
+
+def test_capacity_failing_in_every_candidate_then_returning_serves_the_job_in_a_later_round(job_ids, config):
+    client.add_fault("capacity")
+    job = queue(job_ids)
+    try:
+        client.wait_until(
+            lambda: "round 2 starts" in (last_row(job).get("reason") or ""), 60, interval=0.5, what="a lost round"
+        )
+    finally:
+        client.clear_faults()
+    item = client.wait_for_state(job, "completed", timeout=config["timeouts"]["capacity_wait_seconds"] + 90)
+    timeline = client.timeline(job)
+    failed = [e for e in timeline if e["event"] == "attempt-failed"]
+    launched = [e["candidate"] for e in timeline if e["event"] == "launching"]
+    assert item["attempt"] == len(failed) + 1 == len(launched)
+    assert launched[-1] == launched[0], "the new round starts again from the first candidate"
+    assert last_row(job)["event"] == "completed"
+    assert_nothing_left(job)

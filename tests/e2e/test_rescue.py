@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -159,4 +160,131 @@ def test_a_lost_completed_delivery_is_recorded_by_the_rescue_lambda(job_ids, con
     assert last_row(job)["event"] == "completed"
     [execution] = client.wait_for_executions_done(job)
     assert execution["status"] == "SUCCEEDED"
+    assert_nothing_left(job)
+
+
+def start_execution_failed(job_ids: list[str]) -> str:
+    """A job whose webhook's StartExecution was throttled: recorded `received`, no execution."""
+    client.add_fault("start_execution_throttle")
+    try:
+        answer = client.queue_job_full(LABELS)
+    finally:
+        client.clear_faults()
+    job = str(answer["job_id"])
+    job_ids.append(job)
+    assert answer["status"] == 500 and events(job) == ["received"]
+    return job
+
+
+def wait_overdue(job: str, config: dict) -> None:
+    deadline = int(client.job_item(job)["deadline"])
+    client.wait_until(
+        lambda: time.time() > deadline + 1, config["timeouts"]["rescue_grace_seconds"] + 15, what=f"job {job} overdue"
+    )
+
+
+def sweeps_at_once(count: int) -> list[dict]:
+    """`count` sweeps started together: the `rescue` Lambda as EventBridge invokes it, and the CLI."""
+
+    def lambda_sweep() -> dict:
+        report, function_error = client.invoke("rescue", client.scheduled_event())
+        assert function_error is None, report
+        return report
+
+    def cli_sweep() -> dict:
+        return json.loads(tasuki("rescue", "--json"))
+
+    calls = [cli_sweep if i % 2 else lambda_sweep for i in range(count)]
+    with ThreadPoolExecutor(count) as pool:
+        return [f.result() for f in [pool.submit(call) for call in calls]]
+
+
+def test_two_sweeps_at_once_start_one_execution_and_write_one_rescue_row(job_ids, config):
+    job = start_execution_failed(job_ids)
+    wait_overdue(job, config)
+    reports = sweeps_at_once(3)
+    actions = [entry["action"] for r in reports if (entry := swept(r, job))]
+    assert actions.count("start-execution") == 1, actions
+    assert set(actions) <= {"start-execution", "leave"}, "a sweep that lost the race leaves the job"
+    item = client.wait_for_state(job, "completed", timeout=120)
+    assert (item["attempt"], item["conclusion"]) == (1, "success")
+    assert events(job).count("rescued") == 1
+    starts = [r["outcome"] for r in client.mock_state()["start_execution_requests"] if r["job_id"] == job]
+    assert starts.count("started") == 1, starts
+    assert len(client.executions_for_job(job)) == 1
+    assert last_row(job)["event"] == "completed"
+    assert_nothing_left(job)
+
+
+def test_a_sweep_racing_the_completed_callback_records_one_completion(job_ids, config):
+    job = queue(job_ids, behaviour={"hold": True})
+    client.wait_for_state(job, "running", timeout=60)
+    wait_overdue(job, config)
+    # GitHub completes the job (its `completed` delivery goes to the webhook) while two sweeps,
+    # which ask GitHub and find it completed, run: every interleaving must end the same way.
+    with ThreadPoolExecutor(3) as pool:
+        completing = pool.submit(client.complete_job, job, "success")
+        sweeping = pool.submit(sweeps_at_once, 2)
+        completing.result()
+        reports = sweeping.result()
+    actions = [entry["action"] for r in reports if (entry := swept(r, job))]
+    assert "error" not in actions, reports
+    item = client.wait_for_state(job, "completed", timeout=60)
+    assert (item["attempt"], item["conclusion"]) == (1, "success")
+    timeline = events(job)
+    assert timeline.count("completed") == 1 and timeline.count("rescued") <= 1, timeline
+    [execution] = client.wait_for_executions_done(job)
+    assert execution["status"] == "SUCCEEDED"
+    assert_nothing_left(job)
+
+
+def test_an_aborted_execution_is_finished_by_the_sweep_and_its_task_and_runner_released(job_ids, config):
+    job = queue(job_ids, behaviour={"never_register": [1]})
+    client.wait_for_state(job, "waiting-for-registration", timeout=60)
+    [execution] = client.executions_for_job(job)
+    client.boto("stepfunctions").stop_execution(
+        executionArn=execution["executionArn"], error="Operator", cause="aborted by hand"
+    )
+    [task] = client.ecs_tasks_for_job(job)
+    assert task["desiredStatus"] == "RUNNING", "nobody else stops it now"
+    wait_overdue(job, config)
+    report, function_error = client.invoke("rescue", client.scheduled_event())
+    assert function_error is None, report
+    reason = (
+        "rescue: its execution ended ABORTED without finishing the job; its task is stopped and its runner deleted"
+    )
+    assert swept(report, job) == {
+        "job_id": int(job),
+        "state": "waiting-for-registration",
+        "action": "finish",
+        "reason": reason,
+    }
+    item = client.job_item(job)
+    assert item is not None and (item["state"], item["reason"]) == ("failed", reason)
+    assert (last_row(job)["event"], last_row(job)["reason"]) == ("failed", reason)
+    client.wait_until(lambda: client.leftovers(job) == {"tasks": [], "runners": []}, 30, what="released")
+
+
+def delivery_log(job: str) -> list[dict]:
+    return [w for w in client.mock_state()["webhooks_sent"] if str(w["job_id"]) == job]
+
+
+def test_a_lost_queued_delivery_is_redelivered_by_the_sweep_and_the_job_runs(job_ids, config):
+    job = queue(job_ids, behaviour={"lose_queued": True})
+    assert client.job_item(job) is None, "tasuki never heard of it"
+    [lost] = delivery_log(job)
+    assert lost["action"] == "queued" and not 200 <= lost["status"] < 300
+    report, function_error = client.invoke("rescue", client.scheduled_event())
+    assert function_error is None, report
+    [redelivery] = [d for d in report["lost_queued"] if d["job_id"] == int(job)]
+    assert redelivery["action"] == "redeliver"
+    assert f"{lost['delivery_id']} never reached the webhook (1 failed attempt(s))" in redelivery["reason"]
+    item = client.wait_for_state(job, "completed", timeout=120)
+    assert (item["attempt"], item["conclusion"]) == (1, "success")
+    queued = [w for w in delivery_log(job) if w["action"] == "queued"]
+    assert [w["delivery_id"] for w in queued] == [lost["delivery_id"]] * 2, "the same delivery, redelivered"
+    assert events(job) == LIFECYCLE
+    # Received once: the next sweep has nothing to redeliver for it.
+    report, _ = client.invoke("rescue", client.scheduled_event())
+    assert not [d for d in report["lost_queued"] if d["job_id"] == int(job)]
     assert_nothing_left(job)
