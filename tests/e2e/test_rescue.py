@@ -250,9 +250,7 @@ def test_an_aborted_execution_is_finished_by_the_sweep_and_its_task_and_runner_r
     wait_overdue(job, config)
     report, function_error = client.invoke("rescue", client.scheduled_event())
     assert function_error is None, report
-    reason = (
-        "rescue: its execution ended ABORTED without finishing the job; its task is stopped and its runner deleted"
-    )
+    reason = "rescue: its execution ended ABORTED without finishing the job; its task is stopped and its runner deleted"
     assert swept(report, job) == {
         "job_id": int(job),
         "state": "waiting-for-registration",
