@@ -36,6 +36,13 @@ export interface Needs {
   revokeGrant?: boolean;
   runTask?: boolean;
   stopTask?: boolean;
+  /**
+   * Lists and describes the cluster's tasks (the rescue sweep finds runner tasks nothing else will
+   * stop). ListTasks is authorized on `container-instance/<cluster>/*`, DescribeTasks on
+   * `task/<cluster>/*`, both with the `ecs:cluster` condition
+   * (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonelasticcontainerservice.html).
+   */
+  listTasks?: boolean;
 }
 
 const CALLBACK = ['states:SendTaskSuccess', 'states:SendTaskFailure'];
@@ -67,6 +74,7 @@ export const NEEDS: Record<Bin, Needs> = {
     describeExecutions: true,
     appKey: true,
     stopTask: true,
+    listTasks: true,
   },
 };
 
@@ -182,6 +190,23 @@ export function lambdaStatements(needs: Needs, logGroup: logs.ILogGroup, on: Gra
       }),
     );
   }
+  if (needs.listTasks) {
+    const onCluster = { ArnEquals: { 'ecs:cluster': on.runners.cluster.clusterArn } };
+    statements.push(
+      new iam.PolicyStatement({
+        sid: 'ListRunnerTasks',
+        actions: ['ecs:ListTasks'],
+        resources: [clusterScopedArn(on.runners.cluster, 'container-instance')],
+        conditions: onCluster,
+      }),
+      new iam.PolicyStatement({
+        sid: 'DescribeRunnerTasks',
+        actions: ['ecs:DescribeTasks'],
+        resources: [clusterScopedArn(on.runners.cluster, 'task')],
+        conditions: onCluster,
+      }),
+    );
+  }
   if (needs.revokeGrant) {
     statements.push(
       new iam.PolicyStatement({
@@ -208,13 +233,19 @@ export function acknowledgeExecutions(role: iam.IRole, needs: Needs, stateMachin
 
 /** cdk-nag's IAM5 finding on the cluster's `task/<cluster>/*`, for a role that starts or stops tasks. */
 export function acknowledgeClusterTasks(role: iam.IRole, needs: Needs, cluster: ecs.Cluster): void {
-  if (needs.runTask || needs.stopTask) {
+  if (needs.runTask || needs.stopTask || needs.listTasks) {
     Validations.of(role).acknowledge({
       id: `AwsSolutions-IAM5[Resource::${nagClusterScopedArn(cluster, 'task')}]`,
       reason:
         'Task ids are not known in advance: ' +
-        (needs.runTask ? 'ecs:TagResource, only as part of RunTask (ecs:CreateAction condition)' : 'ecs:StopTask') +
+        (needs.runTask ? 'ecs:TagResource, only as part of RunTask (ecs:CreateAction condition)' : 'ecs:StopTask/DescribeTasks') +
         " on this cluster's tasks (arn:…:task/<cluster>/*).",
+    });
+  }
+  if (needs.listTasks) {
+    Validations.of(role).acknowledge({
+      id: `AwsSolutions-IAM5[Resource::${nagClusterScopedArn(cluster, 'container-instance')}]`,
+      reason: "ecs:ListTasks is authorized on the cluster's container instances (arn:…:container-instance/<cluster>/*), with the ecs:cluster condition.",
     });
   }
 }

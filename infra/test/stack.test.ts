@@ -638,6 +638,8 @@ describe('IAM: least privilege', () => {
       [['states:DescribeExecution'], smArn().replace(':stateMachine:', ':execution:') + ':*'],
       [['secretsmanager:GetSecretValue'], [secret('tasuki/github-app-private-key')]],
       [['ecs:StopTask'], clusterTasks(), { ArnEquals: { 'ecs:cluster': getAtt(s.stack.cluster) } }],
+      [['ecs:ListTasks'], clusterTasks().replace(':task/', ':container-instance/'), { ArnEquals: { 'ecs:cluster': getAtt(s.stack.cluster) } }],
+      [['ecs:DescribeTasks'], clusterTasks(), { ArnEquals: { 'ecs:cluster': getAtt(s.stack.cluster) } }],
     ],
   };
   const byJson = (a: Json, b: Json) => JSON.stringify(a).localeCompare(JSON.stringify(b));

@@ -199,6 +199,23 @@ fn render_sweep(sweep: &Sweep) -> String {
             lost.reason
         );
     }
+    if !sweep.orphans.is_empty() {
+        out += &format!(
+            "{} runner task(s) nothing else will stop\n",
+            sweep.orphans.len()
+        );
+    }
+    for orphan in &sweep.orphans {
+        out += &format!(
+            "  task {} job {} {:<6} {}\n",
+            orphan.task_arn.as_deref().unwrap_or("-"),
+            orphan
+                .job_id
+                .map_or_else(|| "-".to_string(), |j| j.to_string()),
+            orphan.action,
+            orphan.reason
+        );
+    }
     out
 }
 

@@ -13,8 +13,8 @@ use crate::domain::rescue::ExecutionStatus;
 use crate::domain::waits::{CallbackOutput, JobOnGitHub, Signal, TaskToken, Wait};
 use crate::error::StepError;
 use crate::ports::{
-    Clock, CredentialSealer, Executions, JitConfig, LifecycleStore, RunnerRegistry, SealedConfig,
-    Sensitive, StoreError, StoreResult, TaskLauncher, WebhookDeliveries,
+    Clock, CredentialSealer, Executions, JitConfig, LifecycleStore, RunnerOnGitHub, RunnerRegistry,
+    RunningTask, SealedConfig, Sensitive, StoreError, StoreResult, TaskLauncher, WebhookDeliveries,
 };
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -281,6 +281,8 @@ pub struct FakeLauncher {
     pub stops: Mutex<Vec<(String, String)>>,
     /// What the next RunTask calls answer, in order; then a new task each time.
     pub script: Mutex<VecDeque<Result<String, StepError>>>,
+    /// Tasks ECS lists as running (until stopped).
+    pub running: Mutex<Vec<RunningTask>>,
 }
 
 #[async_trait]
@@ -300,6 +302,16 @@ impl TaskLauncher for FakeLauncher {
         lock(&self.stops).push((task_arn.to_string(), reason.to_string()));
         Ok(())
     }
+
+    async fn running(&self, limit: usize) -> Result<Vec<RunningTask>, StepError> {
+        let stopped: BTreeSet<String> = lock(&self.stops).iter().map(|(t, _)| t.clone()).collect();
+        Ok(lock(&self.running)
+            .iter()
+            .filter(|t| !stopped.contains(&t.task_arn))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
 }
 
 /// GitHub's runner registry: JIT configs with ids counting from 100; deletions recorded; jobs
@@ -311,6 +323,8 @@ pub struct FakeRegistry {
     pub deleted: Mutex<Vec<u64>>,
     /// An error the next `issue_jit_config` returns.
     pub refuse_next: Mutex<Option<StepError>>,
+    /// Runners GitHub lists, by name.
+    pub runners: Mutex<BTreeMap<String, RunnerOnGitHub>>,
 }
 
 #[async_trait]
@@ -342,6 +356,14 @@ impl RunnerRegistry for FakeRegistry {
     async fn delete_runner(&self, _job: &JobRef, runner_id: u64) -> Result<(), StepError> {
         lock(&self.deleted).push(runner_id);
         Ok(())
+    }
+
+    async fn runner(
+        &self,
+        _job: &JobRef,
+        name: RunnerName,
+    ) -> Result<Option<RunnerOnGitHub>, StepError> {
+        Ok(lock(&self.runners).get(&name.to_string()).copied())
     }
 }
 

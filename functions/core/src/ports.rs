@@ -2,7 +2,7 @@
 //! AWS and GitHub, `fakes` in memory for the handler tests.
 
 use crate::domain::deliveries::DeliveryAttempt;
-use crate::domain::ids::{JobId, RunnerName};
+use crate::domain::ids::{JobId, RunnerName, StartedBy};
 use crate::domain::job::JobRef;
 use crate::domain::launch::LaunchRequest;
 use crate::domain::record::{Change, JobRecord, LifecycleEvent, Now};
@@ -110,6 +110,23 @@ pub trait TaskLauncher: Send + Sync {
     async fn run(&self, request: &LaunchRequest) -> Result<String, StepError>;
     /// Stops a task; one already stopped is not an error.
     async fn stop(&self, task_arn: &str, reason: &str) -> Result<(), StepError>;
+    /// Runner tasks running now (`startedBy` `tasuki/<job>/<attempt>`), at most `limit`.
+    async fn running(&self, limit: usize) -> Result<Vec<RunningTask>, StepError>;
+}
+
+/// A runner task ECS runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningTask {
+    pub task_arn: String,
+    pub started_by: StartedBy,
+}
+
+/// A registered runner, as GitHub lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunnerOnGitHub {
+    pub id: u64,
+    /// Running a job now.
+    pub busy: bool,
 }
 
 /// A runner's single-use registration, from GitHub.
@@ -131,6 +148,12 @@ pub trait RunnerRegistry: Send + Sync {
     ) -> Result<JitConfig, StepError>;
     /// Removes a runner; one that is already gone is not an error.
     async fn delete_runner(&self, job: &JobRef, runner_id: u64) -> Result<(), StepError>;
+    /// The runner of that name registered for the job's repository, if any.
+    async fn runner(
+        &self,
+        job: &JobRef,
+        name: RunnerName,
+    ) -> Result<Option<RunnerOnGitHub>, StepError>;
 }
 
 /// The App's webhook delivery log (App JWT): how a `queued` delivery GitHub failed to make is found

@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use tasuki_core::domain::config::Config;
 use tasuki_core::domain::deliveries::DeliveryAttempt;
-use tasuki_core::domain::ids::{Attempt, JobId, RunnerName};
+use tasuki_core::domain::ids::{Attempt, JobId, RunnerName, StartedBy};
 use tasuki_core::domain::job::{Conclusion, JobRef};
-use tasuki_core::domain::lifecycle::JobState;
+use tasuki_core::domain::lifecycle::{Happening, JobState};
 use tasuki_core::domain::record::JobRecord;
 use tasuki_core::domain::rescue::ExecutionStatus;
 use tasuki_core::domain::waits::{
@@ -32,8 +32,8 @@ use tasuki_core::handlers::run_task::RunTask;
 use tasuki_core::handlers::step::{invoke, Step};
 use tasuki_core::handlers::validate::Validate;
 use tasuki_core::handlers::webhook::{Webhook, WebhookRequest};
-use tasuki_core::handlers::Lifecycle;
-use tasuki_core::ports::{Clock, LifecycleStore};
+use tasuki_core::handlers::{Effects, Lifecycle};
+use tasuki_core::ports::{Clock, LifecycleStore, RunnerOnGitHub, RunningTask};
 use tasuki_core::signature::WebhookSecret;
 use tasuki_core::StepError;
 
@@ -1381,4 +1381,120 @@ async fn a_job_whose_execution_ended_while_it_runs_on_its_runner_is_failed_but_n
         .last_row()
         .ends_with("its runner runs the job and is left to finish it"));
     assert!(world.stops().is_empty() && world.deleted().is_empty());
+}
+
+// ---- runner tasks nothing else will stop ----------------------------------------------------------
+
+fn running_task(arn: &str, attempt: u32) -> RunningTask {
+    RunningTask {
+        task_arn: arn.into(),
+        started_by: StartedBy {
+            job: JobId::new(JOB),
+            attempt: Attempt::new(attempt).unwrap(),
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_task_of_a_finished_job_is_stopped_and_its_idle_runner_deleted_but_a_busy_one_runs_on() {
+    let world = World::new();
+    world.waiting().await;
+    *world.launcher.running.lock().unwrap() = vec![running_task("arn:task/1", 1)];
+    let owned = world.rescue().sweep(false).await.unwrap();
+    assert!(
+        owned.orphans.is_empty(),
+        "the current attempt's task is its execution's"
+    );
+    world
+        .lifecycle()
+        .transition(
+            JobId::new(JOB),
+            Happening::Fail { reason: "x".into() },
+            Effects::default(),
+        )
+        .await
+        .unwrap();
+    // Its runner took another job (theft): it runs on.
+    world.registry.runners.lock().unwrap().insert(
+        "tasuki-7-1".into(),
+        RunnerOnGitHub {
+            id: 100,
+            busy: true,
+        },
+    );
+    let busy = world.rescue().sweep(false).await.unwrap();
+    assert_eq!(busy.orphans[0].action, "leave");
+    assert!(world.stops().is_empty());
+    // Idle now: stopped, and its runner deleted.
+    world.registry.runners.lock().unwrap().insert(
+        "tasuki-7-1".into(),
+        RunnerOnGitHub {
+            id: 100,
+            busy: false,
+        },
+    );
+    let dry = world.rescue().sweep(true).await.unwrap();
+    assert_eq!(dry.orphans[0].action, "stop");
+    assert!(world.stops().is_empty(), "a dry run changes nothing");
+    let idle = world.rescue().sweep(false).await.unwrap();
+    let reason = "rescue: its job is failed and its runner tasuki-7-1 runs no job: stopped";
+    assert_eq!(
+        (idle.orphans[0].action, idle.orphans[0].reason.as_str()),
+        ("stop", reason)
+    );
+    assert_eq!(
+        world.stops(),
+        [("arn:task/1".to_string(), reason.to_string())]
+    );
+    assert_eq!(world.deleted(), [100]);
+    assert!(
+        world
+            .rescue()
+            .sweep(false)
+            .await
+            .unwrap()
+            .orphans
+            .is_empty(),
+        "stopped: not listed"
+    );
+}
+
+#[tokio::test]
+async fn a_task_of_an_earlier_attempt_is_suspect_and_one_of_an_unknown_job_is_left() {
+    let world = World::new();
+    world.waiting().await;
+    let mut unknown = running_task("arn:task/9", 1);
+    unknown.started_by.job = JobId::new(404);
+    *world.launcher.running.lock().unwrap() = vec![running_task("arn:task/0", 1), unknown];
+    // The job moved on to attempt 2, as CleanupAttempt and IssueToken have it.
+    let lifecycle = world.lifecycle();
+    let first = Attempt::new(1).unwrap();
+    for happening in [
+        Happening::AttemptFailed {
+            attempt: first,
+            reason: "x".into(),
+        },
+        Happening::Launch {
+            attempt: first.next(),
+            candidate: "c".into(),
+        },
+    ] {
+        lifecycle
+            .transition(JobId::new(JOB), happening, Effects::default())
+            .await
+            .unwrap();
+    }
+    let sweep = world.rescue().sweep(false).await.unwrap();
+    let actions: Vec<_> = sweep
+        .orphans
+        .iter()
+        .map(|o| (o.action, o.reason.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("stop", "rescue: its job moved on to attempt 2 and its runner tasuki-7-1 runs no job: stopped"),
+            ("leave", "its job is not recorded"),
+        ]
+    );
 }

@@ -1,14 +1,15 @@
 //! ECS RunTask/StopTask, with RunTask's `failures[]` and exceptions classified into step errors.
 
+use crate::domain::ids::StartedBy;
 use crate::domain::launch::LaunchRequest;
 use crate::domain::plan::CapacityProvider;
 use crate::error::StepError;
-use crate::ports::TaskLauncher;
+use crate::ports::{RunningTask, TaskLauncher};
 use async_trait::async_trait;
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
-    KeyValuePair, LaunchType, NetworkConfiguration, Tag, TaskOverride,
+    DesiredStatus, KeyValuePair, LaunchType, NetworkConfiguration, Tag, TaskOverride,
 };
 use aws_sdk_ecs::Client;
 
@@ -192,6 +193,51 @@ impl TaskLauncher for EcsTaskLauncher {
             Err(e) if e.code() == Some("InvalidParameterException") => Ok(()),
             Err(e) => Err(sdk_error(e)),
         }
+    }
+
+    async fn running(&self, limit: usize) -> Result<Vec<RunningTask>, StepError> {
+        // ListTasks pages hold at most 100 ARNs, and DescribeTasks takes at most 100 tasks
+        // (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DescribeTasks.html).
+        let mut pages = self
+            .client
+            .list_tasks()
+            .cluster(&self.cluster)
+            .desired_status(DesiredStatus::Running)
+            .max_results(100)
+            .into_paginator()
+            .send();
+        let mut running = vec![];
+        while running.len() < limit {
+            let Some(page) = pages.next().await else {
+                break;
+            };
+            let arns = page.map_err(sdk_error)?.task_arns.unwrap_or_default();
+            if arns.is_empty() {
+                continue;
+            }
+            let described = self
+                .client
+                .describe_tasks()
+                .cluster(&self.cluster)
+                .set_tasks(Some(arns))
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            running.extend(
+                described
+                    .tasks
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|task| {
+                        Some(RunningTask {
+                            started_by: StartedBy::parse(task.started_by.as_deref()?)?,
+                            task_arn: task.task_arn?,
+                        })
+                    }),
+            );
+        }
+        running.truncate(limit);
+        Ok(running)
     }
 }
 

@@ -4,7 +4,7 @@ use crate::domain::ids::{JobId, RunnerName};
 use crate::domain::job::{Conclusion, JobRef};
 use crate::domain::waits::{JobOnGitHub, Registered};
 use crate::error::StepError;
-use crate::ports::{JitConfig, RunnerRegistry, Sensitive};
+use crate::ports::{JitConfig, RunnerOnGitHub, RunnerRegistry, Sensitive};
 use async_trait::async_trait;
 use octocrab::models::{AppId, InstallationId, RunnerGroupId, RunnerId};
 use octocrab::Octocrab;
@@ -177,6 +177,41 @@ impl RunnerRegistry for GitHubApp {
             Err(e) => Err(github_error("delete runner", e)),
         }
     }
+
+    async fn runner(
+        &self,
+        job: &JobRef,
+        name: RunnerName,
+    ) -> Result<Option<RunnerOnGitHub>, StepError> {
+        let (owner, repo) = job.owner_and_name();
+        let client = self.installation(job.installation_id)?;
+        let route = format!("/repos/{owner}/{repo}/actions/runners");
+        let listed: RunnersNamed = client
+            .get(route, Some(&[("name", name.to_string())]))
+            .await
+            .map_err(|e| github_error("list runners", e))?;
+        Ok(listed
+            .runners
+            .into_iter()
+            .find(|r| name == *r.name.as_str())
+            .map(|r| RunnerOnGitHub {
+                id: r.id,
+                busy: r.busy,
+            }))
+    }
+}
+
+/// `GET /repos/{owner}/{repo}/actions/runners?name=` (actions/list-self-hosted-runners-for-repo).
+#[derive(Debug, Deserialize)]
+struct RunnersNamed {
+    runners: Vec<RunnerNamed>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RunnerNamed {
+    id: u64,
+    name: String,
+    busy: bool,
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! of the job decides. A webhook GitHub failed to deliver is never redelivered by itself, so a job
 //! can sit in `received` (StartExecution failed) or wait for a callback that will never come.
 
+use crate::domain::ids::StartedBy;
 use crate::domain::lifecycle::JobState;
 use crate::domain::record::JobRecord;
 use crate::domain::waits::{Completion, JobOnGitHub, Signal};
@@ -98,6 +99,36 @@ fn describe(signal: &Signal) -> String {
         Signal::Stopped(s) => format!("attempt {} stopped", s.attempt),
         Signal::RunnerTaken(t) => format!("runner {} took job {}", t.runner_name, t.by_job),
     }
+}
+
+/// A runner task ECS runs (`tasuki/<job>/<attempt>`), checked against its job's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskCheck {
+    /// The current attempt of an unfinished job: its execution owns it.
+    Owned,
+    /// Its job is not recorded: nobody knows its repository to ask GitHub; left alone.
+    Unknown,
+    /// Its job finished or moved to a later attempt, so nothing will stop it — unless GitHub
+    /// gave its runner a job (a runner taken by another job runs on): why it is suspect.
+    Suspect(String),
+}
+
+/// What the sweep makes of a running task, from its job's record.
+pub fn check_task(task: StartedBy, record: Option<&JobRecord>) -> TaskCheck {
+    let Some(record) = record else {
+        return TaskCheck::Unknown;
+    };
+    let state = record.position.state;
+    if state.is_terminal() {
+        return TaskCheck::Suspect(format!("its job is {state}"));
+    }
+    if task.attempt.get() < record.position.attempt {
+        return TaskCheck::Suspect(format!(
+            "its job moved on to attempt {}",
+            record.position.attempt
+        ));
+    }
+    TaskCheck::Owned
 }
 
 /// Whether `decide` needs GitHub's view of the job (every state but `received`).
@@ -290,6 +321,28 @@ mod tests {
             ),
             Rescue::Leave(_)
         ));
+    }
+
+    #[test]
+    fn a_task_is_suspect_only_once_its_job_finished_or_moved_on() {
+        let task = |attempt| StartedBy {
+            job: JobId::new(7),
+            attempt: crate::domain::ids::Attempt::new(attempt).unwrap(),
+        };
+        let mut waiting = record(JobState::WaitingForRegistration);
+        waiting.position.attempt = 2;
+        assert_eq!(check_task(task(2), Some(&waiting)), TaskCheck::Owned);
+        assert_eq!(
+            check_task(task(1), Some(&waiting)),
+            TaskCheck::Suspect("its job moved on to attempt 2".into())
+        );
+        let mut done = record(JobState::Completed);
+        done.position.attempt = 2;
+        assert_eq!(
+            check_task(task(2), Some(&done)),
+            TaskCheck::Suspect("its job is completed".into())
+        );
+        assert_eq!(check_task(task(1), None), TaskCheck::Unknown);
     }
 
     #[test]

@@ -1,20 +1,21 @@
 //! The rescue sweep: jobs past their deadline, read from the state/deadline index, checked against
 //! GitHub and rescued (`domain::rescue`); then `queued` deliveries GitHub failed to make, found in
-//! the App's delivery log and redelivered (`domain::deliveries`). Run by the scheduled `rescue`
+//! the App's delivery log and redelivered (`domain::deliveries`); then runner tasks whose job
+//! finished or moved on, stopped unless their runner runs a job. Run by the scheduled `rescue`
 //! Lambda and by `tasuki rescue [--dry-run]`; safe next to callbacks and another sweep, as every
 //! write is a signal (idempotent), a StartExecution (idempotent by name), a conditional transition
 //! or a redelivery (the webhook starts one execution per job, however often `queued` arrives).
 
 use super::{deliver, Effects, Lifecycle};
 use crate::domain::deliveries::{self, LostDelivery};
-use crate::domain::ids::JobId;
+use crate::domain::ids::{JobId, RunnerName};
 use crate::domain::labels::is_ours;
 use crate::domain::lifecycle::{Happening, JobState};
 use crate::domain::record::{self, JobRecord};
-use crate::domain::rescue::{self, Rescue};
+use crate::domain::rescue::{self, Rescue, TaskCheck};
 use crate::domain::waits::JobOnGitHub;
 use crate::error::StepError;
-use crate::ports::{Executions, RunnerRegistry, TaskLauncher, WebhookDeliveries};
+use crate::ports::{Executions, RunnerRegistry, RunningTask, TaskLauncher, WebhookDeliveries};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ pub const DELIVERY_LOOKBACK_SECONDS: u64 = 30 * 60;
 pub const DELIVERY_READ_LIMIT: usize = 500;
 /// Lost deliveries redelivered per sweep: each costs GitHub calls, and the next sweep goes on.
 pub const REDELIVERY_LIMIT: usize = 10;
+/// Running runner tasks checked per sweep (two ListTasks pages).
+pub const TASK_CHECK_LIMIT: usize = 200;
 
 pub struct RescueSweep {
     pub lifecycle: Lifecycle,
@@ -47,6 +50,18 @@ pub struct Sweep {
     pub jobs: Vec<Rescued>,
     /// Lost `queued` deliveries and what was done with each.
     pub lost_queued: Vec<Redelivery>,
+    /// Runner tasks nothing else will stop, and what was done with each.
+    pub orphans: Vec<Orphan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Orphan {
+    /// `None` when ECS could not be read.
+    pub task_arn: Option<String>,
+    pub job_id: Option<JobId>,
+    /// `stop`, `leave`, or `error`.
+    pub action: &'static str,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,7 +113,76 @@ impl RescueSweep {
             overdue: overdue.len(),
             jobs,
             lost_queued: self.recover_lost_queued(dry_run).await,
+            orphans: self.stop_orphans(dry_run).await,
         })
+    }
+
+    /// Stops runner tasks whose job finished or moved on, unless GitHub says their runner runs a
+    /// job (a runner taken by another job finishes it), and deletes their idle runners.
+    async fn stop_orphans(&self, dry_run: bool) -> Vec<Orphan> {
+        let tasks = match self.launcher.running(TASK_CHECK_LIMIT).await {
+            Ok(tasks) => tasks,
+            Err(error) => {
+                tracing::warn!(%error, "could not list the runner tasks");
+                return vec![Orphan {
+                    task_arn: None,
+                    job_id: None,
+                    action: "error",
+                    reason: format!("could not list the runner tasks: {error}"),
+                }];
+            }
+        };
+        let mut orphans = vec![];
+        for task in tasks {
+            let (action, reason) = match self.check_orphan(&task, dry_run).await {
+                Ok(Some(done)) => done,
+                Ok(None) => continue,
+                Err(error) => ("error", error.to_string()),
+            };
+            tracing::info!(task_arn = %task.task_arn, job_id = task.started_by.job.get(), action, %reason, dry_run, "runner task");
+            orphans.push(Orphan {
+                task_arn: Some(task.task_arn),
+                job_id: Some(task.started_by.job),
+                action,
+                reason,
+            });
+        }
+        orphans
+    }
+
+    /// `None` for a task its job's execution owns.
+    async fn check_orphan(
+        &self,
+        task: &RunningTask,
+        dry_run: bool,
+    ) -> Result<Option<(&'static str, String)>, StepError> {
+        let record = self.lifecycle.store.get(task.started_by.job).await?;
+        let why = match rescue::check_task(task.started_by, record.as_ref()) {
+            TaskCheck::Owned => return Ok(None),
+            TaskCheck::Unknown => {
+                return Ok(Some(("leave", "its job is not recorded".into())));
+            }
+            TaskCheck::Suspect(why) => why,
+        };
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let name = RunnerName::new(task.started_by.job, task.started_by.attempt);
+        let runner = self.registry.runner(&record.job, name).await?;
+        if runner.is_some_and(|r| r.busy) {
+            return Ok(Some((
+                "leave",
+                format!("{why}, but its runner {name} runs a job: left to finish it"),
+            )));
+        }
+        let reason = format!("rescue: {why} and its runner {name} runs no job: stopped");
+        if !dry_run {
+            self.launcher.stop(&task.task_arn, &reason).await?;
+            if let Some(runner) = runner {
+                self.registry.delete_runner(&record.job, runner.id).await?;
+            }
+        }
+        Ok(Some(("stop", reason)))
     }
 
     /// Redelivers `queued` deliveries that never reached the webhook, for jobs of ours that are
