@@ -395,7 +395,7 @@ impl WebhookDeliveries for FakeDeliveries {
         Ok(attempts)
     }
 
-    async fn job(&self, delivery_id: u64) -> Result<Option<JobRef>, StepError> {
+    async fn job_of(&self, delivery_id: u64) -> Result<Option<JobRef>, StepError> {
         Ok(lock(&self.jobs).get(&delivery_id).cloned())
     }
 

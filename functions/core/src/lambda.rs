@@ -216,21 +216,3 @@ impl Aws {
         }
     }
 }
-
-// TEMP-MERGE: replaced by the adapter's implementation.
-#[async_trait::async_trait]
-impl crate::ports::WebhookDeliveries for github::GitHubApp {
-    async fn recent(
-        &self,
-        _: u64,
-        _: usize,
-    ) -> Result<Vec<crate::domain::deliveries::DeliveryAttempt>, crate::StepError> {
-        Ok(vec![])
-    }
-    async fn job(&self, _: u64) -> Result<Option<crate::domain::job::JobRef>, crate::StepError> {
-        Ok(None)
-    }
-    async fn redeliver(&self, _: u64) -> Result<(), crate::StepError> {
-        Ok(())
-    }
-}

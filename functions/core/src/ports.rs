@@ -168,7 +168,7 @@ pub trait WebhookDeliveries: Send + Sync {
     ) -> Result<Vec<DeliveryAttempt>, StepError>;
     /// The job a `workflow_job` delivery was about, from its request payload; `None` when the
     /// payload is not a job event with an installation.
-    async fn job(&self, delivery_id: u64) -> Result<Option<JobRef>, StepError>;
+    async fn job_of(&self, delivery_id: u64) -> Result<Option<JobRef>, StepError>;
     /// Asks GitHub to deliver it again (a new attempt, same `X-GitHub-Delivery`).
     async fn redeliver(&self, delivery_id: u64) -> Result<(), StepError>;
 }

@@ -229,7 +229,7 @@ impl RescueSweep {
             action,
             reason,
         };
-        let Some(job) = self.deliveries.job(lost.id).await? else {
+        let Some(job) = self.deliveries.job_of(lost.id).await? else {
             return Ok(answer(
                 None,
                 "leave",
