@@ -3,7 +3,8 @@ row, that no task is left running and that no runner tasuki registered is left b
 
 Rows covered elsewhere: duplicate delivery, capacity in every candidate, task stops before
 registration, runner never registers, stolen job, lost in_progress on a long job, cancel while
-waiting (test_lifecycle.py); StartExecution failure and lost completed (test_rescue.py).
+waiting (test_lifecycle.py); StartExecution failure, lost completed, lost queued, a sweep racing a
+callback and two sweeps at once (test_rescue.py).
 """
 
 from __future__ import annotations
@@ -158,5 +159,57 @@ def test_capacity_failing_in_every_candidate_then_returning_serves_the_job_in_a_
     launched = [e["candidate"] for e in timeline if e["event"] == "launching"]
     assert item["attempt"] == len(failed) + 1 == len(launched)
     assert launched[-1] == launched[0], "the new round starts again from the first candidate"
+    assert last_row(job)["event"] == "completed"
+    assert_nothing_left(job)
+
+
+def failures_in_history(job: str) -> list[dict]:
+    """The failed Lambda tasks of the job's executions: the error name and cause the state machine saw."""
+    failed = []
+    for execution in client.executions_for_job(job):
+        for event in client.execution_history(execution["executionArn"]):
+            details = event.get("taskFailedEventDetails") or event.get("lambdaFunctionFailedEventDetails")
+            if details:
+                failed.append({"error": details.get("error"), "cause": details.get("cause") or ""})
+    return failed
+
+
+def matched(rule: dict) -> int:
+    [now] = [r for r in client.github_faults() if r["id"] == rule["id"]]
+    return now["matched"]
+
+
+def test_github_5xx_on_generate_jitconfig_is_retried_by_the_state_machine_not_spent_as_an_attempt(job_ids):
+    rule = client.add_github_fault("server_error", route="jit_repo", times=1)
+    job = queue(job_ids)
+    item = client.wait_for_state(job, "completed", timeout=120)
+    assert item["attempt"] == 1, "a GitHub outage is no failed attempt"
+    assert matched(rule) == 1
+    [failure] = failures_in_history(job)
+    assert failure["error"] == "Transient" and "generate-jitconfig: HTTP 502" in failure["cause"], failure
+    assert "attempt-failed" not in [e["event"] for e in client.timeline(job)]
+    assert last_row(job)["event"] == "completed"
+    assert_nothing_left(job)
+
+
+def test_github_429_with_a_short_retry_after_is_waited_out_inside_the_call(job_ids):
+    rule = client.add_github_fault("secondary_rate_limit", route="jit_repo", status=429, retry_after=1)
+    job = queue(job_ids)
+    item = client.wait_for_state(job, "completed", timeout=120)
+    assert (item["attempt"], matched(rule)) == (1, 1)
+    assert failures_in_history(job) == [], "waited out by the adapter: the step did not fail"
+    assert last_row(job)["event"] == "completed"
+    assert_nothing_left(job)
+
+
+def test_github_primary_rate_limit_is_throttled_with_the_budget_left_and_retried_with_backoff(job_ids):
+    rule = client.add_github_fault("primary_rate_limit", route="jit_repo", retry_after=600)
+    job = queue(job_ids)
+    item = client.wait_for_state(job, "completed", timeout=120)
+    assert (item["attempt"], matched(rule)) == (1, 1)
+    [failure] = failures_in_history(job)
+    assert failure["error"] == "Throttled", failure
+    # the budget left is recorded in the execution's history
+    assert "GitHub rate limit" in failure["cause"] and "0 of 5000 left" in failure["cause"], failure
     assert last_row(job)["event"] == "completed"
     assert_nothing_left(job)
