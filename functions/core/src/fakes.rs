@@ -6,7 +6,7 @@
 
 use crate::domain::deliveries::DeliveryAttempt;
 use crate::domain::ids::{JobId, RunnerName};
-use crate::domain::job::JobRef;
+use crate::domain::job::{JobRef, RerunKey};
 use crate::domain::launch::LaunchRequest;
 use crate::domain::record::{Change, JobRecord, LifecycleEvent, Now};
 use crate::domain::rescue::ExecutionStatus;
@@ -79,6 +79,7 @@ pub struct MemoryStore {
     jobs: Mutex<BTreeMap<JobId, (JobRecord, Vec<LifecycleEvent>)>>,
     /// Another writer's change, applied just before the next commit's condition is checked.
     interference: Mutex<VecDeque<Interference>>,
+    reruns: Mutex<BTreeSet<String>>,
 }
 
 impl MemoryStore {
@@ -204,6 +205,15 @@ impl LifecycleStore for MemoryStore {
         Ok(())
     }
 
+    async fn mark_rerun(&self, key: &RerunKey) -> StoreResult<()> {
+        lock(&self.reruns).insert(key.as_str().to_string());
+        Ok(())
+    }
+
+    async fn rerun_marked(&self, key: &RerunKey) -> StoreResult<bool> {
+        Ok(lock(&self.reruns).contains(key.as_str()))
+    }
+
     async fn list(&self, limit: usize) -> StoreResult<Vec<JobRecord>> {
         let mut jobs: Vec<JobRecord> = lock(&self.jobs).values().map(|(r, _)| r.clone()).collect();
         jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
@@ -325,6 +335,10 @@ pub struct FakeRegistry {
     pub refuse_next: Mutex<Option<StepError>>,
     /// Runners GitHub lists, by name.
     pub runners: Mutex<BTreeMap<String, RunnerOnGitHub>>,
+    /// Workflow runs that completed.
+    pub completed_runs: Mutex<BTreeSet<u64>>,
+    /// Jobs GitHub was asked to re-run.
+    pub rerun: Mutex<Vec<JobId>>,
 }
 
 #[async_trait]
@@ -364,6 +378,21 @@ impl RunnerRegistry for FakeRegistry {
         name: RunnerName,
     ) -> Result<Option<RunnerOnGitHub>, StepError> {
         Ok(lock(&self.runners).get(&name.to_string()).copied())
+    }
+
+    async fn run_completed(&self, job: &JobRef) -> Result<bool, StepError> {
+        Ok(lock(&self.completed_runs).contains(&job.run_id))
+    }
+
+    async fn rerun(&self, job: &JobRef) -> Result<(), StepError> {
+        if !lock(&self.completed_runs).contains(&job.run_id) {
+            // GitHub's answer for a run still in progress.
+            return Err(StepError::GitHubError(
+                "rerun: HTTP 403: This workflow run is not completed".into(),
+            ));
+        }
+        lock(&self.rerun).push(job.job_id);
+        Ok(())
     }
 }
 

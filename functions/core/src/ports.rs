@@ -3,7 +3,7 @@
 
 use crate::domain::deliveries::DeliveryAttempt;
 use crate::domain::ids::{JobId, RunnerName, StartedBy};
-use crate::domain::job::JobRef;
+use crate::domain::job::{JobRef, RerunKey};
 use crate::domain::launch::LaunchRequest;
 use crate::domain::record::{Change, JobRecord, LifecycleEvent, Now};
 use crate::domain::rescue::ExecutionStatus;
@@ -88,6 +88,10 @@ pub trait LifecycleStore: Send + Sync {
     /// Moves an unfinished job's deadline (the sweep checked it and found nothing to do); a job
     /// finished meanwhile is left alone.
     async fn postpone(&self, job_id: JobId, deadline: u64) -> StoreResult<()>;
+    /// Remembers that tasuki re-ran this job of a workflow run after Spot interrupted it (kept
+    /// for the table's retention); marking it again is a no-op.
+    async fn mark_rerun(&self, key: &RerunKey) -> StoreResult<()>;
+    async fn rerun_marked(&self, key: &RerunKey) -> StoreResult<bool>;
 }
 
 /// Step Functions, as the webhook and callbacks use it.
@@ -154,6 +158,10 @@ pub trait RunnerRegistry: Send + Sync {
         job: &JobRef,
         name: RunnerName,
     ) -> Result<Option<RunnerOnGitHub>, StepError>;
+    /// Whether the job's workflow run has completed: GitHub re-runs jobs of completed runs only.
+    async fn run_completed(&self, job: &JobRef) -> Result<bool, StepError>;
+    /// Asks GitHub to re-run the job (and the jobs that depend on it) in its run's next attempt.
+    async fn rerun(&self, job: &JobRef) -> Result<(), StepError>;
 }
 
 /// The App's webhook delivery log (App JWT): how a `queued` delivery GitHub failed to make is found

@@ -57,6 +57,8 @@ struct World {
     registry: Arc<FakeRegistry>,
     sealer: Arc<FakeSealer>,
     deliveries: Arc<FakeDeliveries>,
+    /// The job's labels (`tasuki` unless a test says otherwise).
+    labels: Vec<&'static str>,
 }
 
 impl World {
@@ -70,6 +72,14 @@ impl World {
             registry: Arc::default(),
             sealer: Arc::default(),
             deliveries: Arc::default(),
+            labels: vec!["tasuki"],
+        }
+    }
+
+    fn with_labels(labels: &[&'static str]) -> Self {
+        Self {
+            labels: labels.to_vec(),
+            ..Self::new()
         }
     }
 
@@ -227,7 +237,7 @@ impl World {
     /// Plays Validate and ResolveLabels as the ASL would, up to the first attempt, and returns
     /// the state document.
     async fn planned(&self) -> Value {
-        let mut state = self.received(&job(&["tasuki"])).await;
+        let mut state = self.received(&job(&self.labels)).await;
         state["limits"] = step(&self.validate(), &state).await.unwrap();
         state["plan"] = step(&self.resolve_labels(), &state).await.unwrap();
         state["attempt"] = json!({"number": 1, "try": 1, "relaunches": 0});
@@ -1497,4 +1507,130 @@ async fn a_task_of_an_earlier_attempt_is_suspect_and_one_of_an_unknown_job_is_le
             ("leave", "its job is not recorded"),
         ]
     );
+}
+
+// ---- Spot interruption and re-run ---------------------------------------------------------------
+
+fn spot_stop(attempt: u32) -> Signal {
+    Signal::Stopped(Stopped {
+        attempt: Attempt::new(attempt).unwrap(),
+        reason: "SpotInterruption: Your Spot Task was interrupted.".into(),
+        clean_exit: false,
+    })
+}
+
+/// The job Spot took mid-job, finalized as the ASL does after the completion wait failed.
+async fn spot_interrupted(world: &World) -> Value {
+    let mut state = running(world).await;
+    world
+        .store
+        .signal(JobId::new(JOB), &spot_stop(1))
+        .await
+        .unwrap();
+    state["error"] = caught(
+        "TaskStopped",
+        "SpotInterruption: Your Spot Task was interrupted.",
+    );
+    finalize(world, &state, "failed").await.unwrap()
+}
+
+#[tokio::test]
+async fn a_job_spot_took_mid_job_fails_with_the_stop_reason_unless_it_opted_in_to_a_rerun() {
+    let world = World::new();
+    let done = spot_interrupted(&world).await;
+    assert_eq!(done["state"], "failed");
+    world.clock.advance(3600);
+    let sweep = world.rescue().sweep(false).await.unwrap();
+    assert_eq!(sweep.overdue, 0, "nothing left for the sweep");
+    assert!(world.registry.rerun.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_opted_in_job_spot_took_is_rerun_once_its_run_completes_and_the_rerun_plans_no_spot() {
+    let world = World::with_labels(&["tasuki", "spot=rerun"]);
+    let done = spot_interrupted(&world).await;
+    assert_eq!(done["state"], "interrupted");
+    assert!(world.last_row().starts_with(
+        "interrupted 1: TaskStopped: SpotInterruption: Your Spot Task was interrupted.; Spot took its runner mid-job"
+    ));
+    assert_eq!(
+        world.stops().len(),
+        1,
+        "its task is released as any finished attempt's"
+    );
+
+    // Its workflow run is still running (other jobs): GitHub would refuse a re-run; none is asked.
+    world.clock.advance(301);
+    let sweep = world.rescue().sweep(false).await.unwrap();
+    assert_eq!(sweep.jobs[0].action, "leave");
+    assert!(sweep.jobs[0].reason.contains("has not completed yet"));
+    assert!(world.registry.rerun.lock().unwrap().is_empty());
+
+    world.registry.completed_runs.lock().unwrap().insert(99);
+    world.clock.advance(301);
+    let (first, second) = (world.rescue(), world.rescue());
+    let (a, b) = tokio::join!(first.sweep(true), second.sweep(false));
+    assert_eq!(
+        a.unwrap().jobs[0].action,
+        "rerun",
+        "a dry run says what it would do"
+    );
+    assert_eq!(b.unwrap().jobs[0].action, "rerun");
+    assert_eq!(
+        *world.registry.rerun.lock().unwrap(),
+        [JobId::new(JOB)],
+        "asked once"
+    );
+    assert_eq!(world.record().position.state, JobState::Rerun);
+    assert_eq!(
+        world.last_row(),
+        "rerun 1: GitHub re-runs the job in its run's next attempt, without Spot"
+    );
+    world.clock.advance(3600);
+    assert_eq!(world.rescue().sweep(false).await.unwrap().overdue, 0);
+
+    // GitHub's re-run: a new job in the run's next attempt, same name; no Spot candidate.
+    let rerun = JobRef {
+        job_id: JobId::new(JOB + 1),
+        run_attempt: 2,
+        ..job(&["tasuki", "spot=rerun"])
+    };
+    let mut state = world.received(&rerun).await;
+    state["limits"] = step(&world.validate(), &state).await.unwrap();
+    let plan = step(&world.resolve_labels(), &state)
+        .await
+        .unwrap()
+        .to_string();
+    assert!(
+        !plan.contains("fargate-spot") && plan.contains("fargate"),
+        "{plan}"
+    );
+    // Another run's job of that name still gets Spot.
+    let other = JobRef {
+        job_id: JobId::new(JOB + 2),
+        run_id: 100,
+        run_attempt: 2,
+        ..job(&["tasuki", "spot=rerun"])
+    };
+    let mut state = world.received(&other).await;
+    state["limits"] = step(&world.validate(), &state).await.unwrap();
+    let plan = step(&world.resolve_labels(), &state)
+        .await
+        .unwrap()
+        .to_string();
+    assert!(plan.contains("fargate-spot"), "{plan}");
+}
+
+#[tokio::test]
+async fn an_opted_in_job_that_finished_well_within_the_stop_grace_is_not_rerun() {
+    let world = World::with_labels(&["tasuki", "spot=rerun"]);
+    let mut state = running(&world).await;
+    world
+        .store
+        .signal(JobId::new(JOB), &spot_stop(1))
+        .await
+        .unwrap();
+    state["completion"] = json!({"conclusion": "success"});
+    let done = finalize(&world, &state, "completed").await.unwrap();
+    assert_eq!(done["state"], "completed");
 }

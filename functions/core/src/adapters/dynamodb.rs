@@ -2,7 +2,7 @@
 
 use crate::adapters::clock::SystemClock;
 use crate::domain::ids::{Attempt, JobId};
-use crate::domain::job::{Conclusion, JobRef};
+use crate::domain::job::{Conclusion, JobRef, RerunKey};
 use crate::domain::lifecycle::{JobState, Position};
 use crate::domain::record::{Change, Event, JobRecord, LifecycleEvent, RunnerRef};
 use crate::domain::waits::{
@@ -45,6 +45,13 @@ impl DynamoLifecycleStore {
 fn pk(job_id: JobId) -> String {
     format!("JOB#{job_id}")
 }
+
+/// The item that marks a re-run job of a workflow run (`LifecycleStore::mark_rerun`).
+fn rerun_pk(key: &RerunKey) -> String {
+    format!("RERUN#{}", key.as_str())
+}
+
+const RERUN_SK: &str = "RERUN";
 
 fn event_sk(seq: u32) -> String {
     format!("EVENT#{seq:06}")
@@ -522,6 +529,33 @@ impl LifecycleStore for DynamoLifecycleStore {
         )
         .await?;
         Ok(())
+    }
+
+    async fn mark_rerun(&self, key: &RerunKey) -> StoreResult<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", AttributeValue::S(rerun_pk(key)))
+            .item("sk", AttributeValue::S(RERUN_SK.into()))
+            .item("expires_at", number(self.expires_at()))
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn rerun_marked(&self, key: &RerunKey) -> StoreResult<bool> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(rerun_pk(key)))
+            .key("sk", AttributeValue::S(RERUN_SK.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(out.item.is_some())
     }
 
     async fn list(&self, limit: usize) -> StoreResult<Vec<JobRecord>> {

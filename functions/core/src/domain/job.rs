@@ -141,6 +141,26 @@ impl JobRef {
             .split_once('/')
             .unwrap_or((&self.repository, ""))
     }
+
+    /// What names this job in every attempt of its workflow run: a re-run is a new job (new id,
+    /// next run attempt) with the same run and name (matrix jobs have names of their own).
+    pub fn rerun_key(&self) -> RerunKey {
+        RerunKey(format!(
+            "{}#{}#{}",
+            self.repository, self.run_id, self.job_name
+        ))
+    }
+}
+
+/// The job of a workflow run that Spot interrupted and tasuki re-ran: later attempts of it avoid
+/// Spot (`JobRef::rerun_key`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RerunKey(String);
+
+impl RerunKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 #[cfg(test)]

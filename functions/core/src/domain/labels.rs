@@ -47,6 +47,10 @@ pub struct RunnerSpec {
     pub size: Size,
     pub arch: Arch,
     pub spot_allowed: bool,
+    /// `spot=rerun`: when Spot interrupts the job mid-run, GitHub is asked to re-run it (once,
+    /// after its workflow run completes), and the re-run avoids Spot.
+    #[serde(default)]
+    pub rerun_if_interrupted: bool,
     pub docker: bool,
     /// Allowlisted security groups the job asked for, on top of the default ones.
     pub extra_security_groups: Vec<String>,
@@ -124,7 +128,7 @@ pub fn resolve(labels: &[String], config: &Config) -> LabelVerdict {
 fn parse(labels: &[String], config: &Config) -> Result<RunnerSpec, Refusal> {
     let mut size: Option<(Size, &str)> = None;
     let mut arch: Option<(Arch, &str)> = None;
-    let mut spot: Option<(bool, &str)> = None;
+    let mut spot: Option<(SpotChoice, &str)> = None;
     let mut unique: Option<(String, &str)> = None;
     let mut docker = false;
     let mut extra_security_groups = Vec::new();
@@ -135,8 +139,9 @@ fn parse(labels: &[String], config: &Config) -> Result<RunnerSpec, Refusal> {
             "tasuki" | "self-hosted" | "linux" => {}
             "x64" => set(&mut arch, Arch::X64, label, "architectures")?,
             "arm64" => set(&mut arch, Arch::Arm64, label, "architectures")?,
-            "spot=false" => set(&mut spot, false, label, "Spot settings")?,
-            "spot=true" => set(&mut spot, true, label, "Spot settings")?,
+            "spot=false" => set(&mut spot, SpotChoice::Never, label, "Spot settings")?,
+            "spot=true" => set(&mut spot, SpotChoice::Allowed, label, "Spot settings")?,
+            "spot=rerun" => set(&mut spot, SpotChoice::Rerun, label, "Spot settings")?,
             "docker" => docker = true,
             // Labels match case-insensitively on GitHub: ids that differ only in case are one label.
             run if run.starts_with(UNIQUE_LABEL_PREFIX) => {
@@ -199,10 +204,19 @@ fn parse(labels: &[String], config: &Config) -> Result<RunnerSpec, Refusal> {
     Ok(RunnerSpec {
         size,
         arch: arch.map_or(Arch::X64, |(a, _)| a),
-        spot_allowed: spot.is_none_or(|(s, _)| s),
+        spot_allowed: spot.is_none_or(|(s, _)| s != SpotChoice::Never),
+        rerun_if_interrupted: spot.is_some_and(|(s, _)| s == SpotChoice::Rerun),
         docker,
         extra_security_groups,
     })
+}
+
+/// The `spot=` labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpotChoice {
+    Never,
+    Allowed,
+    Rerun,
 }
 
 /// Records a setting, refusing a second label that asks for a different value.
@@ -290,6 +304,24 @@ mod tests {
         assert!(!spec.spot_allowed);
         assert!(spec.docker);
         assert_eq!(spec.extra_security_groups, vec!["sg-db".to_string()]);
+    }
+
+    #[test]
+    fn spot_rerun_allows_spot_and_asks_for_a_rerun_and_conflicts_with_spot_false() {
+        let spec = accepted(&["tasuki-2cpu-4gb", "SPOT=rerun"]);
+        assert!(spec.spot_allowed && spec.rerun_if_interrupted);
+        assert!(!accepted(&["tasuki-2cpu-4gb", "spot=true"]).rerun_if_interrupted);
+        assert!(!accepted(&["tasuki-2cpu-4gb"]).rerun_if_interrupted);
+        let labels: Vec<String> = ["tasuki-2cpu-4gb", "spot=rerun", "spot=false"]
+            .map(String::from)
+            .to_vec();
+        assert!(matches!(
+            resolve(&labels, &example()),
+            LabelVerdict::Refused(Refusal::Conflict {
+                what: "Spot settings",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -22,10 +22,15 @@ pub enum JobState {
     TimedOut,
     /// GitHub gave the job to a runner before tasuki launched one: nothing was needed.
     Skipped,
+    /// Spot took the job's runner mid-job and the job opted in to a re-run: it waits for its
+    /// workflow run to complete (GitHub re-runs only completed runs), then the sweep re-runs it.
+    Interrupted,
+    /// GitHub was asked to re-run the job (a new job, in the run's next attempt, without Spot).
+    Rerun,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 11] = [
+    pub const ALL: [JobState; 13] = [
         JobState::Received,
         JobState::Refused,
         JobState::Planned,
@@ -37,6 +42,8 @@ impl JobState {
         JobState::Cancelled,
         JobState::TimedOut,
         JobState::Skipped,
+        JobState::Interrupted,
+        JobState::Rerun,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +59,8 @@ impl JobState {
             JobState::Cancelled => "cancelled",
             JobState::TimedOut => "timed-out",
             JobState::Skipped => "skipped",
+            JobState::Interrupted => "interrupted",
+            JobState::Rerun => "rerun",
         }
     }
 
@@ -64,6 +73,7 @@ impl JobState {
                 | JobState::Cancelled
                 | JobState::TimedOut
                 | JobState::Skipped
+                | JobState::Rerun
         )
     }
 }
@@ -139,6 +149,14 @@ pub enum Happening {
     Skip {
         reason: String,
     },
+    /// Spot interrupted the job's runner mid-job; it is to be re-run once its run completes.
+    Interrupt {
+        reason: String,
+    },
+    /// The sweep asked GitHub to re-run the interrupted job.
+    Rerun {
+        reason: String,
+    },
     /// The rescue sweep acted on a job past its deadline; the job stays where it is.
     Rescue {
         reason: String,
@@ -163,6 +181,8 @@ impl Happening {
             | Happening::Cancel { reason }
             | Happening::TimeOut { reason }
             | Happening::Skip { reason }
+            | Happening::Interrupt { reason }
+            | Happening::Rerun { reason }
             | Happening::Rescue { reason } => Some(reason),
             Happening::Complete { conclusion } => Some(conclusion.as_str()),
             _ => None,
@@ -220,6 +240,8 @@ pub fn next(from: Position, happening: &Happening) -> Result<Position, IllegalTr
         (Received | Planned | Launching | WaitingForRegistration, Happening::Skip { .. }) => {
             at(Skipped, current)
         }
+        (Running | WaitingForRegistration, Happening::Interrupt { .. }) => at(Interrupted, current),
+        (Interrupted, Happening::Rerun { .. }) => at(Rerun, current),
         (state, Happening::Rescue { .. }) if !state.is_terminal() => at(state, current),
         _ => illegal(),
     }
@@ -350,6 +372,43 @@ mod tests {
     }
 
     #[test]
+    fn only_a_job_interrupted_on_its_runner_is_rerun_and_a_rerun_is_final() {
+        let interrupt = Happening::Interrupt { reason: "r".into() };
+        let rerun = Happening::Rerun { reason: "r".into() };
+        let running = walk(&[
+            Happening::Plan { candidates: 1 },
+            launch(1),
+            await_reg(1),
+            Happening::Register {
+                runner_name: "r".into(),
+            },
+        ])
+        .unwrap();
+        let interrupted = next(running, &interrupt).unwrap();
+        assert_eq!(interrupted.state, JobState::Interrupted);
+        assert!(
+            !interrupted.state.is_terminal(),
+            "the sweep still has work on it"
+        );
+        assert!(
+            next(running, &rerun).is_err(),
+            "no re-run without an interruption"
+        );
+        let planned = walk(&[Happening::Plan { candidates: 1 }]).unwrap();
+        assert!(
+            next(planned, &interrupt).is_err(),
+            "nothing ran to be interrupted"
+        );
+        let rerun_done = next(interrupted, &rerun).unwrap();
+        assert!(rerun_done.state.is_terminal());
+        assert!(next(rerun_done, &rerun).is_err(), "one re-run per job");
+        let refused = Happening::Fail {
+            reason: "GitHub refused the re-run".into(),
+        };
+        assert_eq!(next(interrupted, &refused).unwrap().state, JobState::Failed);
+    }
+
+    #[test]
     fn states_round_trip_through_their_names() {
         for state in JobState::ALL {
             assert_eq!(state.as_str().parse::<JobState>(), Ok(state));
@@ -375,6 +434,8 @@ mod tests {
             Just(Happening::TimeOut { reason: "r".into() }),
             Just(Happening::Rescue { reason: "r".into() }),
             Just(Happening::Skip { reason: "r".into() }),
+            Just(Happening::Interrupt { reason: "r".into() }),
+            Just(Happening::Rerun { reason: "r".into() }),
         ]
     }
 
@@ -387,8 +448,11 @@ mod tests {
                     Ok(after) => {
                         prop_assert!(!position.state.is_terminal(), "left terminal {:?}", position);
                         prop_assert!(after.attempt == position.attempt || after.attempt == position.attempt + 1);
-                        if after.state == JobState::Running {
+                        if matches!(after.state, JobState::Running | JobState::Interrupted) {
                             prop_assert!(after.attempt >= 1);
+                        }
+                        if after.state == JobState::Rerun {
+                            prop_assert_eq!(position.state, JobState::Interrupted);
                         }
                         position = after;
                     }

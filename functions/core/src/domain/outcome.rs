@@ -158,6 +158,28 @@ pub fn final_happening(outcome: Outcome, ending: &Ending, config: &Config) -> Ha
     }
 }
 
+/// The `interrupted` transition instead of `ending_as`, for a job that opted in to a re-run
+/// (`spot=rerun`) and whose runner Spot took mid-job: the attempt's task stopped with ECS's
+/// `SpotInterruption` and the job failed (or GitHub concluded it other than `success`). A job that
+/// finished well within the stop grace needs no re-run.
+pub fn interrupted(ending: &Ending, ending_as: &Happening) -> Option<Happening> {
+    ending.signals.stopped.as_ref().filter(|s| {
+        Some(s.attempt) == ending.attempt && s.reason.starts_with("SpotInterruption")
+    })?;
+    let ended = match ending_as {
+        Happening::Fail { reason } => reason.clone(),
+        Happening::Complete { conclusion } if *conclusion != Conclusion::Success => {
+            format!("GitHub concluded {conclusion}")
+        }
+        _ => return None,
+    };
+    Some(Happening::Interrupt {
+        reason: format!(
+            "{ended}; Spot took its runner mid-job: it is re-run without Spot once its workflow run completes"
+        ),
+    })
+}
+
 /// The job's failure when every candidate failed, round after round: each attempt's reason is
 /// already in the timeline; the last round says what to fix.
 pub fn exhausted(timeline: &[LifecycleEvent], candidates: u32) -> Happening {
@@ -253,6 +275,64 @@ mod tests {
             other_attempt,
             "TaskStopped: the task stopped before its runner registered"
         );
+    }
+
+    fn spot_stopped(attempt: u32) -> Signals {
+        Signals {
+            stopped: Some(Stopped {
+                attempt: Attempt::new(attempt).unwrap(),
+                reason: "SpotInterruption: Your Spot Task was interrupted.".into(),
+                clean_exit: false,
+            }),
+            ..Signals::default()
+        }
+    }
+
+    fn ending(signals: &Signals, attempt: u32) -> Ending<'_> {
+        Ending {
+            completion: None,
+            error: None,
+            attempt: Attempt::new(attempt),
+            signals,
+        }
+    }
+
+    #[test]
+    fn a_job_spot_took_mid_job_is_interrupted_unless_it_succeeded_or_another_attempt_stopped() {
+        let signals = spot_stopped(2);
+        let failed = Happening::Fail {
+            reason: "TaskStopped: SpotInterruption: Your Spot Task was interrupted.".into(),
+        };
+        let Some(Happening::Interrupt { reason }) = interrupted(&ending(&signals, 2), &failed)
+        else {
+            panic!("expected an interruption");
+        };
+        assert!(
+            reason.starts_with("TaskStopped: SpotInterruption"),
+            "{reason}"
+        );
+        assert!(reason.ends_with("re-run without Spot once its workflow run completes"));
+        let failure = Happening::Complete {
+            conclusion: Conclusion::Failure,
+        };
+        assert!(interrupted(&ending(&signals, 2), &failure).is_some());
+        let success = Happening::Complete {
+            conclusion: Conclusion::Success,
+        };
+        assert_eq!(interrupted(&ending(&signals, 2), &success), None);
+        assert_eq!(
+            interrupted(&ending(&signals, 3), &failed),
+            None,
+            "an older attempt's stop"
+        );
+        let plain = Signals {
+            stopped: Some(Stopped {
+                reason: "UserInitiated: stopped by tasuki".into(),
+                ..spot_stopped(2).stopped.unwrap()
+            }),
+            ..Signals::default()
+        };
+        assert_eq!(interrupted(&ending(&plain, 2), &failed), None);
     }
 
     #[test]

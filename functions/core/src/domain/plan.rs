@@ -169,6 +169,7 @@ mod tests {
             size: Size::new(2, 4).unwrap(),
             arch: Arch::X64,
             spot_allowed: true,
+            rerun_if_interrupted: false,
             docker: false,
             extra_security_groups: vec![],
         }
@@ -219,6 +220,7 @@ mod tests {
     fn spot_false_leaves_spot_out() {
         let spec = RunnerSpec {
             spot_allowed: false,
+            rerun_if_interrupted: false,
             ..spec()
         };
         let candidates = plan(&spec, &example()).unwrap();
@@ -261,6 +263,7 @@ mod tests {
         config.capacity_order = vec![Capacity::FargateSpot];
         let spec = RunnerSpec {
             spot_allowed: false,
+            rerun_if_interrupted: false,
             ..spec()
         };
         assert!(plan(&spec, &config)
@@ -284,6 +287,7 @@ mod tests {
         fn every_candidate_respects_the_spec(spot in any::<bool>(), docker in any::<bool>(), arm in any::<bool>()) {
             let spec = RunnerSpec {
                 spot_allowed: spot,
+                rerun_if_interrupted: false,
                 docker,
                 arch: if arm { Arch::Arm64 } else { Arch::X64 },
                 ..spec()

@@ -58,6 +58,9 @@ pub enum Rescue {
         execution: ExecutionStatus,
         busy: bool,
     },
+    /// Spot interrupted the job mid-job and its workflow run has completed: ask GitHub to re-run
+    /// it (the re-run avoids Spot).
+    Rerun,
     /// Nothing to do: why.
     Leave(String),
 }
@@ -86,6 +89,11 @@ impl Rescue {
                     "its task is stopped and its runner deleted"
                 }
             ),
+            Rescue::Rerun => {
+                "rescue: Spot interrupted the job and its workflow run has completed; \
+                 GitHub is asked to re-run it, without Spot"
+                    .into()
+            }
             Rescue::Leave(why) => why.clone(),
         }
     }
@@ -129,6 +137,18 @@ pub fn check_task(task: StartedBy, record: Option<&JobRecord>) -> TaskCheck {
         ));
     }
     TaskCheck::Owned
+}
+
+/// The rescue of an `interrupted` job: GitHub re-runs jobs of completed workflow runs only.
+pub fn rerun(run_completed: bool) -> Rescue {
+    if run_completed {
+        Rescue::Rerun
+    } else {
+        Rescue::Leave(
+            "Spot interrupted the job; its workflow run has not completed yet, so it is re-run later"
+                .into(),
+        )
+    }
 }
 
 /// Whether `decide` needs GitHub's view of the job (every state but `received`).

@@ -1,10 +1,13 @@
-//! Finalize: the job's last transition, after releasing whatever its attempt still holds.
+//! Finalize: the job's last transition, after releasing whatever its attempt still holds — or,
+//! for a job that opted in (`spot=rerun`) and lost its runner to Spot mid-job, `interrupted`,
+//! which the rescue sweep takes on once the job's workflow run completes.
 
 use super::cleanup::{taken_by_another, Release};
 use super::state::{ExecutionState, FinalizeInput, Finalized};
 use super::step::Step;
 use super::{Effects, Lifecycle};
 use crate::domain::config::Config;
+use crate::domain::labels::{self, LabelVerdict};
 use crate::domain::outcome::{self, final_happening, Ending, Outcome};
 use crate::error::StepError;
 use async_trait::async_trait;
@@ -35,21 +38,28 @@ impl Step for Finalize {
             ..
         } = &state;
         let record = self.lifecycle.job(job.job_id).await?;
+        let ending = Ending {
+            completion: *completion,
+            error: error.as_ref(),
+            attempt: attempt.map(|a| a.number),
+            signals: &record.signals,
+        };
         let happening = match outcome {
             Outcome::Exhausted => {
                 let timeline = self.lifecycle.store.timeline(job.job_id).await?;
                 outcome::exhausted(&timeline, plan.as_ref().map_or(1, |p| p.count()))
             }
-            outcome => final_happening(
-                outcome,
-                &Ending {
-                    completion: *completion,
-                    error: error.as_ref(),
-                    attempt: attempt.map(|a| a.number),
-                    signals: &record.signals,
-                },
-                &self.config,
-            ),
+            outcome => {
+                let ended = final_happening(outcome, &ending, &self.config);
+                let rerun = matches!(
+                    labels::resolve(&job.labels, &self.config),
+                    LabelVerdict::Accepted(spec) if spec.rerun_if_interrupted
+                );
+                rerun
+                    .then(|| outcome::interrupted(&ending, &ended))
+                    .flatten()
+                    .unwrap_or(ended)
+            }
         };
         let why = happening.reason().unwrap_or("job finished").to_string();
         // The last attempt's resources were already released by Cleanup when candidates ran out.

@@ -275,6 +275,9 @@ impl RescueSweep {
         record: &JobRecord,
         dry_run: bool,
     ) -> Result<(&'static str, String), StepError> {
+        if record.position.state == JobState::Interrupted {
+            return self.rerun(record, dry_run).await;
+        }
         let github = if rescue::needs_github(record) {
             Some(self.registry.job(&record.job).await?)
         } else {
@@ -291,6 +294,7 @@ impl RescueSweep {
             Rescue::StartExecution => "start-execution",
             Rescue::Signal(_) => "signal",
             Rescue::Finish { .. } => "finish",
+            Rescue::Rerun => "rerun",
             Rescue::Leave(_) => "leave",
         };
         if dry_run {
@@ -313,23 +317,8 @@ impl RescueSweep {
                 reason: reason.clone(),
             },
         };
-        match self
-            .lifecycle
-            .commit(record, happening, &Effects::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(StepError::LifecycleConflict(_)) => {
-                let now = self.lifecycle.job(job_id).await?;
-                return Ok((
-                    "leave",
-                    format!(
-                        "changed since the sweep read it (now {}): left to whoever changed it",
-                        now.position.state
-                    ),
-                ));
-            }
-            Err(error) => return Err(error),
+        if let Some(changed) = self.claim(record, happening).await? {
+            return Ok(("leave", changed));
         }
         match &rescue {
             Rescue::StartExecution => {
@@ -352,8 +341,80 @@ impl RescueSweep {
                     }
                 }
             }
-            Rescue::Leave(_) => {}
+            Rescue::Rerun | Rescue::Leave(_) => {}
         }
         Ok((action, reason))
+    }
+
+    /// Commits `happening` on the job exactly as the sweep read it; `Some(why)` when something
+    /// changed it since (a callback, another sweep): then it is left to whoever changed it.
+    async fn claim(
+        &self,
+        record: &JobRecord,
+        happening: Happening,
+    ) -> Result<Option<String>, StepError> {
+        match self
+            .lifecycle
+            .commit(record, happening, &Effects::default())
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(StepError::LifecycleConflict(_)) => {
+                let now = self.lifecycle.job(record.job.job_id).await?;
+                Ok(Some(format!(
+                    "changed since the sweep read it (now {}): left to whoever changed it",
+                    now.position.state
+                )))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// An `interrupted` job: once its workflow run completed, the re-run is marked (so the new
+    /// job's ResolveLabels plans no Spot) and asked of GitHub. The claim row first, so of two
+    /// sweeps only one asks; a GitHub refusal fails the job, anything else is retried next sweep.
+    async fn rerun(
+        &self,
+        record: &JobRecord,
+        dry_run: bool,
+    ) -> Result<(&'static str, String), StepError> {
+        let rescue = rescue::rerun(self.registry.run_completed(&record.job).await?);
+        let reason = rescue.reason();
+        let Rescue::Rerun = rescue else {
+            if !dry_run {
+                let next = record::deadline(&self.lifecycle.timeouts, &self.lifecycle.clock.now());
+                self.lifecycle
+                    .store
+                    .postpone(record.job.job_id, next)
+                    .await?;
+            }
+            return Ok(("leave", reason));
+        };
+        if dry_run {
+            return Ok(("rerun", reason));
+        }
+        let claim = Happening::Rescue {
+            reason: reason.clone(),
+        };
+        if let Some(changed) = self.claim(record, claim).await? {
+            return Ok(("leave", changed));
+        }
+        self.lifecycle
+            .store
+            .mark_rerun(&record.job.rerun_key())
+            .await?;
+        let ended = match self.registry.rerun(&record.job).await {
+            Ok(()) => Happening::Rerun {
+                reason: "GitHub re-runs the job in its run's next attempt, without Spot".into(),
+            },
+            Err(StepError::GitHubError(why)) => Happening::Fail {
+                reason: format!("Spot interrupted the job and GitHub refused to re-run it: {why}"),
+            },
+            Err(error) => return Err(error),
+        };
+        self.lifecycle
+            .transition(record.job.job_id, ended, Effects::default())
+            .await?;
+        Ok(("rerun", reason))
     }
 }

@@ -1,4 +1,5 @@
-//! ResolveLabels: labels → runner spec → ordered launch candidates, or a recorded refusal.
+//! ResolveLabels: labels → runner spec → ordered launch candidates, or a recorded refusal. The
+//! re-run of a job Spot interrupted gets no Spot candidates.
 
 use super::state::{LaunchPlan, NewJob, StepInput};
 use super::step::Step;
@@ -25,7 +26,14 @@ impl Step for ResolveLabels {
     async fn run(&self, input: Self::Input) -> Result<LaunchPlan, StepError> {
         let job = &input.state.job;
         let planned = match labels::resolve(&job.labels, &self.config) {
-            LabelVerdict::Accepted(spec) => {
+            LabelVerdict::Accepted(mut spec) => {
+                // A re-run of a job Spot interrupted (tasuki asked for it) avoids Spot.
+                if job.run_attempt > 1
+                    && self.lifecycle.store.rerun_marked(&job.rerun_key()).await?
+                {
+                    tracing::info!("a re-run of a job Spot interrupted: no Spot candidates");
+                    spec.spot_allowed = false;
+                }
                 plan::plan(&spec, &self.config).map_err(|r| r.to_string())
             }
             LabelVerdict::Refused(refusal) => Err(refusal.to_string()),

@@ -14,6 +14,7 @@ macro_rules! store_contract_tests {
             ls_lists_jobs_newest_first,
             overdue_jobs_are_the_unfinished_ones_past_their_deadline,
             a_postponed_job_is_overdue_later_and_a_finished_one_is_not_touched,
+            a_rerun_is_remembered_for_its_run_and_job_name_only,
         );
     };
     ($store:expr; $($name:ident,)*) => {$(
@@ -287,4 +288,32 @@ pub async fn a_postponed_job_is_overdue_later_and_a_finished_one_is_not_touched(
         store.get(id(404)).await.unwrap().is_none(),
         "unknown jobs are not created"
     );
+}
+
+pub async fn a_rerun_is_remembered_for_its_run_and_job_name_only(store: &dyn LifecycleStore) {
+    let first = job(40);
+    let next_attempt = JobRef {
+        job_id: id(41),
+        run_attempt: 2,
+        ..job(40)
+    };
+    let other_job = JobRef {
+        job_name: "test".into(),
+        ..job(42)
+    };
+    assert!(!store.rerun_marked(&next_attempt.rerun_key()).await.unwrap());
+    store.mark_rerun(&first.rerun_key()).await.unwrap();
+    store.mark_rerun(&first.rerun_key()).await.unwrap();
+    assert!(store.rerun_marked(&next_attempt.rerun_key()).await.unwrap());
+    assert!(!store.rerun_marked(&other_job.rerun_key()).await.unwrap());
+    assert!(
+        store.get(id(40)).await.unwrap().is_none(),
+        "a mark is no job"
+    );
+    assert!(store
+        .list(100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|r| r.job.job_id != id(40)));
 }

@@ -394,6 +394,36 @@ impl RunnerRegistry for GitHubApp {
                 busy: r.busy,
             }))
     }
+
+    async fn run_completed(&self, job: &JobRef) -> Result<bool, StepError> {
+        const WHAT: &str = "get workflow run";
+        let (owner, repo) = job.owner_and_name();
+        let client = self.installation(job.installation_id)?;
+        let route = format!("/repos/{owner}/{repo}/actions/runs/{}", job.run_id);
+        let run: WorkflowRunNow = call(&client, WHAT, Method::Get, &route, None::<&()>)
+            .await?
+            .expect(WHAT, &[200])?
+            .json(WHAT)?;
+        Ok(run.status.as_deref() == Some("completed"))
+    }
+
+    async fn rerun(&self, job: &JobRef) -> Result<(), StepError> {
+        const WHAT: &str = "re-run job";
+        let (owner, repo) = job.owner_and_name();
+        let client = self.installation(job.installation_id)?;
+        let route = format!("/repos/{owner}/{repo}/actions/jobs/{}/rerun", job.job_id);
+        call(&client, WHAT, Method::Post, &route, None::<&()>)
+            .await?
+            .expect(WHAT, &[201])?;
+        Ok(())
+    }
+}
+
+/// `GET /repos/{owner}/{repo}/actions/runs/{run_id}` (actions/get-workflow-run): `status` is
+/// nullable in GitHub's description.
+#[derive(Debug, Deserialize)]
+struct WorkflowRunNow {
+    status: Option<String>,
 }
 
 /// `GET /repos/{owner}/{repo}/actions/runners?name=` (actions/list-self-hosted-runners-for-repo).
