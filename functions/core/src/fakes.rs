@@ -293,6 +293,8 @@ pub struct FakeLauncher {
     pub script: Mutex<VecDeque<Result<String, StepError>>>,
     /// Tasks ECS lists as running (until stopped).
     pub running: Mutex<Vec<RunningTask>>,
+    /// Why ECS stops a task, by task ARN.
+    pub stop_reasons: Mutex<BTreeMap<String, String>>,
 }
 
 #[async_trait]
@@ -311,6 +313,10 @@ impl TaskLauncher for FakeLauncher {
     async fn stop(&self, task_arn: &str, reason: &str) -> Result<(), StepError> {
         lock(&self.stops).push((task_arn.to_string(), reason.to_string()));
         Ok(())
+    }
+
+    async fn stop_reason(&self, task_arn: &str) -> Result<Option<String>, StepError> {
+        Ok(lock(&self.stop_reasons).get(task_arn).cloned())
     }
 
     async fn running(&self, limit: usize) -> Result<Vec<RunningTask>, StepError> {

@@ -116,6 +116,10 @@ pub trait TaskLauncher: Send + Sync {
     async fn stop(&self, task_arn: &str, reason: &str) -> Result<(), StepError>;
     /// Runner tasks running now (`startedBy` `tasuki/<job>/<attempt>`), at most `limit`.
     async fn running(&self, limit: usize) -> Result<Vec<RunningTask>, StepError>;
+    /// Why ECS stops or stopped a task (`<stopCode>: <stoppedReason>`), `None` while nothing
+    /// stops it. ECS sets the stop code when it decides to stop a task (a Spot interruption's
+    /// two-minute warning included), before the task's stop event.
+    async fn stop_reason(&self, task_arn: &str) -> Result<Option<String>, StepError>;
 }
 
 /// A runner task ECS runs.

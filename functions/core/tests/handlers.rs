@@ -1634,3 +1634,28 @@ async fn an_opted_in_job_that_finished_well_within_the_stop_grace_is_not_rerun()
     let done = finalize(&world, &state, "completed").await.unwrap();
     assert_eq!(done["state"], "completed");
 }
+
+#[tokio::test]
+async fn github_reporting_the_lost_runner_before_ecs_still_finds_the_spot_interruption_on_the_task()
+{
+    let world = World::with_labels(&["tasuki", "spot=rerun"]);
+    let mut state = running(&world).await;
+    // No stop event yet; ECS already marks the task as stopping for Spot (the two-minute warning).
+    let task_arn = state["task"]["task_arn"].as_str().unwrap().to_string();
+    world.launcher.stop_reasons.lock().unwrap().insert(
+        task_arn,
+        "SpotInterruption: Your Spot Task was interrupted.".into(),
+    );
+    state["completion"] = json!({"conclusion": "failure"});
+    let done = finalize(&world, &state, "completed").await.unwrap();
+    assert_eq!(done["state"], "interrupted");
+    assert!(world
+        .last_row()
+        .starts_with("interrupted 1: GitHub concluded failure; Spot took its runner mid-job"));
+    // A task ECS stops for another reason is a plain failure.
+    let world = World::with_labels(&["tasuki", "spot=rerun"]);
+    let mut state = running(&world).await;
+    state["completion"] = json!({"conclusion": "failure"});
+    let done = finalize(&world, &state, "completed").await.unwrap();
+    assert_eq!(done["state"], "completed");
+}

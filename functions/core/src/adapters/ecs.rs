@@ -195,6 +195,29 @@ impl TaskLauncher for EcsTaskLauncher {
         }
     }
 
+    async fn stop_reason(&self, task_arn: &str) -> Result<Option<String>, StepError> {
+        let described = self
+            .client
+            .describe_tasks()
+            .cluster(&self.cluster)
+            .tasks(task_arn)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(described
+            .tasks
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .and_then(|task| {
+                let code = task.stop_code?;
+                Some(match task.stopped_reason.filter(|r| !r.is_empty()) {
+                    Some(why) => format!("{}: {why}", code.as_str()),
+                    None => code.as_str().to_string(),
+                })
+            }))
+    }
+
     async fn running(&self, limit: usize) -> Result<Vec<RunningTask>, StepError> {
         // ListTasks pages hold at most 100 ARNs, and DescribeTasks takes at most 100 tasks
         // (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_DescribeTasks.html).

@@ -8,7 +8,9 @@ use super::step::Step;
 use super::{Effects, Lifecycle};
 use crate::domain::config::Config;
 use crate::domain::labels::{self, LabelVerdict};
+use crate::domain::lifecycle::Happening;
 use crate::domain::outcome::{self, final_happening, Ending, Outcome};
+use crate::domain::waits::{Signals, Stopped};
 use crate::error::StepError;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -17,6 +19,50 @@ pub struct Finalize {
     pub config: Arc<Config>,
     pub lifecycle: Lifecycle,
     pub release: Release,
+}
+
+impl Finalize {
+    /// [`outcome::interrupted`], for a `spot=rerun` job. GitHub's `completed` (the runner was
+    /// lost) may come before ECS's stop event; then the task itself says whether Spot stops it.
+    async fn interrupted(
+        &self,
+        ending: &Ending<'_>,
+        ended: &Happening,
+        task_arn: Option<&str>,
+    ) -> Result<Option<Happening>, StepError> {
+        if let Some(interrupted) = outcome::interrupted(ending, ended) {
+            return Ok(Some(interrupted));
+        }
+        let (Some(task_arn), Some(attempt)) = (task_arn, ending.attempt) else {
+            return Ok(None);
+        };
+        let stop_known = ending
+            .signals
+            .stopped
+            .as_ref()
+            .is_some_and(|s| s.attempt == attempt);
+        if stop_known {
+            return Ok(None);
+        }
+        let Some(reason) = self.release.launcher.stop_reason(task_arn).await? else {
+            return Ok(None);
+        };
+        let signals = Signals {
+            stopped: Some(Stopped {
+                attempt,
+                reason,
+                clean_exit: false,
+            }),
+            ..ending.signals.clone()
+        };
+        Ok(outcome::interrupted(
+            &Ending {
+                signals: &signals,
+                ..*ending
+            },
+            ended,
+        ))
+    }
 }
 
 #[async_trait]
@@ -44,6 +90,10 @@ impl Step for Finalize {
             attempt: attempt.map(|a| a.number),
             signals: &record.signals,
         };
+        let rerun = matches!(
+            labels::resolve(&job.labels, &self.config),
+            LabelVerdict::Accepted(spec) if spec.rerun_if_interrupted
+        );
         let happening = match outcome {
             Outcome::Exhausted => {
                 let timeline = self.lifecycle.store.timeline(job.job_id).await?;
@@ -51,14 +101,13 @@ impl Step for Finalize {
             }
             outcome => {
                 let ended = final_happening(outcome, &ending, &self.config);
-                let rerun = matches!(
-                    labels::resolve(&job.labels, &self.config),
-                    LabelVerdict::Accepted(spec) if spec.rerun_if_interrupted
-                );
-                rerun
-                    .then(|| outcome::interrupted(&ending, &ended))
-                    .flatten()
-                    .unwrap_or(ended)
+                let interrupted = if rerun {
+                    self.interrupted(&ending, &ended, task.as_ref().map(|t| t.task_arn.as_str()))
+                        .await?
+                } else {
+                    None
+                };
+                interrupted.unwrap_or(ended)
             }
         };
         let why = happening.reason().unwrap_or("job finished").to_string();
