@@ -161,6 +161,45 @@ def clear_faults() -> int:
     return _ok(*mock("DELETE", "/_mock/faults"), "clear faults")["cleared"]
 
 
+def add_github_fault(
+    kind: str,
+    *,
+    route: str | None = None,
+    times: int = 1,
+    retry_after: int | None = None,
+    status: int | None = None,
+) -> dict[str, Any]:
+    """Make the GitHub mock answer its next `times` REST calls (of the ROUTES handler `route`, or any)
+    with a fault: `server_error` (502, or `status` 500/502/503/504), `secondary_rate_limit` (403 or
+    429, `retry-after: retry_after or 60`), `primary_rate_limit` (403 or 429, `x-ratelimit-remaining: 0`,
+    reset in `retry_after or 60` s). Returns the rule (`id`, `matched`, …)."""
+    rule: dict[str, Any] = {"kind": kind, "times": times}
+    for key, value in (("route", route), ("retry_after", retry_after), ("status", status)):
+        if value is not None:
+            rule[key] = value
+    return _ok(*mock("POST", "/_mock/github-faults", rule), "add github fault")
+
+
+def clear_github_faults() -> int:
+    return _ok(*mock("DELETE", "/_mock/github-faults"), "clear github faults")["cleared"]
+
+
+def github_faults() -> list[dict[str, Any]]:
+    """Every GitHub fault rule, with how many times each `matched` (spent rules stay listed)."""
+    return _ok(*mock("GET", "/_mock/github-faults"), "github faults")["rules"]
+
+
+def hook_deliveries() -> list[dict[str, Any]]:
+    """The App's webhook delivery log, newest first: every attempt (first deliveries and
+    redeliveries) as `hook-delivery-item`s, plus the `job_id` it was about."""
+    return mock_state()["hook_deliveries"]
+
+
+def age_hook_delivery(attempt_id: int, seconds: float) -> dict[str, Any]:
+    """Move one delivery attempt `seconds` into the past (GitHub redelivers only the past 3 days)."""
+    return _ok(*mock("POST", f"/_mock/hook-deliveries/{attempt_id}/age", {"seconds": seconds}), "age delivery")
+
+
 def mock_state() -> dict[str, Any]:
     return _ok(*mock("GET", "/_mock/state"), "mock state")
 

@@ -14,8 +14,10 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import secrets
+import socket
 import string
 import threading
 import time
@@ -46,6 +48,7 @@ BEHAVIOURS = {
     "hold",
     "spot_interruption",
     "assign_to",
+    "lose_queued",
     "lose_in_progress",
     "lose_completed",
     "version_deprecated",
@@ -55,6 +58,44 @@ BEHAVIOURS = {
 }
 READ_ONLY_LABELS = {"self-hosted", "linux", "x64", "arm64"}
 TOKEN_ALPHABET = string.ascii_letters + string.digits
+
+# ---- the App's webhook delivery log (https://docs.github.com/en/rest/apps/webhooks) -----------------
+HOOK_DOCS = "https://docs.github.com/rest/apps/webhooks"
+# "You can redeliver webhook deliveries that occurred in the past 3 days" and "All deliveries from the
+# past 3 days will be listed" (https://docs.github.com/en/webhooks/testing-and-troubleshooting-webhooks/redelivering-webhooks)
+HOOK_LOG_SECONDS = 3 * 24 * 3600
+# per_page: "The number of results per page (max 100)", default 30 (components/parameters/per-page)
+HOOK_PAGE_DEFAULT, HOOK_PAGE_MAX = 30, 100
+# GitHub's cursors look like `v1_<number>`; clients must treat them as opaque (take them from `Link`)
+CURSOR_RE = re.compile(r"^v1_(\d+)$")
+# GitHub gives up on a webhook after 10 s ("timed out",
+# https://docs.github.com/en/webhooks/testing-and-troubleshooting-webhooks/troubleshooting-webhooks#timed-out).
+# Locally the webhook Lambda can be a cold `cargo run`, so the default is longer; set 10 to be GitHub.
+WEBHOOK_TIMEOUT_SECONDS = float(os.environ.get("TASUKI_LOCAL_WEBHOOK_TIMEOUT_SECONDS") or 120)
+# What a proxy in front of the webhook answers when it cannot reach it (behaviours lose_*): GitHub
+# records "Invalid HTTP Response: 502" for a 4xx/5xx answer (troubleshooting-webhooks#invalid-http-response).
+PROXY_502_BODY = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n"
+    "<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
+)
+
+# ---- REST rate limits (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api)
+RATE_DOCS = "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"
+SECONDARY_DOCS = "https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"
+# "GitHub Apps authenticating with an installation access token use the installation's minimum rate
+# limit of 5,000 requests per hour" -- per installation, shared by all its tokens. Unauthenticated
+# requests: "60 requests per hour", by originating IP. The App's JWT requests have their own budget
+# (5,000 here: GitHub does not document that figure).
+RATE_LIMITS = {"installation": 5000, "app": 5000, "ip": 60}
+RATE_WINDOW_SECONDS = 3600
+GITHUB_FAULT_KINDS = {
+    # kind -> (default status, statuses GitHub documents for it)
+    # troubleshooting-the-rest-api#timeouts: a timeout answers a "Server Error" message; 5xx anywhere
+    "server_error": (502, (500, 502, 503, 504)),
+    # rate-limits-for-the-rest-api#exceeding-the-rate-limit: "a 403 or 429 response"
+    "secondary_rate_limit": (403, (403, 429)),
+    "primary_rate_limit": (403, (403, 429)),
+}
 
 
 def now_rfc3339(offset: timedelta = timedelta(0)) -> str:
@@ -197,6 +238,14 @@ class World:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.deliveries: dict[str, dict[str, Any]] = {}
         self.webhooks_sent: list[dict[str, Any]] = []
+        # the App's delivery log: one entry per attempt (first delivery and each redelivery), by id
+        self.hook_log: list[dict[str, Any]] = []
+        self.issued_cursors: set[str] = set()
+        self._next_attempt_id = 30_000_000_000 + (int(time.time()) % 1_000_000) * 1000
+        # REST rate-limit budgets ("installation:<id>", "app:<id>", "ip:<address>") and fault rules
+        self.rate_limits: dict[str, dict[str, int]] = {}
+        self.github_faults: list[dict[str, Any]] = []
+        self._next_fault_id = 1
         self.ecs_events_sent: list[dict[str, Any]] = []
         self.runner_events: list[dict[str, Any]] = []
         self._next_runner_id = 1000
@@ -531,7 +580,11 @@ class World:
         p["workflow_job"] = wj
         return p
 
-    def deliver(self, job_id: str | None, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def deliver(self, job_id: str | None, action: str, payload: dict[str, Any], lose: bool = False) -> dict[str, Any]:
+        """Sign and send a new delivery (a new guid). `lose`: its first attempt never reaches the
+        webhook -- a proxy in front of it answers 502 -- and GitHub never retries by itself
+        (https://docs.github.com/en/webhooks/using-webhooks/handling-failed-webhook-deliveries);
+        a redelivery does reach it."""
         body = json.dumps(payload, separators=(",", ":")).encode()
         delivery_id = str(uuid.uuid4())
         headers = {
@@ -549,21 +602,72 @@ class World:
         for problem in self.webhook_spec.check("workflow_job", payload, headers):
             self.spec_violation(problem)
         with self.lock:
-            self.deliveries[delivery_id] = {"job_id": job_id, "action": action, "body": body, "headers": headers}
+            self.deliveries[delivery_id] = {
+                "job_id": job_id,
+                "action": action,
+                "body": body,
+                "headers": headers,
+                "lose_first": lose,
+                "attempts": 0,
+            }
             if job_id in self.jobs:
                 self.jobs[job_id]["deliveries"].append(delivery_id)
         return self.send(delivery_id)
 
     def send(self, delivery_id: str) -> dict[str, Any]:
+        """One attempt at delivering `delivery_id` (same bytes and headers every time): the first, or
+        a redelivery. Every attempt is an entry of the App's delivery log (`hook-delivery-item`)."""
         with self.lock:
             d = self.deliveries[delivery_id]
-        status, resp = post_webhook(self.webhook_url, d["body"], d["headers"])
-        wj = json.loads(d["body"]).get("workflow_job") or {}
+            attempt_id = self._next_attempt_id
+            self._next_attempt_id += 1
+            redelivery = d["attempts"] > 0
+            lose = bool(d["lose_first"]) and not redelivery
+            d["attempts"] += 1
+        started = time.time()
+        if lose:
+            # never reaches the webhook: the proxy in front of it fails (no POST is made)
+            outcome: dict[str, Any] = {
+                "status_code": 502,
+                "status": "Invalid HTTP Response: 502",
+                "parsed": {"raw": PROXY_502_BODY},
+                "headers": {"Content-Type": "text/html", "Server": "proxy"},
+                "payload": PROXY_502_BODY,
+                "duration": 0.01,
+            }
+            log.info("webhook %s job %s delivery %s lost (proxy 502)", d["action"], d["job_id"], delivery_id)
+        else:
+            outcome = post_webhook_outcome(self.webhook_url, d["body"], d["headers"])
+        status, resp = outcome["status_code"], outcome["parsed"]
+        payload = json.loads(d["body"])
+        wj = payload.get("workflow_job") or {}
+        installation = payload.get("installation") if isinstance(payload.get("installation"), dict) else {}
+        repository = payload.get("repository") if isinstance(payload.get("repository"), dict) else {}
+        attempt = {
+            "id": attempt_id,
+            "guid": delivery_id,
+            "delivered_epoch": started,
+            "redelivery": redelivery,
+            "duration": outcome["duration"],
+            "status": outcome["status"],
+            "status_code": status,
+            "event": d["headers"]["X-GitHub-Event"],
+            "action": payload.get("action"),
+            "installation_id": installation.get("id"),
+            "repository_id": repository.get("id"),
+            "throttled_at": None,
+            "request_headers": dict(d["headers"]),
+            "response_headers": outcome["headers"],
+            "response_payload": outcome["payload"],
+            "job_id": d["job_id"],
+        }
         entry = {
             "at": time.time(),
             "job_id": d["job_id"],
             "action": d["action"],
             "delivery_id": delivery_id,
+            "attempt_id": attempt_id,
+            "redelivery": redelivery,
             "status": status,
             "body": resp,
             "request_sha256": hashlib.sha256(d["body"]).hexdigest(),
@@ -584,9 +688,138 @@ class World:
             },
         }
         with self.lock:
+            self.hook_log.append(attempt)
             self.webhooks_sent.append(entry)
         log.info("webhook %s job %s delivery %s -> %s", d["action"], d["job_id"], delivery_id, status)
-        return {"job_id": d["job_id"], "delivery_id": delivery_id, "status": status, "body": resp}
+        return {
+            "job_id": d["job_id"],
+            "delivery_id": delivery_id,
+            "attempt_id": attempt_id,
+            "status": status,
+            "body": resp,
+        }
+
+    def redeliver_later(self, delivery_id: str, delay: float = 0.1) -> None:
+        """Redeliver in the background, as GitHub queues a redelivery it accepted (202)."""
+
+        def run() -> None:
+            time.sleep(delay)
+            try:
+                self.send(delivery_id)
+            except Exception:
+                log.exception("redelivery of %s failed", delivery_id)
+
+        threading.Thread(target=run, name=f"redeliver-{delivery_id[:8]}", daemon=True).start()
+
+    # ---- the delivery log's REST shapes ---------------------------------------------------------------
+    @staticmethod
+    def hook_delivery_item(a: dict[str, Any]) -> dict[str, Any]:
+        """`hook-delivery-item` of the REST description."""
+        return {
+            "id": a["id"],
+            "guid": a["guid"],
+            "delivered_at": datetime.fromtimestamp(a["delivered_epoch"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "redelivery": a["redelivery"],
+            "duration": a["duration"],
+            "status": a["status"],
+            "status_code": a["status_code"],
+            "event": a["event"],
+            "action": a["action"],
+            "installation_id": a["installation_id"],
+            "repository_id": a["repository_id"],
+            "throttled_at": a["throttled_at"],
+        }
+
+    def hook_delivery(self, a: dict[str, Any]) -> dict[str, Any]:
+        """`hook-delivery` of the REST description: the item plus the request and the response."""
+        item = self.hook_delivery_item(a)
+        item["url"] = self.webhook_url
+        with self.lock:
+            body = self.deliveries[a["guid"]]["body"]
+        item["request"] = {"headers": dict(a["request_headers"]), "payload": json.loads(body)}
+        item["response"] = {
+            "headers": dict(a["response_headers"]) if a["response_headers"] is not None else None,
+            "payload": a["response_payload"],
+        }
+        return item
+
+    def attempt(self, attempt_id: int) -> dict[str, Any] | None:
+        with self.lock:
+            return next((a for a in self.hook_log if a["id"] == attempt_id), None)
+
+    # ---- REST rate limits and faults ------------------------------------------------------------------
+    def identify(self, authorization: str | None, address: str) -> tuple[str, int | str]:
+        """Whose budget a request spends: ("installation", id), ("app", app id) or ("ip", address)."""
+        scheme, _, value = (authorization or "").strip().partition(" ")
+        value = value.strip()
+        if scheme.lower() in ("bearer", "token") and value:
+            with self.lock:
+                info = self.tokens.get(value)
+            if info and info["expires"] > time.time():
+                return "installation", info["installation_id"]
+            if scheme.lower() == "bearer" and verify_app_jwt(value, self.public_key, APP_ID) is None:
+                return "app", APP_ID
+        return "ip", address
+
+    def charge(self, kind: str, who: int | str) -> dict[str, int]:
+        """Spend one request of `who`'s primary budget; its state after (used > limit: refused)."""
+        key = f"{kind}:{who}"
+        now = int(time.time())
+        with self.lock:
+            budget = self.rate_limits.get(key)
+            if budget is None or now >= budget["reset"]:
+                budget = {"limit": RATE_LIMITS[kind], "used": 0, "reset": now + RATE_WINDOW_SECONDS}
+                self.rate_limits[key] = budget
+            refused = budget["used"] >= budget["limit"]
+            if not refused:
+                budget["used"] += 1
+            return {**budget, "refused": int(refused)}
+
+    def add_github_fault(self, spec: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(spec) - {"kind", "route", "times", "retry_after", "status"}
+        if unknown:
+            raise ValueError(f"unknown github fault field(s): {sorted(unknown)}")
+        kind = spec.get("kind")
+        if kind not in GITHUB_FAULT_KINDS:
+            raise ValueError(f"kind must be one of {sorted(GITHUB_FAULT_KINDS)}, got {kind!r}")
+        route = spec.get("route")
+        names = sorted({r[2] for r in ROUTES})
+        if route is not None and route not in names:
+            raise ValueError(f"route must be one of {names} (or absent: any), got {route!r}")
+        times = spec.get("times", 1)
+        if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+            raise ValueError("times must be a positive integer (default 1)")
+        retry_after = spec.get("retry_after")
+        if retry_after is not None and (
+            not isinstance(retry_after, int) or isinstance(retry_after, bool) or retry_after < 0
+        ):
+            raise ValueError("retry_after must be a non-negative integer (seconds)")
+        default_status, statuses = GITHUB_FAULT_KINDS[kind]
+        status = spec.get("status", default_status)
+        if status not in statuses:
+            raise ValueError(f"a {kind} fault answers one of {list(statuses)}, got {status!r}")
+        with self.lock:
+            rule = {
+                "id": self._next_fault_id,
+                "kind": kind,
+                "route": route,
+                "times": times,
+                "retry_after": retry_after,
+                "status": status,
+                "matched": 0,
+            }
+            self._next_fault_id += 1
+            self.github_faults.append(rule)
+            return dict(rule)
+
+    def match_github_fault(self, route: str) -> dict[str, Any] | None:
+        """The first live rule for `route` (counted: a rule lives until it matched `times` times)."""
+        with self.lock:
+            for rule in self.github_faults:
+                if rule["matched"] < rule["times"] and rule["route"] in (None, route):
+                    rule["matched"] += 1
+                    return dict(rule)
+        return None
 
     def job_summary(self, job: dict[str, Any]) -> dict[str, Any]:
         return {k: copy.deepcopy(v) for k, v in job.items() if k not in ("queued_payload", "complete_event")}
@@ -621,6 +854,21 @@ class World:
                 "issued_jit_configs_count": len(self.jit_configs),
                 "installation_tokens_count": len(self.tokens),
                 "webhooks_sent": copy.deepcopy(self.webhooks_sent),
+                "hook_deliveries": [
+                    {**self.hook_delivery_item(a), "job_id": a["job_id"]}
+                    for a in sorted(self.hook_log, key=lambda a: -a["id"])
+                ],
+                "rate_limit": {
+                    key: {
+                        "limit": b["limit"],
+                        "used": b["used"],
+                        "remaining": max(0, b["limit"] - b["used"]),
+                        "reset": b["reset"],
+                        "resource": "core",
+                    }
+                    for key, b in self.rate_limits.items()
+                },
+                "github_fault_rules": [dict(r) for r in self.github_faults],
                 "ecs_events_sent": copy.deepcopy(self.ecs_events_sent),
                 "runner_events": copy.deepcopy(self.runner_events),
                 "lambda_invocations": copy.deepcopy(self.gateway.invocations),
@@ -628,18 +876,57 @@ class World:
 
 
 def post_webhook(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    outcome = post_webhook_outcome(url, body, headers)
+    return outcome["status_code"], outcome["parsed"]
+
+
+def post_webhook_outcome(url: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    """POST one delivery; what GitHub's delivery log would say of it.
+
+    `status` wording from https://docs.github.com/en/webhooks/testing-and-troubleshooting-webhooks/troubleshooting-webhooks:
+    "OK" for a 2xx, "Invalid HTTP Response: <code>" for a 4xx/5xx, "timed out", "failed to connect to
+    network" (the server refused the connection), "failed to connect to host" (the name does not
+    resolve); the last three have no HTTP status: `status_code` 0.
+    """
     req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    started = time.monotonic()
+    resp_headers: dict[str, str] | None = None
+    data = b""
     try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            status, data = resp.status, resp.read()
+        with urllib.request.urlopen(req, timeout=WEBHOOK_TIMEOUT_SECONDS) as resp:
+            status, data, resp_headers = resp.status, resp.read(), dict(resp.headers.items())
     except urllib.error.HTTPError as exc:
-        status, data = exc.code, exc.read()
+        status, data, resp_headers = exc.code, exc.read(), dict(exc.headers.items())
     except (urllib.error.URLError, OSError) as exc:
-        return 0, {"error": f"webhook endpoint unreachable: {exc}"}
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(reason, (TimeoutError, socket.timeout)):
+            text = "timed out"
+        elif isinstance(reason, socket.gaierror):
+            text = "failed to connect to host"
+        else:
+            text = "failed to connect to network"
+        return {
+            "status_code": 0,
+            "status": text,
+            "parsed": {"error": f"webhook endpoint unreachable: {exc}"},
+            "headers": None,
+            "payload": None,
+            "duration": round(time.monotonic() - started, 3),
+        }
+    duration = round(time.monotonic() - started, 3)
+    parsed: Any
     try:
-        return status, json.loads(data) if data else None
+        parsed = json.loads(data) if data else None
     except (ValueError, UnicodeDecodeError):
-        return status, {"raw": data[:2000].decode(errors="replace")}
+        parsed = {"raw": data[:2000].decode(errors="replace")}
+    return {
+        "status_code": status,
+        "status": "OK" if 200 <= status < 300 else f"Invalid HTTP Response: {status}",
+        "parsed": parsed,
+        "headers": resp_headers,
+        "payload": data.decode(errors="replace") if data else None,
+        "duration": duration,
+    }
 
 
 REPO = r"(?P<owner>[^/]+)/(?P<repo>[^/]+)"
@@ -657,6 +944,10 @@ ROUTES: list[tuple[str, re.Pattern[str], str, str | None]] = [
     ("GET", re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runners/(?P<rid>\d+)$"), "get_runner_org", "token"),
     ("DELETE", re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runners/(?P<rid>\d+)$"), "delete_runner_org", "token"),
     ("GET", re.compile(rf"^/repos/{REPO}/actions/jobs/(?P<job>\d+)$"), "get_job", "token"),
+    # the App's delivery log: "You must use a JWT to access this endpoint" (https://docs.github.com/en/rest/apps/webhooks)
+    ("GET", re.compile(r"^/app/hook/deliveries$"), "list_hook_deliveries", "jwt"),
+    ("GET", re.compile(r"^/app/hook/deliveries/(?P<delivery_id>\d+)$"), "get_hook_delivery", "jwt"),
+    ("POST", re.compile(r"^/app/hook/deliveries/(?P<delivery_id>\d+)/attempts$"), "redeliver_hook_delivery", "jwt"),
 ]
 CONTROL_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/_mock/state$"), "mock_state"),
@@ -671,13 +962,56 @@ CONTROL_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("DELETE", re.compile(r"^/_mock/faults$"), "mock_faults_clear"),
     ("GET", re.compile(r"^/_mock/secrets-for-leak-check$"), "mock_secrets"),
     ("GET", re.compile(r"^/_mock/spec$"), "mock_spec"),
+    ("GET", re.compile(r"^/_mock/github-faults$"), "mock_github_faults_get"),
+    ("POST", re.compile(r"^/_mock/github-faults$"), "mock_github_faults_add"),
+    ("DELETE", re.compile(r"^/_mock/github-faults$"), "mock_github_faults_clear"),
+    ("POST", re.compile(r"^/_mock/hook-deliveries/(?P<attempt_id>\d+)/age$"), "mock_age_hook_delivery"),
 ]
 
 
+def rate_limit_headers(limit: int, used: int, reset: int) -> list[tuple[str, str]]:
+    """The primary rate limit's headers, sent with every REST answer
+    (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#checking-the-status-of-your-rate-limit)."""
+    return [
+        ("x-ratelimit-limit", str(limit)),
+        ("x-ratelimit-remaining", str(max(0, limit - used))),
+        ("x-ratelimit-used", str(used)),
+        ("x-ratelimit-reset", str(reset)),
+        ("x-ratelimit-resource", "core"),
+    ]
+
+
+def primary_rate_limit_error(kind: str, who: int | str, status: int, request_id: str) -> HttpError:
+    """GitHub's answer to a spent primary budget: "API rate limit exceeded for installation ID <id>."
+    (the wording GitHub sends; rate-limits-for-the-rest-api#exceeding-the-rate-limit: 403 or 429)."""
+    if kind == "installation":
+        subject = f"installation ID {who}"
+    elif kind == "app":
+        subject = f"app ID {who}"  # not documented: modelled on the installation's wording
+    else:
+        subject = str(who)
+    message = f"API rate limit exceeded for {subject}."
+    if kind == "ip":
+        message += (
+            " (But here's the good news: Authenticated requests get a higher rate limit. Check out the "
+            "documentation for more details.)"
+        )
+    message += f" If you reach out to GitHub Support for help, please include the request ID {request_id}."
+    return HttpError(status, message, RATE_DOCS)
+
+
 class HttpError(Exception):
-    def __init__(self, status: int, message: str, documentation_url: str = DOCS, **extra: Any):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        documentation_url: str = DOCS,
+        headers: list[tuple[str, str]] | None = None,
+        **extra: Any,
+    ):
         super().__init__(message)
         self.status = status
+        self.headers = list(headers or [])
         # GitHub's error answers carry the status as a string (`basic-error` in the REST description)
         self.body = {"message": message, "documentation_url": documentation_url, "status": str(status), **extra}
 
@@ -689,6 +1023,11 @@ class GitHubHandler(BaseHandler):
 
     def handle_request(self) -> None:
         self.operation: openapi_check.Operation | None = None
+        self.request_id = (
+            f"{secrets.token_hex(2).upper()}:{secrets.token_hex(3).upper()}:{secrets.token_hex(4).upper()}"
+        )
+        self.rate_headers: list[tuple[str, str]] = []
+        self.extra_headers: list[tuple[str, str]] = []
         try:
             self.raw = self.read_body()
             split = urllib.parse.urlsplit(self.path)
@@ -706,6 +1045,7 @@ class GitHubHandler(BaseHandler):
                 raise HttpError(404, "Not Found")
             self.github_request(path)
         except HttpError as exc:
+            self.extra_headers += exc.headers
             self.reply(exc.status, exc.body)
         except (BrokenPipeError, ConnectionResetError):
             pass
@@ -719,6 +1059,10 @@ class GitHubHandler(BaseHandler):
         spec = self.world.rest_spec
         op, path_params, known = spec.match(self.command, path)
         self.operation = op
+        # every request spends the primary budget of whoever made it (installation, App, or the IP
+        # for a request without valid credentials), and every answer says what is left
+        kind, who = self.world.identify(self.headers.get("Authorization"), self.client_address[0])
+        self.spend(kind, who)
         if op is None:
             # GitHub answers 404 for a path (or a method on it) its API does not have
             raise HttpError(404, "Not Found")
@@ -735,6 +1079,11 @@ class GitHubHandler(BaseHandler):
             self.require_app_jwt()
         elif auth == "token":
             self.require_installation_token()
+        fault = self.world.match_github_fault(name)
+        if fault is not None:
+            # GitHub can answer 5xx and rate limits on any operation, after it knows who asks
+            self.answer_fault(fault, kind, who)
+            return
         problems = spec.check_request(op, path_params, self.query, self.raw)
         if problems:
             self.world.note_invalid_request(self.command, path, op, problems)
@@ -742,6 +1091,45 @@ class GitHubHandler(BaseHandler):
             return
         status, body = getattr(self, name)(**m.groupdict())
         self.reply(status, body)
+
+    def spend(self, kind: str, who: int | str) -> None:
+        """Charge one request to `who`; refuse it when the hour's budget is spent (primary rate limit)."""
+        budget = self.world.charge(kind, who)
+        self.rate_headers = rate_limit_headers(budget["limit"], budget["used"], budget["reset"])
+        if budget["refused"]:
+            raise primary_rate_limit_error(kind, who, 403, self.request_id)
+
+    def answer_fault(self, fault: dict[str, Any], kind: str, who: int | str) -> None:
+        status = fault["status"]
+        wait = fault["retry_after"] if fault["retry_after"] is not None else 60
+        log.info("github fault %s answers %s %s with %s", fault["kind"], self.command, self.path, status)
+        if fault["kind"] == "server_error":
+            # "you will receive a timeout response and a "Server Error" message"
+            # (https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api#timeouts)
+            self.reply(status, {"message": "Server Error"})
+        elif fault["kind"] == "secondary_rate_limit":
+            # 403 or 429, `retry-after`, "an error message that indicates that you exceeded a secondary
+            # rate limit" (rate-limits-for-the-rest-api#exceeding-the-rate-limit); GitHub's wording,
+            # and it sends no x-ratelimit-* headers with it
+            self.rate_headers = []
+            self.extra_headers.append(("retry-after", str(wait)))
+            self.reply(
+                status,
+                {
+                    "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try "
+                    "again. If you reach out to GitHub Support for help, please include the request ID "
+                    f"{self.request_id}.",
+                    "documentation_url": SECONDARY_DOCS,
+                    "status": str(status),
+                },
+            )
+        else:
+            # primary: 403 or 429 with x-ratelimit-remaining 0; retry after x-ratelimit-reset
+            # (rate-limits-for-the-rest-api#exceeding-the-rate-limit)
+            err = primary_rate_limit_error(kind, who, status, self.request_id)
+            limit = RATE_LIMITS[kind]
+            self.rate_headers = rate_limit_headers(limit, limit, int(time.time()) + wait)
+            self.reply(err.status, err.body)
 
     def send_reply(self, status: int, body: Any) -> None:
         """A control-API answer: not GitHub's, not checked."""
@@ -751,19 +1139,18 @@ class GitHubHandler(BaseHandler):
             self.send_json(status, body)
 
     def reply(self, status: int, body: Any) -> None:
-        """A GitHub answer: checked against the operation's response description before it is sent."""
+        """A GitHub answer: checked against the operation's response description before it is sent.
+        (An error status an operation does not document is checked against `basic-error`: GitHub
+        answers 401/403/404/429/5xx on any operation, many descriptions list none of them.)"""
         op = getattr(self, "operation", None)
         if op is not None:
             for problem in self.world.rest_spec.check_response(op, status, body):
                 self.world.spec_violation(problem)
         headers = [
-            ("X-GitHub-Request-Id", uuid.uuid4().hex[:20].upper()),
+            ("X-GitHub-Request-Id", getattr(self, "request_id", uuid.uuid4().hex[:20].upper())),
             ("X-GitHub-Api-Version-Selected", "2022-11-28"),
-            ("X-RateLimit-Limit", "5000"),
-            ("X-RateLimit-Remaining", "4999"),
-            ("X-RateLimit-Used", "1"),
-            ("X-RateLimit-Resource", "core"),
-            ("X-RateLimit-Reset", str(int(time.time()) + 3600)),
+            *getattr(self, "rate_headers", []),
+            *getattr(self, "extra_headers", []),
         ]
         if status == 204 or body is None:
             self.send_bytes(status, b"", headers)
@@ -888,7 +1275,123 @@ class GitHubHandler(BaseHandler):
             wj = self.world.derived_payload(j, action, j["conclusion"])["workflow_job"]
         return 200, wj
 
+    # ---- the App's delivery log (https://docs.github.com/en/rest/apps/webhooks) -----------------------
+    def list_hook_deliveries(self) -> tuple[int, Any]:
+        """apps/list-webhook-deliveries: attempts newest first, `per_page` (default 30, max 100),
+        `cursor` pagination with a `Link: <…>; rel="next"` header, `status` success (200-399) or
+        failure (400-599) as the parameter's description says (an unreachable webhook, status_code 0,
+        is in neither)."""
+        per_page = HOOK_PAGE_DEFAULT
+        if self.query.get("per_page"):
+            # "(max 100)": GitHub serves at most 100, whatever is asked
+            per_page = min(max(int(self.query["per_page"][-1]), 1), HOOK_PAGE_MAX)
+        cursors = self.query.get("cursor")
+        cursor = cursors[-1] if cursors else None
+        statuses = self.query.get("status")
+        wanted = statuses[-1] if statuses else None
+        with self.world.lock:
+            start: int | None = None
+            if cursor is not None:
+                m = CURSOR_RE.match(cursor)
+                if m is None or cursor not in self.world.issued_cursors:
+                    # the description documents 400 (`bad_request`) for this operation; GitHub's wording
+                    # for a cursor it did not issue is not documented
+                    raise HttpError(400, f"Bad Request: invalid cursor {cursor!r}", HOOK_DOCS)
+                start = int(m.group(1))
+            oldest = time.time() - HOOK_LOG_SECONDS
+            entries = [
+                a
+                for a in sorted(self.world.hook_log, key=lambda a: -a["id"])
+                if a["delivered_epoch"] >= oldest
+                and (start is None or a["id"] <= start)
+                and (
+                    wanted is None
+                    or (wanted == "success" and 200 <= a["status_code"] <= 399)
+                    or (wanted == "failure" and 400 <= a["status_code"] <= 599)
+                )
+            ]
+            page, rest = entries[:per_page], entries[per_page:]
+            if rest:
+                next_cursor = f"v1_{rest[0]['id']}"
+                self.world.issued_cursors.add(next_cursor)
+                host = self.headers.get("Host") or f"127.0.0.1:{self.connection.getsockname()[1]}"
+                query = {"per_page": str(per_page), "cursor": next_cursor}
+                if wanted is not None:
+                    query["status"] = wanted
+                link = f"http://{host}/app/hook/deliveries?{urllib.parse.urlencode(query)}"
+                # https://docs.github.com/en/rest/using-the-rest-api/using-pagination-in-the-rest-api
+                self.extra_headers.append(("Link", f'<{link}>; rel="next"'))
+            return 200, [World.hook_delivery_item(a) for a in page]
+
+    def _attempt(self, delivery_id: str) -> dict[str, Any]:
+        a = self.world.attempt(int(delivery_id))
+        if a is None:
+            raise HttpError(404, "Not Found", HOOK_DOCS)
+        return a
+
+    def get_hook_delivery(self, delivery_id: str) -> tuple[int, Any]:
+        """apps/get-webhook-delivery: the attempt, its request (headers, parsed payload) and response."""
+        a = self._attempt(delivery_id)
+        with self.world.lock:
+            return 200, self.world.hook_delivery(a)
+
+    def redeliver_hook_delivery(self, delivery_id: str) -> tuple[int, Any]:
+        """apps/redeliver-webhook-delivery: 202 `{}` (components/responses/accepted), then GitHub makes
+        a new attempt of the same delivery (same guid, `redelivery: true`, a new id) a moment later.
+        Only deliveries of the past 3 days can be redelivered
+        (https://docs.github.com/en/webhooks/testing-and-troubleshooting-webhooks/redelivering-webhooks)."""
+        a = self._attempt(delivery_id)
+        with self.world.lock:
+            first = min(x["delivered_epoch"] for x in self.world.hook_log if x["guid"] == a["guid"])
+        if first < time.time() - HOOK_LOG_SECONDS:
+            # GitHub's wording for this refusal is not documented; 422 is the description's answer
+            # for a request it will not carry out (`validation_failed`)
+            raise HttpError(
+                422,
+                "Validation Failed",
+                HOOK_DOCS,
+                errors=[
+                    {
+                        "resource": "HookDelivery",
+                        "field": "delivered_at",
+                        "code": "custom",
+                        "message": "Only deliveries from the past 3 days can be redelivered",
+                    }
+                ],
+            )
+        self.world.redeliver_later(a["guid"])
+        return 202, {}
+
     # ---- control API ---------------------------------------------------------------------------------
+    def mock_github_faults_get(self) -> tuple[int, Any]:
+        with self.world.lock:
+            return 200, {"rules": [dict(r) for r in self.world.github_faults]}
+
+    def mock_github_faults_add(self) -> tuple[int, Any]:
+        try:
+            rule = self.world.add_github_fault(self.json_body())
+        except ValueError as exc:
+            raise HttpError(422, str(exc)) from exc
+        return 201, rule
+
+    def mock_github_faults_clear(self) -> tuple[int, Any]:
+        with self.world.lock:
+            n = len(self.world.github_faults)
+            self.world.github_faults.clear()
+        return 200, {"cleared": n}
+
+    def mock_age_hook_delivery(self, attempt_id: str) -> tuple[int, Any]:
+        """Move an attempt `seconds` into the past (to test the 3-day windows)."""
+        seconds = self.json_body().get("seconds")
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+            raise HttpError(422, "seconds must be a non-negative number")
+        with self.world.lock:
+            a = next((x for x in self.world.hook_log if x["id"] == int(attempt_id)), None)
+            if a is None:
+                raise HttpError(404, f"unknown delivery attempt {attempt_id}")
+            a["delivered_epoch"] -= seconds
+            return 200, World.hook_delivery_item(a)
+
     def mock_health(self) -> tuple[int, Any]:
         health = getattr(self.server, "health", None)
         answer: dict[str, Any] = dict(health()) if health else {"ok": True, "problems": []}
@@ -935,7 +1438,10 @@ class GitHubHandler(BaseHandler):
             # a job behind an environment's protection rules: `waiting` first, `queued` once approved
             # (https://docs.github.com/webhooks/webhook-events-and-payloads#workflow_job, action `waiting`)
             self.world.deliver(job["job_id"], "waiting", self.world.waiting_payload(job))
-        result = self.world.deliver(job["job_id"], "queued", job["queued_payload"])
+        # lose_queued: the first `queued` delivery never reaches the webhook (recorded as failed)
+        result = self.world.deliver(
+            job["job_id"], "queued", job["queued_payload"], lose=bool(behaviour.get("lose_queued"))
+        )
         return 200, result
 
     def mock_redeliver(self) -> tuple[int, Any]:

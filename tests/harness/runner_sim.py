@@ -471,10 +471,15 @@ class RunnerSimulator:
 
         self.phase(task, "job")  # the job-started hook wrote its marker
         if behaviour.get("lose_in_progress"):
-            # GitHub gave up on the in_progress delivery: only `completed` will tell.
+            # The in_progress delivery never reaches the webhook (GitHub's delivery log shows the failed
+            # attempt) and GitHub does not retry it: only `completed` will tell.
             self.note("in_progress webhook lost", task, runner=runner_name)
-        else:
-            self.world.deliver(job_id, "in_progress", self.world.derived_payload(job, "in_progress"))
+        self.world.deliver(
+            job_id,
+            "in_progress",
+            self.world.derived_payload(job, "in_progress"),
+            lose=bool(behaviour.get("lose_in_progress")),
+        )
         if attempt in (behaviour.get("spot_interruption") or []) and not stopped.wait(JOB_SECONDS / 2):
             # Fargate Spot: SIGTERM with a two-minute warning, the task stops with stopCode
             # SpotInterruption (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-capacity-providers.html).
@@ -510,11 +515,17 @@ class RunnerSimulator:
             if send:
                 job["status"], job["conclusion"] = "completed", conclusion
         if send and behaviour.get("lose_completed"):
-            # GitHub gave up on the completed delivery: the job is done on GitHub (GET .../jobs/{id}
-            # says so), but no webhook will tell.
+            # The completed delivery never reaches the webhook (a failed attempt in GitHub's delivery
+            # log, never retried): the job is done on GitHub (GET .../jobs/{id} says so), but no
+            # webhook will tell.
             self.note("completed webhook lost", task, runner=runner_name, conclusion=conclusion)
-        elif send:
-            self.world.deliver(job_id, "completed", self.world.derived_payload(job, "completed", conclusion))
+        if send:
+            self.world.deliver(
+                job_id,
+                "completed",
+                self.world.derived_payload(job, "completed", conclusion),
+                lose=bool(behaviour.get("lose_completed")),
+            )
         with self.world.lock:
             # a JIT runner is removed by GitHub once its job is done
             runner.update(status="offline", busy=False, deleted=True, deleted_by="github")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import threading
 import time
@@ -99,6 +100,29 @@ class Mock:
         except urllib.error.HTTPError as exc:
             status, payload = exc.code, exc.read()
         return status, json.loads(payload) if payload else None
+
+    def call_h(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, dict[str, str]]:
+        """Like `call`, with the answer's headers (names lower-cased)."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status, payload, got = r.status, r.read(), r.headers
+        except urllib.error.HTTPError as exc:
+            status, payload, got = exc.code, exc.read(), exc.headers
+        return status, json.loads(payload) if payload else None, {k.lower(): v for k, v in got.items()}
+
+    def jwt(self) -> dict[str, str]:
+        from harness.client import app_jwt
+
+        return {"Authorization": f"Bearer {app_jwt(self.key_pem)}"}
 
     def token(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.world.issue_token(23154469, None)['token']}"}
@@ -330,6 +354,366 @@ def test_webhooks_match_githubs_webhook_description_before_they_are_sent(mock: M
     ), state["spec_violations"]
 
 
+# ---- 2d. the App's webhook delivery log (https://docs.github.com/en/rest/apps/webhooks) -------------------
+HOOKS = "/app/hook/deliveries"
+
+
+def queue(m: Mock, behaviour: dict[str, Any] | None = None) -> dict[str, Any]:
+    status, job = m.call("POST", "/_mock/jobs", {"labels": ["self-hosted", "tasuki"], "behaviour": behaviour or {}})
+    assert status == 200, job
+    return job
+
+
+def log_of(m: Mock) -> list[dict[str, Any]]:
+    status, state = m.call("GET", "/_mock/state")
+    assert status == 200
+    return state["hook_deliveries"]
+
+
+def header(h: dict[str, Any], name: str) -> str | None:
+    return next((v for k, v in h["headers"].items() if k.lower() == name.lower()), None)
+
+
+def listed(m: Mock, n: int) -> list[dict[str, Any]] | None:
+    """The delivery log through the REST API, once it has `n` entries."""
+    items = m.call("GET", HOOKS, None, m.jwt())[1]
+    return items if len(items) == n else None
+
+
+def hooks_of(m: Mock, guid: str) -> list[dict[str, Any]]:
+    return [h for h in m.hooks() if header(h, "X-GitHub-Delivery") == guid]
+
+
+def test_the_delivery_log_lists_attempts_newest_first_in_pages_linked_by_a_cursor(mock: Mock) -> None:
+    jobs = [queue(mock) for _ in range(5)]
+    jwt = mock.jwt()
+    status, page, headers = mock.call_h("GET", f"{HOOKS}?per_page=2", None, jwt)
+    assert status == 200 and len(page) == 2
+    seen = list(page)
+    for _ in range(10):  # bounded: 5 entries, 2 a page
+        link = headers.get("link")
+        if link is None:
+            break
+        assert link.startswith(f"<http://127.0.0.1:{mock.port}/app/hook/deliveries?per_page=2&cursor=v1_")
+        assert link.endswith('>; rel="next"'), link
+        status, page, headers = mock.call_h("GET", link[1:].split(">")[0].split(str(mock.port), 1)[1], None, jwt)
+        assert status == 200 and 1 <= len(page) <= 2
+        seen += page
+    assert "link" not in headers, "the last page links nowhere"
+    assert [d["guid"] for d in seen] == [j["delivery_id"] for j in reversed(jobs)]
+    ids = [d["id"] for d in seen]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 5
+    first = seen[-1]
+    assert set(first) == {
+        "id",
+        "guid",
+        "delivered_at",
+        "redelivery",
+        "duration",
+        "status",
+        "status_code",
+        "event",
+        "action",
+        "installation_id",
+        "repository_id",
+        "throttled_at",
+    }
+    assert (first["event"], first["action"], first["status"], first["status_code"]) == (
+        "workflow_job",
+        "queued",
+        "OK",
+        200,
+    )
+    assert first["redelivery"] is False and first["throttled_at"] is None
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", first["delivered_at"])
+    assert first["installation_id"] == 23154469 and isinstance(first["repository_id"], int)
+    # the status filter: success is 200-399, failure 400-599
+    assert len(mock.call("GET", f"{HOOKS}?status=success", None, jwt)[1]) == 5
+    assert mock.call("GET", f"{HOOKS}?status=failure", None, jwt)[1] == []
+    check_no_violations(mock)
+
+
+def test_the_delivery_log_serves_30_by_default_and_never_more_than_100(mock: Mock) -> None:
+    job = queue(mock)
+    for _ in range(104):
+        mock.world.send(job["delivery_id"])
+    jwt = mock.jwt()
+    status, page, headers = mock.call_h("GET", HOOKS, None, jwt)
+    assert (status, len(page)) == (200, 30) and "per_page=30&cursor=" in headers["link"]
+    status, page, headers = mock.call_h("GET", f"{HOOKS}?per_page=500", None, jwt)
+    assert (status, len(page)) == (200, 100) and "per_page=100&cursor=" in headers["link"]
+    assert all(d["redelivery"] for d in page), "the newest 100 are the redeliveries"
+    check_no_violations(mock)
+
+
+def test_the_delivery_log_refuses_a_cursor_it_did_not_issue_and_an_untyped_page_size(mock: Mock) -> None:
+    queue(mock)
+    jwt = mock.jwt()
+    status, answer = mock.call("GET", f"{HOOKS}?cursor=v1_1", None, jwt)
+    assert status == 400 and "cursor" in answer["message"]
+    assert mock.call("GET", f"{HOOKS}?cursor=garbage", None, jwt)[0] == 400
+    status, answer = mock.call("GET", f"{HOOKS}?per_page=many", None, jwt)
+    assert status == 422 and "For 'per_page', \"many\" is not an integer." in answer["message"]
+    status, answer = mock.call("GET", f"{HOOKS}?status=lost", None, jwt)
+    assert status == 422 and "status" in answer["message"]
+    check_no_violations(mock)
+
+
+def test_a_delivery_shows_the_request_it_sent_and_the_webhooks_answer(mock: Mock) -> None:
+    job = queue(mock)
+    [item] = mock.call("GET", HOOKS, None, mock.jwt())[1]
+    status, delivery = mock.call("GET", f"{HOOKS}/{item['id']}", None, mock.jwt())
+    assert status == 200
+    assert {k: delivery[k] for k in item} == item
+    [sent] = hooks_of(mock, job["delivery_id"])
+    assert delivery["request"]["payload"] == sent["body"], "the parsed payload that was sent"
+    assert delivery["request"]["headers"]["X-GitHub-Delivery"] == job["delivery_id"]
+    assert delivery["request"]["headers"]["X-Hub-Signature-256"] == header(sent, "X-Hub-Signature-256")
+    assert delivery["response"]["payload"] == "{}" and delivery["response"]["headers"]["Content-Type"]
+    assert delivery["url"] == mock.world.webhook_url
+    check_no_violations(mock)
+
+
+def test_redelivery_is_accepted_then_made_as_a_new_attempt_of_the_same_delivery(mock: Mock) -> None:
+    job = queue(mock)
+    [first] = mock.call("GET", HOOKS, None, mock.jwt())[1]
+    status, answer = mock.call("POST", f"{HOOKS}/{first['id']}/attempts", None, mock.jwt())
+    assert (status, answer) == (202, {})
+    wait_until(lambda: len(hooks_of(mock, job["delivery_id"])) == 2, 10, "the redelivery")
+    original, again = hooks_of(mock, job["delivery_id"])
+    assert again["body"] == original["body"] and again["headers"] == original["headers"], "same bytes and headers"
+    newest, oldest = wait_until(lambda: listed(mock, 2), 10, "the redelivery logged")
+    assert oldest == first
+    assert newest["guid"] == first["guid"] and newest["id"] > first["id"]
+    assert (newest["redelivery"], newest["status"], newest["status_code"]) == (True, "OK", 200)
+    check_no_violations(mock)
+
+
+def test_unknown_delivery_ids_are_404(mock: Mock) -> None:
+    queue(mock)
+    assert mock.call("GET", f"{HOOKS}/123", None, mock.jwt())[0] == 404
+    assert mock.call("POST", f"{HOOKS}/123/attempts", None, mock.jwt())[0] == 404
+    check_no_violations(mock)
+
+
+def test_the_delivery_log_wants_the_apps_jwt_and_refuses_an_installation_token(mock: Mock) -> None:
+    job = queue(mock)
+    [item] = mock.call("GET", HOOKS, None, mock.jwt())[1]
+    for method, path in (("GET", HOOKS), ("GET", f"{HOOKS}/{item['id']}"), ("POST", f"{HOOKS}/{item['id']}/attempts")):
+        status, answer = mock.call(method, path, None, mock.token())
+        assert (status, answer["message"]) == (401, "A JSON web token could not be decoded"), (path, answer)
+        assert mock.call(method, path)[0] == 401
+    time.sleep(0.3)
+    assert len(hooks_of(mock, job["delivery_id"])) == 1, "nothing redelivered"
+    check_no_violations(mock)
+
+
+def test_only_deliveries_of_the_past_3_days_are_listed_and_redelivered(mock: Mock) -> None:
+    old, new = queue(mock), queue(mock)
+    items = mock.call("GET", HOOKS, None, mock.jwt())[1]
+    [aged] = [i for i in items if i["guid"] == old["delivery_id"]]
+    status, _ = mock.call("POST", f"/_mock/hook-deliveries/{aged['id']}/age", {"seconds": 3 * 24 * 3600 + 60})
+    assert status == 200
+    status, answer = mock.call("POST", f"{HOOKS}/{aged['id']}/attempts", None, mock.jwt())
+    assert status == 422 and "3 days" in answer["errors"][0]["message"], answer
+    assert [i["guid"] for i in mock.call("GET", HOOKS, None, mock.jwt())[1]] == [new["delivery_id"]]
+    time.sleep(0.3)
+    assert len(hooks_of(mock, old["delivery_id"])) == 1, "not redelivered"
+    check_no_violations(mock)
+
+
+def test_lose_queued_records_a_failed_attempt_posts_nothing_and_a_redelivery_arrives(mock: Mock) -> None:
+    job = queue(mock, {"lose_queued": True})
+    assert (job["status"], job["attempt_id"] > 0) == (502, True)
+    assert hooks_of(mock, job["delivery_id"]) == [], "the webhook never saw it"
+    [lost] = log_of(mock)
+    assert (lost["guid"], lost["status"], lost["status_code"], lost["redelivery"]) == (
+        job["delivery_id"],
+        "Invalid HTTP Response: 502",
+        502,
+        False,
+    )
+    status, state = mock.call("GET", "/_mock/state")
+    [sent] = state["webhooks_sent"]
+    assert (sent["action"], sent["status"], sent["attempt_id"], sent["delivery_id"]) == (
+        "queued",
+        502,
+        lost["id"],
+        job["delivery_id"],
+    )
+    status, detail = mock.call("GET", f"{HOOKS}/{lost['id']}", None, mock.jwt())
+    assert status == 200 and "502 Bad Gateway" in detail["response"]["payload"]
+    queued = detail["request"]["payload"]
+    assert queued["action"] == "queued" and str(queued["workflow_job"]["id"]) == str(job["job_id"])
+    # GitHub never retries by itself
+    time.sleep(0.3)
+    assert len(log_of(mock)) == 1 and hooks_of(mock, job["delivery_id"]) == []
+    # a redelivery (the REST API's) reaches the webhook: same guid, same payload
+    assert mock.call("POST", f"{HOOKS}/{lost['id']}/attempts", None, mock.jwt())[0] == 202
+    [arrived] = wait_until(lambda: hooks_of(mock, job["delivery_id"]), 10, "the redelivery")
+    assert arrived["body"] == queued
+    again = wait_until(lambda: len(log := log_of(mock)) == 2 and log[0], 10, "logged")
+    assert (again["guid"], again["redelivery"], again["status_code"], again["status"]) == (
+        job["delivery_id"],
+        True,
+        200,
+        "OK",
+    )
+    assert again["id"] > lost["id"]
+    check_no_violations(mock)
+
+
+def test_lose_queued_is_redelivered_by_the_control_api_too_and_only_the_first_delivery_is_lost(mock: Mock) -> None:
+    job = queue(mock, {"lose_queued": True})
+    status, again = mock.call("POST", "/_mock/redeliver", {"delivery_id": job["delivery_id"]})
+    assert (status, again["status"], again["delivery_id"]) == (200, 200, job["delivery_id"])
+    [arrived] = hooks_of(mock, job["delivery_id"])
+    assert arrived["body"] == json.loads(mock.world.deliveries[job["delivery_id"]]["body"])
+    status, fresh = mock.call("POST", f"/_mock/jobs/{job['job_id']}/queue-again", {})
+    assert (status, fresh["status"]) == (200, 200), "a new delivery of the job is not lost"
+    assert [(d["redelivery"], d["status_code"]) for d in log_of(mock)] == [(False, 200), (True, 200), (False, 502)]
+
+
+def test_an_unreachable_webhook_is_logged_as_failed_to_connect_with_status_code_0(mock: Mock) -> None:
+    mock.world.webhook_url = f"http://127.0.0.1:{free_port()}/hook"
+    job = queue(mock)
+    [item] = log_of(mock)
+    assert (job["status"], item["status"], item["status_code"]) == (0, "failed to connect to network", 0)
+    status, detail = mock.call("GET", f"{HOOKS}/{item['id']}", None, mock.jwt())
+    assert status == 200 and detail["response"] == {"headers": None, "payload": None}
+    # a status_code of 0 is neither success (200-399) nor failure (400-599) to the status filter
+    assert mock.call("GET", f"{HOOKS}?status=failure", None, mock.jwt())[1] == []
+    check_no_violations(mock)
+
+
+# ---- 2e. GitHub's rate limits and faults ------------------------------------------------------------------
+RUNNERS = "/repos/octo-org/app/actions/runners"
+
+
+def test_every_answer_carries_the_rate_limit_of_whoever_asked_and_spends_it(mock: Mock) -> None:
+    token, other = mock.token(), mock.token()
+    _, _, h1 = mock.call_h("GET", RUNNERS, None, token)
+    _, _, h2 = mock.call_h("GET", RUNNERS, None, other)
+    assert (h1["x-ratelimit-limit"], h1["x-ratelimit-resource"]) == ("5000", "core")
+    assert (h1["x-ratelimit-remaining"], h1["x-ratelimit-used"]) == ("4999", "1")
+    # the installation's budget, shared by its tokens
+    assert (h2["x-ratelimit-remaining"], h2["x-ratelimit-used"]) == ("4998", "2")
+    assert h1["x-ratelimit-reset"] == h2["x-ratelimit-reset"]
+    assert time.time() < int(h1["x-ratelimit-reset"]) <= time.time() + 3600
+    # the App's JWT has its own; no credentials: the IP's 60 an hour
+    _, _, hj = mock.call_h("GET", HOOKS, None, mock.jwt())
+    assert (hj["x-ratelimit-remaining"], hj["x-ratelimit-used"]) == ("4999", "1")
+    _, _, hu = mock.call_h("GET", RUNNERS)
+    assert (hu["x-ratelimit-limit"], hu["x-ratelimit-remaining"]) == ("60", "59")
+    status, state = mock.call("GET", "/_mock/state")
+    budgets = state["rate_limit"]
+    assert budgets["installation:23154469"]["remaining"] == 4998
+    assert budgets[f"app:{APP_ID}"]["used"] == 1 and budgets["ip:127.0.0.1"]["limit"] == 60
+    # a spent budget: 403, GitHub's message, remaining 0
+    with mock.world.lock:
+        mock.world.rate_limits["installation:23154469"]["used"] = 5000
+    status, answer, h = mock.call_h("GET", RUNNERS, None, token)
+    assert status == 403 and answer["message"].startswith("API rate limit exceeded for installation ID 23154469.")
+    assert h["x-ratelimit-remaining"] == "0"
+    check_no_violations(mock)
+
+
+@pytest.mark.parametrize(
+    "rule, status, message, headers",
+    [
+        ({"kind": "server_error"}, 502, "Server Error", {}),
+        ({"kind": "server_error", "status": 503}, 503, "Server Error", {}),
+        (
+            {"kind": "secondary_rate_limit", "status": 429, "retry_after": 7},
+            429,
+            "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+            {"retry-after": "7"},
+        ),
+        (
+            {"kind": "secondary_rate_limit"},
+            403,
+            "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+            {"retry-after": "60"},
+        ),
+        (
+            {"kind": "primary_rate_limit", "retry_after": 600},
+            403,
+            "API rate limit exceeded for installation ID 23154469.",
+            {"x-ratelimit-remaining": "0", "x-ratelimit-limit": "5000"},
+        ),
+    ],
+)
+def test_a_github_fault_answers_once_then_the_route_works_again(
+    mock: Mock, rule: dict[str, Any], status: int, message: str, headers: dict[str, str]
+) -> None:
+    status_, created = mock.call("POST", "/_mock/github-faults", {**rule, "route": "list_runners_repo"})
+    assert status_ == 201 and created["matched"] == 0
+    token = mock.token()
+    # another route is not touched
+    assert mock.call("GET", f"{RUNNERS}/1", None, token)[0] == 404
+    got, answer, h = mock.call_h("GET", RUNNERS, None, token)
+    assert got == status and answer["message"].startswith(message), answer
+    assert {k: h.get(k) for k in headers} == headers
+    if rule["kind"] == "primary_rate_limit":
+        assert abs(int(h["x-ratelimit-reset"]) - (time.time() + 600)) < 5
+    if rule["kind"] == "secondary_rate_limit":
+        assert "x-ratelimit-remaining" not in h and mock.call_h("GET", RUNNERS, None, token)[0] == 200
+    else:
+        assert mock.call("GET", RUNNERS, None, token)[0] == 200
+    [listed] = mock.call("GET", "/_mock/github-faults")[1]["rules"]
+    assert (listed["id"], listed["matched"], listed["times"]) == (created["id"], 1, 1)
+    check_no_violations(mock)
+
+
+def test_github_faults_come_after_credentials_and_count_down_their_times(mock: Mock) -> None:
+    assert mock.call("POST", "/_mock/github-faults", {"kind": "server_error", "times": 2})[0] == 201
+    assert mock.call("GET", RUNNERS)[0] == 401, "no credentials: 401 first, the rule is not spent"
+    assert mock.call("POST", "/app/installations/23154469/access_tokens", {}, mock.jwt())[0] == 502
+    assert mock.call("GET", f"{HOOKS}", None, mock.jwt())[0] == 502
+    assert mock.call("GET", HOOKS, None, mock.jwt())[0] == 200
+    status, cleared = mock.call("DELETE", "/_mock/github-faults")
+    assert (status, cleared) == (200, {"cleared": 1})
+    for bad in (
+        {"kind": "outage"},
+        {"kind": "server_error", "status": 418},
+        {"kind": "primary_rate_limit", "status": 502},
+        {"kind": "server_error", "route": "no_such_route"},
+        {"kind": "server_error", "times": 0},
+        {"kind": "server_error", "retry_after": "soon"},
+        {"kind": "server_error", "job_id": "1"},
+    ):
+        assert mock.call("POST", "/_mock/github-faults", bad)[0] == 422, bad
+    check_no_violations(mock)
+
+
+def test_every_fault_on_every_route_tasuki_calls_passes_githubs_description(mock: Mock) -> None:
+    token = mock.token()
+    calls = [
+        ("access_tokens", "POST", "/app/installations/23154469/access_tokens", {}, mock.jwt()),
+        ("jit_repo", "POST", JIT_PATH, GOOD_JIT, token),
+        ("jit_org", "POST", "/orgs/octo-org/actions/runners/generate-jitconfig", GOOD_JIT, token),
+        ("list_runners_repo", "GET", RUNNERS, None, token),
+        ("get_runner_repo", "GET", f"{RUNNERS}/1", None, token),
+        ("delete_runner_repo", "DELETE", f"{RUNNERS}/1", None, token),
+        ("get_job", "GET", "/repos/octo-org/app/actions/jobs/1", None, token),
+        ("list_hook_deliveries", "GET", HOOKS, None, mock.jwt()),
+        ("redeliver_hook_delivery", "POST", f"{HOOKS}/1/attempts", None, mock.jwt()),
+    ]
+    for kind, statuses in (
+        ("server_error", (500, 502, 503, 504)),
+        ("secondary_rate_limit", (403, 429)),
+        ("primary_rate_limit", (403, 429)),
+    ):
+        for status in statuses:
+            for route, method, path, body, auth in calls:
+                assert (
+                    mock.call("POST", "/_mock/github-faults", {"kind": kind, "route": route, "status": status})[0]
+                    == 201
+                )
+                assert mock.call(method, path, body, auth)[0] == status, (kind, route, status)
+    check_no_violations(mock)
+
+
 # ---- 3. the simulated runner exits like tasuki-boot ---------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
@@ -533,6 +917,31 @@ def test_boot_failures_exit_with_tasuki_boots_codes(
 
     codes = {e["detail"]["containers"][0].get("exitCode") for e in sim.events()}
     assert codes - {None} <= BOOT_EXIT_CODES, codes
+
+
+def sent_for(m: Mock, job: str) -> list[tuple[str, int, bool]]:
+    with m.world.lock:
+        return [(w["action"], w["status"], w["redelivery"]) for w in m.world.webhooks_sent if str(w["job_id"]) == job]
+
+
+@pytest.mark.parametrize("lost", ["in_progress", "completed"])
+def test_a_lost_in_progress_or_completed_delivery_is_a_failed_attempt_the_webhook_never_saw(
+    sim: Mock, aws: dict[str, Any], lost: str
+) -> None:
+    job, arn = launch(sim, aws, {f"lose_{lost}": True})
+    stopped_event(sim, arn)
+    wait_until(lambda: len(sent_for(sim, job)) == 3, 10, "three deliveries")
+    assert sent_for(sim, job) == [
+        ("queued", 200, False),
+        ("in_progress", 502 if lost == "in_progress" else 200, False),
+        ("completed", 502 if lost == "completed" else 200, False),
+    ]
+    assert actions(sim, job) == [a for a in ("queued", "in_progress", "completed") if a != lost]
+    [failed] = [d for d in log_of(sim) if d["status_code"] == 502]
+    assert (failed["action"], failed["status"]) == (lost, "Invalid HTTP Response: 502")
+    time.sleep(0.3)
+    assert len(sent_for(sim, job)) == 3, "GitHub does not retry by itself"
+    check_no_violations(sim)
 
 
 def test_the_spec_files_load_fast_enough_to_start_with_the_mock() -> None:
