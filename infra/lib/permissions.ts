@@ -43,6 +43,12 @@ export interface Needs {
    * (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonelasticcontainerservice.html).
    */
   listTasks?: boolean;
+  /**
+   * Describes a runner task (DescribeTasks on `task/<cluster>/*`, with the `ecs:cluster`
+   * condition): Finalize reads a task's stop code when GitHub's `completed` came before ECS's
+   * stop event, to tell a Spot interruption of a `spot=rerun` job.
+   */
+  describeTasks?: boolean;
 }
 
 const CALLBACK = ['states:SendTaskSuccess', 'states:SendTaskFailure'];
@@ -61,7 +67,14 @@ export const NEEDS: Record<Bin, Needs> = {
   // get, disarm (UpdateItem), transition; stop task, delete runner
   cleanup: { table: [...TRANSITION, 'dynamodb:UpdateItem'], appKey: true, stopTask: true, revokeGrant: true },
   // … and the timeline (Query) when candidates ran out
-  finalize: { table: [...TRANSITION, 'dynamodb:UpdateItem', 'dynamodb:Query'], appKey: true, stopTask: true, revokeGrant: true },
+  // … and a task's stop code (a Spot interruption GitHub reported before ECS did)
+  finalize: {
+    table: [...TRANSITION, 'dynamodb:UpdateItem', 'dynamodb:Query'],
+    appKey: true,
+    stopTask: true,
+    revokeGrant: true,
+    describeTasks: true,
+  },
   // signal, deliver
   'ecs-events': { table: ['dynamodb:GetItem', 'dynamodb:UpdateItem'], states: CALLBACK },
   // overdue jobs (Query on the index); start a recorded job's execution; signal, deliver; the
@@ -190,8 +203,8 @@ export function lambdaStatements(needs: Needs, logGroup: logs.ILogGroup, on: Gra
       }),
     );
   }
+  const onCluster = { ArnEquals: { 'ecs:cluster': on.runners.cluster.clusterArn } };
   if (needs.listTasks) {
-    const onCluster = { ArnEquals: { 'ecs:cluster': on.runners.cluster.clusterArn } };
     statements.push(
       new iam.PolicyStatement({
         sid: 'ListRunnerTasks',
@@ -199,6 +212,10 @@ export function lambdaStatements(needs: Needs, logGroup: logs.ILogGroup, on: Gra
         resources: [clusterScopedArn(on.runners.cluster, 'container-instance')],
         conditions: onCluster,
       }),
+    );
+  }
+  if (needs.listTasks || needs.describeTasks) {
+    statements.push(
       new iam.PolicyStatement({
         sid: 'DescribeRunnerTasks',
         actions: ['ecs:DescribeTasks'],
@@ -233,7 +250,7 @@ export function acknowledgeExecutions(role: iam.IRole, needs: Needs, stateMachin
 
 /** cdk-nag's IAM5 finding on the cluster's `task/<cluster>/*`, for a role that starts or stops tasks. */
 export function acknowledgeClusterTasks(role: iam.IRole, needs: Needs, cluster: ecs.Cluster): void {
-  if (needs.runTask || needs.stopTask || needs.listTasks) {
+  if (needs.runTask || needs.stopTask || needs.listTasks || needs.describeTasks) {
     Validations.of(role).acknowledge({
       id: `AwsSolutions-IAM5[Resource::${nagClusterScopedArn(cluster, 'task')}]`,
       reason:

@@ -624,6 +624,7 @@ describe('IAM: least privilege', () => {
       [[...GET_PUT, 'dynamodb:Query', 'dynamodb:UpdateItem'], tableArn()],
       [['secretsmanager:GetSecretValue'], [secret('tasuki/github-app-private-key')]],
       [['ecs:StopTask'], clusterTasks(), { ArnEquals: { 'ecs:cluster': getAtt(s.stack.cluster) } }],
+      [['ecs:DescribeTasks'], clusterTasks(), { ArnEquals: { 'ecs:cluster': getAtt(s.stack.cluster) } }],
       [['kms:RevokeGrant'], getAtt(s.stack.runnerKey)],
     ],
     'ecs-events': () => [
