@@ -213,3 +213,16 @@ def test_github_primary_rate_limit_is_throttled_with_the_budget_left_and_retried
     assert "GitHub rate limit" in failure["cause"] and "0 of 5000 left" in failure["cause"], failure
     assert last_row(job)["event"] == "completed"
     assert_nothing_left(job)
+
+
+def test_cancel_while_launching_leaves_no_task_and_no_runner(job_ids):
+    job = queue(job_ids)
+    # RunTask throttled three times: the job sits in `launching` for seconds (the ASL's backoff).
+    client.add_fault("throttle", job_id=job, times=3)
+    client.wait_until(lambda: last_row(job)["event"] == "launching", 30, interval=0.1, what="launching")
+    assert client.cancel_job(job)["status"] == 202
+    item = client.wait_for_state(job, "cancelled", timeout=90)
+    assert item["reason"].startswith("cancelled on GitHub"), item["reason"]
+    assert last_row(job)["event"] == "cancelled"
+    client.wait_until(lambda: client.leftovers(job) == {"tasks": [], "runners": []}, 30, what="nothing left")
+    assert_nothing_left(job)

@@ -294,3 +294,20 @@ def test_a_lost_queued_delivery_is_redelivered_by_the_sweep_and_the_job_runs(job
     report, _ = client.invoke("rescue", client.scheduled_event())
     assert not [d for d in report["lost_queued"] if d["job_id"] == int(job)]
     assert_nothing_left(job)
+
+
+def test_a_job_cancelled_before_its_execution_started_is_started_by_the_sweep_and_launches_nothing(job_ids, config):
+    job = start_execution_failed(job_ids)
+    # GitHub cancels it while tasuki holds it `received`: the cancel is recorded on the job.
+    assert client.cancel_job(job)["status"] == 202
+    wait_overdue(job, config)
+    report, function_error = client.invoke("rescue", client.scheduled_event())
+    assert function_error is None, report
+    [rescued] = [j for j in report["jobs"] if j["job_id"] == int(job)]
+    assert rescued["action"] == "start-execution"
+    item = client.wait_for_state(job, "cancelled", timeout=60)
+    assert item["reason"] == "cancelled on GitHub before a runner took it"
+    assert [r for r in client.mock_state()["run_task_requests"] if str(r["job_id"]) == job] == []
+    assert "launching" not in events(job), "no attempt started"
+    assert last_row(job)["event"] == "cancelled"
+    assert_nothing_left(job)
