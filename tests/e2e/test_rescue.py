@@ -131,10 +131,10 @@ def test_a_lost_completed_delivery_is_recorded_by_the_rescue_lambda(job_ids, con
     )
     item = client.job_item(job)
     assert item is not None and item["state"] == "running"
-    assert [w["action"] for w in client.mock_state()["webhooks_sent"] if str(w["job_id"]) == job] == [
-        "queued",
-        "in_progress",
+    reached = [
+        w["action"] for w in client.mock_state()["webhooks_sent"] if str(w["job_id"]) == job and w["status"] < 300
     ]
+    assert reached == ["queued", "in_progress"], "the completed delivery failed"
 
     # The sweep checks an unfinished job rescue_grace_seconds (5 s locally) after its last change,
     # well before its completion wait would time out: wait for that deadline to pass.
@@ -177,7 +177,9 @@ def start_execution_failed(job_ids: list[str]) -> str:
 
 
 def wait_overdue(job: str, config: dict) -> None:
-    deadline = int(client.job_item(job)["deadline"])
+    item = client.job_item(job)
+    assert item is not None, f"job {job} is recorded"
+    deadline = int(item["deadline"])
     client.wait_until(
         lambda: time.time() > deadline + 1, config["timeouts"]["rescue_grace_seconds"] + 15, what=f"job {job} overdue"
     )
@@ -252,7 +254,7 @@ def test_an_aborted_execution_is_finished_by_the_sweep_and_its_task_and_runner_r
     )
     [task] = client.ecs_tasks_for_job(job)
     assert task["desiredStatus"] == "RUNNING", "nobody else stops it now"
-    assert client.job_item(job)["state"] == "waiting-for-registration"
+    assert (client.job_item(job) or {}).get("state") == "waiting-for-registration"
     wait_overdue(job, config)
     report, function_error = client.invoke("rescue", client.scheduled_event())
     assert function_error is None, report
