@@ -278,6 +278,14 @@ class EcsLedger:
         for key in ("capacityProviderName", "launchType", "availabilityZone", "createdAt", "startedAt"):
             if key in meta:
                 task[key] = meta[key]
+        if task.get("lastStatus") != "STOPPED" and "stopCode" in meta:
+            # ECS decided to stop it (a Spot interruption's two-minute warning): it still runs, but
+            # DescribeTasks shows why it will stop (stopCode is set once desiredStatus is STOPPED,
+            # https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Task.html).
+            task["desiredStatus"] = "STOPPED"
+            task["stopCode"] = meta["stopCode"]
+            if "stoppedReason" in meta:
+                task["stoppedReason"] = meta["stoppedReason"]
         if task.get("lastStatus") == "STOPPED":
             task.setdefault("stopCode", meta.get("stopCode", "UserInitiated"))
             if not task.get("stopCode"):

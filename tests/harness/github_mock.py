@@ -320,7 +320,8 @@ class World:
             "permissions": {
                 "administration": "write",
                 "organization_self_hosted_runners": "write",
-                "actions": "read",
+                # write: the local App is set up as for `spot=rerun` (infra/README.md, step 1)
+                "actions": "write",
                 "metadata": "read",
             },
             "events": ["workflow_job"],
@@ -340,11 +341,11 @@ class World:
         perms = permissions or {
             "administration": "write",
             "organization_self_hosted_runners": "write",
-            "actions": "read",
+            "actions": "write",
             "metadata": "read",
         }
         with self.lock:
-            self.tokens[token] = {"installation_id": installation_id, "expires": expires}
+            self.tokens[token] = {"installation_id": installation_id, "expires": expires, "permissions": perms}
             self.leak_values.append(token)
         return {
             "token": token,
@@ -433,13 +434,23 @@ class World:
             return found[-1] if found else None
 
     # ---- jobs and webhooks ------------------------------------------------------------------------
-    def new_job(self, labels: list[str], private: bool, repository: str, behaviour: dict[str, Any]) -> dict[str, Any]:
+    def new_job(
+        self,
+        labels: list[str],
+        private: bool,
+        repository: str,
+        behaviour: dict[str, Any],
+        run: tuple[int, int] | None = None,
+    ) -> dict[str, Any]:
+        """A queued job: in a new run, or in attempt `run[1]` of run `run[0]` (a re-run)."""
         owner, _, repo = repository.partition("/")
         with self.lock:
             job_id = self._next_job_id
-            run_id = self._next_run_id
             self._next_job_id += 1
-            self._next_run_id += 1
+            if run is None:
+                run = (self._next_run_id, 1)
+                self._next_run_id += 1
+        run_id, run_attempt = run
         p = copy.deepcopy(self.queued_fixture)
         p["action"] = "queued"
         now = now_rfc3339()
@@ -448,7 +459,7 @@ class World:
         wj.update(
             id=job_id,
             run_id=run_id,
-            run_attempt=1,
+            run_attempt=run_attempt,
             status="queued",
             conclusion=None,
             labels=list(labels),
@@ -502,7 +513,7 @@ class World:
         job = {
             "job_id": str(job_id),
             "run_id": run_id,
-            "run_attempt": 1,
+            "run_attempt": run_attempt,
             "repository": full,
             "private": bool(private),
             "labels": list(labels),
@@ -821,6 +832,74 @@ class World:
                     return dict(rule)
         return None
 
+    def run_jobs(self, repository: str, run_id: int) -> list[dict[str, Any]]:
+        """The jobs of a run's latest attempt."""
+        with self.lock:
+            jobs = [j for j in self.jobs.values() if j["repository"] == repository and j["run_id"] == run_id]
+        latest = max((j["run_attempt"] for j in jobs), default=0)
+        return [j for j in jobs if j["run_attempt"] == latest]
+
+    def workflow_run(self, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+        """`workflow-run` (actions/get-workflow-run) of a run's latest attempt: completed when every
+        job is, queued while every job is, in_progress otherwise."""
+        first = jobs[0]
+        payload = first["queued_payload"]
+        wj, repo = payload["workflow_job"], payload["repository"]
+        full, run_id = first["repository"], first["run_id"]
+        statuses = {j["status"] for j in jobs}
+        status = "completed" if statuses == {"completed"} else "queued" if statuses == {"queued"} else "in_progress"
+        conclusions = {j["conclusion"] for j in jobs}
+        conclusion = None if status != "completed" else "success" if conclusions == {"success"} else "failure"
+        # the webhook's repository has every field of minimal-repository; only those are kept
+        minimal = self.rest_spec.doc["components"]["schemas"]["minimal-repository"]["properties"]
+        repository = {k: v for k, v in repo.items() if k in minimal}
+        api = f"https://api.github.com/repos/{full}/actions/runs/{run_id}"
+        return {
+            "id": run_id,
+            "name": wj.get("workflow_name"),
+            "node_id": "WFR_" + b64(str(run_id))[:12],
+            "head_branch": wj.get("head_branch"),
+            "head_sha": wj.get("head_sha"),
+            "path": ".github/workflows/ci.yml",
+            "display_title": wj.get("workflow_name") or "CI",
+            "run_number": run_id % 10_000,
+            "run_attempt": first["run_attempt"],
+            "event": "push",
+            "status": status,
+            "conclusion": conclusion,
+            "workflow_id": 161335,
+            "url": api,
+            "html_url": f"https://github.com/{full}/actions/runs/{run_id}",
+            "pull_requests": [],
+            "created_at": wj.get("created_at"),
+            "updated_at": now_rfc3339(),
+            "jobs_url": f"{api}/jobs",
+            "logs_url": f"{api}/logs",
+            "check_suite_url": f"https://api.github.com/repos/{full}/check-suites/{run_id}",
+            "artifacts_url": f"{api}/artifacts",
+            "cancel_url": f"{api}/cancel",
+            "rerun_url": f"{api}/rerun",
+            "workflow_url": f"https://api.github.com/repos/{full}/actions/workflows/161335",
+            "head_commit": None,
+            "repository": repository,
+            "head_repository": repository,
+        }
+
+    def rerun(self, job: dict[str, Any]) -> dict[str, Any]:
+        """Re-run a job: a new job (new id) in the run's next attempt, queued shortly after the
+        answer, as GitHub queues it (https://docs.github.com/en/actions/managing-workflow-runs-and-deployments/managing-workflow-runs/re-running-workflows-and-jobs)."""
+        behaviour = {k: v for k, v in job["behaviour"].items() if k != "lose_queued"}
+        new = self.new_job(
+            job["labels"], job["private"], job["repository"], behaviour, run=(job["run_id"], job["run_attempt"] + 1)
+        )
+
+        def queue() -> None:
+            time.sleep(0.2)
+            self.deliver(new["job_id"], "queued", new["queued_payload"])
+
+        threading.Thread(target=queue, name=f"rerun-{new['job_id']}", daemon=True).start()
+        return new
+
     def job_summary(self, job: dict[str, Any]) -> dict[str, Any]:
         return {k: copy.deepcopy(v) for k, v in job.items() if k not in ("queued_payload", "complete_event")}
 
@@ -944,6 +1023,8 @@ ROUTES: list[tuple[str, re.Pattern[str], str, str | None]] = [
     ("GET", re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runners/(?P<rid>\d+)$"), "get_runner_org", "token"),
     ("DELETE", re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runners/(?P<rid>\d+)$"), "delete_runner_org", "token"),
     ("GET", re.compile(rf"^/repos/{REPO}/actions/jobs/(?P<job>\d+)$"), "get_job", "token"),
+    ("POST", re.compile(rf"^/repos/{REPO}/actions/jobs/(?P<job>\d+)/rerun$"), "rerun_job", "token"),
+    ("GET", re.compile(rf"^/repos/{REPO}/actions/runs/(?P<run>\d+)$"), "get_run", "token"),
     # the App's delivery log: "You must use a JWT to access this endpoint" (https://docs.github.com/en/rest/apps/webhooks)
     ("GET", re.compile(r"^/app/hook/deliveries$"), "list_hook_deliveries", "jwt"),
     ("GET", re.compile(r"^/app/hook/deliveries/(?P<delivery_id>\d+)$"), "get_hook_delivery", "jwt"),
@@ -1274,6 +1355,36 @@ class GitHubHandler(BaseHandler):
         else:
             wj = self.world.derived_payload(j, action, j["conclusion"])["workflow_job"]
         return 200, wj
+
+    def get_run(self, owner: str, repo: str, run: str) -> tuple[int, Any]:
+        jobs = self.world.run_jobs(f"{owner}/{repo}", int(run))
+        if not jobs:
+            raise HttpError(404, "Not Found")
+        return 200, self.world.workflow_run(jobs)
+
+    def rerun_job(self, owner: str, repo: str, job: str) -> tuple[int, Any]:
+        """actions/re-run-job-for-workflow-run: needs Actions write; a run still in progress cannot be
+        re-run (GitHub offers re-runs only once the run completed; the 403 wording is not documented)."""
+        self.require_permission("actions", "write")
+        with self.world.lock:
+            j = self.world.jobs.get(job)
+        if j is None or j["repository"] != f"{owner}/{repo}":
+            raise HttpError(404, "Not Found")
+        latest = self.world.run_jobs(j["repository"], j["run_id"])
+        if j not in latest or any(other["status"] != "completed" for other in latest):
+            raise HttpError(403, "This workflow run is not completed")
+        self.world.rerun(j)
+        return 201, {}
+
+    def require_permission(self, permission: str, access: str) -> None:
+        """The installation token's permissions (`Resource not accessible by integration`, 403, when
+        it lacks one: https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api)."""
+        _, _, value = (self.headers.get("Authorization") or "").strip().partition(" ")
+        with self.world.lock:
+            perms = (self.world.tokens.get(value.strip()) or {}).get("permissions") or {}
+        granted = perms.get(permission)
+        if granted != access and not (access == "read" and granted == "write"):
+            raise HttpError(403, "Resource not accessible by integration")
 
     # ---- the App's delivery log (https://docs.github.com/en/rest/apps/webhooks) -----------------------
     def list_hook_deliveries(self) -> tuple[int, Any]:

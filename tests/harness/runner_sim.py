@@ -480,10 +480,14 @@ class RunnerSimulator:
             self.world.derived_payload(job, "in_progress"),
             lose=bool(behaviour.get("lose_in_progress")),
         )
-        if attempt in (behaviour.get("spot_interruption") or []) and not stopped.wait(JOB_SECONDS / 2):
+        # Only Spot capacity is interrupted: a job re-run on on-demand runs to its end.
+        on_spot = self.ledger.task_meta(task["taskArn"]).get("capacityProviderName") == "FARGATE_SPOT"
+        if on_spot and attempt in (behaviour.get("spot_interruption") or []) and not stopped.wait(JOB_SECONDS / 2):
             # Fargate Spot: SIGTERM with a two-minute warning, the task stops with stopCode
             # SpotInterruption (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/fargate-capacity-providers.html).
+            # From the warning on, DescribeTasks shows desiredStatus STOPPED and the stop code.
             # tasuki-boot gives the running job the stop grace, then stops the runner and exits 82.
+            self.ledger.note_stop(task["taskArn"], "SpotInterruption", SPOT_REASON)
             grace = stop_grace_seconds(behaviour)
             self.note("spot-interrupted", task, attempt=attempt, grace_seconds=grace)
             if not stopped.wait(grace) and not job["complete_event"].is_set():

@@ -793,8 +793,10 @@ def launch(
     behaviour: dict[str, Any] | None = None,
     grant: bool = True,
     env_override: dict[str, str] | None = None,
+    capacity_provider: str | None = None,
 ) -> tuple[str, str]:
-    """What issue-token + run-task do for one job: returns (job id, task ARN)."""
+    """What issue-token + run-task do for one job: returns (job id, task ARN). `capacity_provider`:
+    what the gateway would have noted for a RunTask with that strategy."""
     from harness.common import CLUSTER_NAME, CONTAINER_NAME
 
     status, job = m.call("POST", "/_mock/jobs", {"labels": ["self-hosted", "tasuki"], "behaviour": behaviour or {}})
@@ -833,6 +835,8 @@ def launch(
             ]
         },
     )["tasks"][0]
+    if capacity_provider:
+        m.world.ledger.note_task(task["taskArn"], capacityProviderName=capacity_provider)
     return job_id, task["taskArn"]
 
 
@@ -873,7 +877,17 @@ def test_a_deprecated_runner_version_exits_81_without_registering(sim: Mock, aws
 
 
 def test_a_spot_interruption_gives_the_job_the_grace_then_exits_82(sim: Mock, aws: dict[str, Any]) -> None:
-    job, arn = launch(sim, aws, {"spot_interruption": [1], "stop_grace_seconds": 1.5})
+    job, arn = launch(sim, aws, {"spot_interruption": [1], "stop_grace_seconds": 1.5}, capacity_provider="FARGATE_SPOT")
+    # From the warning on, DescribeTasks says why the running task will stop.
+    from harness.common import CLUSTER_NAME
+
+    def stopping() -> dict[str, Any] | None:
+        [task] = aws["ecs"].describe_tasks(cluster=CLUSTER_NAME, tasks=[arn])["tasks"]
+        sim.world.ledger.patch_task(task)
+        return task if task.get("stopCode") == "SpotInterruption" and task["lastStatus"] != "STOPPED" else None
+
+    warned = wait_until(stopping, 10, "the Spot warning")
+    assert warned["desiredStatus"] == "STOPPED"
     detail = stopped_event(sim, arn)
     assert detail["stopCode"] == "SpotInterruption" and detail["containers"][0]["exitCode"] == 82
     events = {e["event"]: e for e in runner_events(sim, arn)}
@@ -884,6 +898,16 @@ def test_a_spot_interruption_gives_the_job_the_grace_then_exits_82(sim: Mock, aw
         h for h in sim.hooks() if h["body"]["action"] == "completed" and str(h["body"]["workflow_job"]["id"]) == job
     ]
     assert completed[0]["body"]["workflow_job"]["conclusion"] == "failure"
+
+
+def test_on_demand_capacity_is_never_spot_interrupted(sim: Mock, aws: dict[str, Any]) -> None:
+    job, arn = launch(sim, aws, {"spot_interruption": [1], "stop_grace_seconds": 0.2}, capacity_provider="FARGATE")
+    wait_until(lambda: actions(sim, job) == ["queued", "in_progress", "completed"], 15, "completed")
+    assert "spot-interrupted" not in [e["event"] for e in runner_events(sim, arn)]
+    completed = [
+        h for h in sim.hooks() if h["body"]["action"] == "completed" and str(h["body"]["workflow_job"]["id"]) == job
+    ]
+    assert completed[0]["body"]["workflow_job"]["conclusion"] == "success"
 
 
 def test_a_runner_stopped_before_any_job_exits_83(sim: Mock, aws: dict[str, Any]) -> None:
@@ -953,3 +977,55 @@ def test_the_spec_files_load_fast_enough_to_start_with_the_mock() -> None:
     assert known and op is not None and op.operation_id == "actions/generate-runner-jitconfig-for-repo"
     assert params == {"owner": "octo-org", "repo": "app"}
     assert rest.version and APP_ID
+
+
+# ---- 2e. workflow runs and re-runs (actions/get-workflow-run, actions/re-run-job-for-workflow-run) -------
+def finish(m: Mock, job_id: str, conclusion: str) -> None:
+    with m.world.lock:
+        m.world.jobs[job_id].update(status="completed", conclusion=conclusion)
+
+
+def test_a_run_is_completed_only_when_every_job_of_its_latest_attempt_is(mock: Mock) -> None:
+    job = queue(mock)["job_id"]
+    run = mock.world.jobs[job]["run_id"]
+    status, body = mock.call("GET", f"/repos/octo-org/app/actions/runs/{run}", None, mock.token())
+    assert (status, body["status"], body["conclusion"], body["id"]) == (200, "queued", None, run)
+    finish(mock, job, "failure")
+    status, body = mock.call("GET", f"/repos/octo-org/app/actions/runs/{run}", None, mock.token())
+    assert (body["status"], body["conclusion"]) == ("completed", "failure")
+    assert mock.call("GET", f"/repos/octo-org/app/actions/runs/{run + 999}", None, mock.token())[0] == 404
+    assert mock.call("GET", f"/repos/octo-org/other/actions/runs/{run}", None, mock.token())[0] == 404
+    check_no_violations(mock)
+
+
+def test_a_job_is_rerun_once_its_run_completed_with_actions_write_as_a_new_job_of_the_runs_next_attempt(
+    mock: Mock,
+) -> None:
+    job = queue(mock, {"spot_interruption": [1]})["job_id"]
+    rerun = f"/repos/octo-org/app/actions/jobs/{job}/rerun"
+    status, body = mock.call("POST", rerun, None, mock.token())
+    assert (status, body["message"]) == (403, "This workflow run is not completed")
+    finish(mock, job, "failure")
+    read_only = mock.world.issue_token(23154469, {"actions": "read", "metadata": "read"})["token"]
+    status, body = mock.call("POST", rerun, None, {"Authorization": f"Bearer {read_only}"})
+    assert (status, body["message"]) == (403, "Resource not accessible by integration")
+    assert mock.call("POST", rerun, None, mock.token()) == (201, {})
+    old = mock.world.jobs[job]
+
+    def rerun_job() -> dict[str, Any] | None:
+        with mock.world.lock:
+            found = [j for j in mock.world.jobs.values() if j["run_id"] == old["run_id"] and j["job_id"] != job]
+        return found[0] if found else None
+
+    new = wait_until(rerun_job, 5, "the re-run job")
+    assert (new["run_attempt"], new["labels"], new["behaviour"]) == (2, old["labels"], old["behaviour"])
+    queued = wait_until(
+        lambda: [h for h in mock.hooks() if h["body"]["workflow_job"]["id"] == int(new["job_id"])],
+        5,
+        "the re-run's queued delivery",
+    )
+    assert queued[0]["body"]["workflow_job"]["run_attempt"] == 2
+    # The run is no longer completed: its latest attempt has a queued job.
+    status, body = mock.call("POST", rerun, None, mock.token())
+    assert status == 403
+    check_no_violations(mock)
