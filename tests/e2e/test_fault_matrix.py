@@ -226,3 +226,44 @@ def test_cancel_while_launching_leaves_no_task_and_no_runner(job_ids):
     assert last_row(job)["event"] == "cancelled"
     client.wait_until(lambda: client.leftovers(job) == {"tasks": [], "runners": []}, 30, what="nothing left")
     assert_nothing_left(job)
+
+
+def test_a_spot_interruption_of_an_opted_in_job_is_rerun_without_spot_once_its_run_completes(job_ids):
+    labels = [*LABELS, "spot=rerun"]
+    job = client.queue_job(labels, behaviour={"spot_interruption": [1], "stop_grace_seconds": 1})
+    job_ids.append(job)
+    item = client.wait_for_state(job, "interrupted", timeout=120)
+    assert "Spot took its runner mid-job" in item["reason"], item["reason"]
+    [launched] = [e["candidate"] for e in client.timeline(job) if e["event"] == "launching"]
+    assert launched.startswith("fargate-spot/"), launched
+    # The sweep re-runs it once GitHub says its run completed (a one-job run: at once).
+    deadline = int(item["deadline"])
+    client.wait_until(lambda: time.time() > deadline + 1, 30, what="the interrupted job overdue")
+    report, function_error = client.invoke("rescue", client.scheduled_event())
+    assert function_error is None, report
+    [rescued] = [j for j in report["jobs"] if j["job_id"] == int(job)]
+    assert (rescued["state"], rescued["action"]) == ("interrupted", "rerun"), rescued
+    rerun_row = client.wait_for_state(job, "rerun", timeout=30)
+    assert rerun_row["reason"] == "GitHub re-runs the job in its run's next attempt, without Spot"
+    old = next(j for j in client.mock_state()["jobs"] if j["job_id"] == job)
+
+    def rerun_job() -> str | None:
+        found = [
+            j["job_id"]
+            for j in client.mock_state()["jobs"]
+            if j["run_id"] == old["run_id"] and j["run_attempt"] == old["run_attempt"] + 1
+        ]
+        return found[0] if found else None
+
+    new = client.wait_until(rerun_job, 30, what="GitHub's re-run job")
+    job_ids.append(new)
+    done = client.wait_for_state(new, "completed", timeout=120)
+    assert (done["conclusion"], done["attempt"]) == ("success", 1)
+    candidates = [e["candidate"] for e in client.timeline(new) if e["event"] == "launching"]
+    assert candidates and not any(c.startswith("fargate-spot/") for c in candidates), candidates
+    # Re-run at most once: the job stays `rerun`, the sweep has nothing more for it.
+    report, _ = client.invoke("rescue", client.scheduled_event())
+    assert not [j for j in report["jobs"] if j["job_id"] == int(job)]
+    assert last_row(job)["event"] == "rerun"
+    assert_nothing_left(job)
+    assert_nothing_left(new)
