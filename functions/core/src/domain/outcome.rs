@@ -163,9 +163,11 @@ pub fn final_happening(outcome: Outcome, ending: &Ending, config: &Config) -> Ha
 /// `SpotInterruption` and the job failed (or GitHub concluded it other than `success`). A job that
 /// finished well within the stop grace needs no re-run.
 pub fn interrupted(ending: &Ending, ending_as: &Happening) -> Option<Happening> {
-    ending.signals.stopped.as_ref().filter(|s| {
-        Some(s.attempt) == ending.attempt && s.reason.starts_with("SpotInterruption")
-    })?;
+    ending
+        .signals
+        .stopped
+        .as_ref()
+        .filter(|s| Some(s.attempt) == ending.attempt && is_spot_interruption(&s.reason))?;
     let ended = match ending_as {
         Happening::Fail { reason } => reason.clone(),
         Happening::Complete { conclusion } if *conclusion != Conclusion::Success => {
@@ -178,6 +180,12 @@ pub fn interrupted(ending: &Ending, ending_as: &Happening) -> Option<Happening> 
             "{ended}; Spot took its runner mid-job: it is re-run without Spot once its workflow run completes"
         ),
     })
+}
+
+/// Whether a stop reason carries ECS's `SpotInterruption` stop code: as is (`<stopCode>: <why>`),
+/// or after what tasuki-boot's exit said (`… (runner exit 82; <stopCode>: <why>)`, `ecs_events`).
+fn is_spot_interruption(reason: &str) -> bool {
+    reason.starts_with("SpotInterruption") || reason.contains("; SpotInterruption")
 }
 
 /// The job's failure when every candidate failed, round after round: each attempt's reason is
@@ -325,6 +333,17 @@ mod tests {
             None,
             "an older attempt's stop"
         );
+        // As ecs_events records it when tasuki-boot exited 82 after the stop grace.
+        let after_grace = Signals {
+            stopped: Some(Stopped {
+                reason: "the task was stopped while its job ran and the job did not finish within \
+                         the grace period (runner exit 82; SpotInterruption: Your Spot Task was interrupted.)"
+                    .into(),
+                ..spot_stopped(2).stopped.unwrap()
+            }),
+            ..Signals::default()
+        };
+        assert!(interrupted(&ending(&after_grace, 2), &failed).is_some());
         let plain = Signals {
             stopped: Some(Stopped {
                 reason: "UserInitiated: stopped by tasuki".into(),
