@@ -66,16 +66,22 @@ def github_job(job: str) -> dict:
     return next(j for j in client.mock_state()["jobs"] if j["job_id"] == job)
 
 
-def test_a_job_whose_start_execution_failed_is_started_by_the_rescue_sweep(job_ids, config):
-    # Every StartExecution of the webhook (the SDK retries a throttle itself) is throttled: the
-    # webhook answers 500 and GitHub does not redeliver by itself.
+def throttled_start(job_ids: list[str]) -> dict[str, Any]:
+    """Queues a job while every StartExecution is throttled; the webhook's answer."""
     client.add_fault("start_execution_throttle")
     try:
         answer = client.queue_job_full(LABELS)
     finally:
         client.clear_faults()
+    job_ids.append(str(answer["job_id"]))
+    return answer
+
+
+def test_a_job_whose_start_execution_failed_is_started_by_the_rescue_sweep(job_ids, config):
+    # Every StartExecution of the webhook (the SDK retries a throttle itself) is throttled: the
+    # webhook answers 500 and GitHub does not redeliver by itself.
+    answer = throttled_start(job_ids)
     job = str(answer["job_id"])
-    job_ids.append(job)
     assert (answer["status"], answer["body"]["status_text"], answer["body"]["reason"]) == (500, "error", "Throttled")
     throttled = [r["outcome"] for r in client.mock_state()["start_execution_requests"] if r["job_id"] == job]
     assert throttled and set(throttled) == {"throttle"}, throttled
@@ -165,13 +171,8 @@ def test_a_lost_completed_delivery_is_recorded_by_the_rescue_lambda(job_ids, con
 
 def start_execution_failed(job_ids: list[str]) -> str:
     """A job whose webhook's StartExecution was throttled: recorded `received`, no execution."""
-    client.add_fault("start_execution_throttle")
-    try:
-        answer = client.queue_job_full(LABELS)
-    finally:
-        client.clear_faults()
+    answer = throttled_start(job_ids)
     job = str(answer["job_id"])
-    job_ids.append(job)
     assert answer["status"] == 500 and events(job) == ["received"]
     return job
 

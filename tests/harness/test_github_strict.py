@@ -87,25 +87,14 @@ class Mock:
     def call(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
     ) -> tuple[int, Any]:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json", **(headers or {})},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                status, payload = r.status, r.read()
-        except urllib.error.HTTPError as exc:
-            status, payload = exc.code, exc.read()
-        return status, json.loads(payload) if payload else None
+        status, payload, _ = self.call_h(method, path, body, headers, raw)
+        return status, payload
 
     def call_h(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
     ) -> tuple[int, Any, dict[str, str]]:
         """Like `call`, with the answer's headers (names lower-cased)."""
-        data = json.dumps(body).encode() if body is not None else None
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(
             f"http://127.0.0.1:{self.port}{path}",
             data=data,

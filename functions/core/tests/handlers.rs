@@ -218,6 +218,12 @@ impl World {
             .insert(JobId::new(JOB), now);
     }
 
+    /// Step Functions says the job's execution ended so.
+    fn execution_ended(&self, status: ExecutionStatus) {
+        let name = self.record().job.execution_name();
+        self.executions.ended.lock().unwrap().insert(name, status);
+    }
+
     fn last_row(&self) -> String {
         self.rows().pop().unwrap_or_default()
     }
@@ -1342,13 +1348,7 @@ async fn a_job_whose_execution_ended_unfinished_is_failed_and_released_by_the_sw
     let world = World::new();
     let state = world.waiting().await;
     world.clock.advance(301);
-    let name = world.record().job.execution_name();
-    world
-        .executions
-        .ended
-        .lock()
-        .unwrap()
-        .insert(name, ExecutionStatus::Aborted);
+    world.execution_ended(ExecutionStatus::Aborted);
     let dry = world.rescue().sweep(true).await.unwrap();
     assert_eq!(dry.jobs[0].action, "finish");
     assert!(world.stops().is_empty(), "a dry run changes nothing");
@@ -1378,13 +1378,7 @@ async fn a_job_whose_execution_ended_while_it_runs_on_its_runner_is_failed_but_n
     world.waiting().await;
     world.github_says(JobOnGitHub::Running(registered_value().unwrap()));
     world.clock.advance(301);
-    let name = world.record().job.execution_name();
-    world
-        .executions
-        .ended
-        .lock()
-        .unwrap()
-        .insert(name, ExecutionStatus::Failed);
+    world.execution_ended(ExecutionStatus::Failed);
     let sweep = world.rescue().sweep(false).await.unwrap();
     assert_eq!(sweep.jobs[0].action, "finish");
     assert!(world

@@ -281,6 +281,19 @@ mod tests {
         }
     }
 
+    /// A job whose first runner registered.
+    fn running() -> Position {
+        walk(&[
+            Happening::Plan { candidates: 1 },
+            launch(1),
+            await_reg(1),
+            Happening::Register {
+                runner_name: "r".into(),
+            },
+        ])
+        .unwrap()
+    }
+
     #[test]
     fn the_happy_path_is_legal() {
         let end = walk(&[
@@ -357,15 +370,7 @@ mod tests {
             next(Position::RECEIVED, &skip).unwrap().state,
             JobState::Skipped
         );
-        let running = walk(&[
-            Happening::Plan { candidates: 1 },
-            launch(1),
-            await_reg(1),
-            Happening::Register {
-                runner_name: "r".into(),
-            },
-        ])
-        .unwrap();
+        let running = running();
         assert!(next(running, &skip).is_err());
         let skipped = next(planned, &skip).unwrap();
         assert!(next(skipped, &Happening::Cancel { reason: "x".into() }).is_err());
@@ -375,15 +380,7 @@ mod tests {
     fn only_a_job_interrupted_on_its_runner_is_rerun_and_a_rerun_is_final() {
         let interrupt = Happening::Interrupt { reason: "r".into() };
         let rerun = Happening::Rerun { reason: "r".into() };
-        let running = walk(&[
-            Happening::Plan { candidates: 1 },
-            launch(1),
-            await_reg(1),
-            Happening::Register {
-                runner_name: "r".into(),
-            },
-        ])
-        .unwrap();
+        let running = running();
         let interrupted = next(running, &interrupt).unwrap();
         assert_eq!(interrupted.state, JobState::Interrupted);
         assert!(

@@ -655,14 +655,8 @@ mod tests {
     fn job() -> JobRef {
         JobRef {
             job_id: JobId::new(42),
-            run_id: 1,
-            run_attempt: 1,
-            repository: "octo-org/app".into(),
-            private: true,
-            workflow: "CI".into(),
-            job_name: "build".into(),
-            labels: vec!["self-hosted".into()],
             installation_id: 7,
+            ..crate::domain::job::tests::job_ref(&["self-hosted"])
         }
     }
 
