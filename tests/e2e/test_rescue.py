@@ -48,13 +48,13 @@ def assert_nothing_left(job: str) -> None:
     assert client.leftovers(job) == {"tasks": [], "runners": []}
 
 
-def tasuki(*args: str) -> str:
+def tasuki(*args: str, exit_code: int = 0) -> str:
     """`tasuki <args>` with `.tasuki/local.env` sourced, as README's "Operate" runs it; its stdout."""
     env = {**os.environ, **client.env()}
     env.pop("TASUKI_CONFIG", None)  # it would win over TASUKI_CONFIG_FILE
     assert env["TASUKI_CONFIG_FILE"] == str(LOCAL_CONFIG_FILE), "the local Lambdas' runtime config"
     run = subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, f"tasuki {' '.join(args)}: exit {run.returncode}\n{run.stderr}"
+    assert run.returncode == exit_code, f"tasuki {' '.join(args)}: exit {run.returncode}\n{run.stderr}"
     return run.stdout
 
 
@@ -314,3 +314,22 @@ def test_a_job_cancelled_before_its_execution_started_is_started_by_the_sweep_an
     assert "launching" not in events(job), "no attempt started"
     assert last_row(job)["event"] == "cancelled"
     assert_nothing_left(job)
+
+
+def test_tasuki_explain_names_the_candidates_a_job_is_then_launched_on_and_refusals_exit_1(job_ids):
+    text = tasuki("explain", "self-hosted", "tasuki-4cpu-8gb", "arm64")
+    assert text.startswith("runner: 4cpu-8gb arm64, Spot allowed\n"), text
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    shown = readme.split("On the local stack (whose config", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    assert text == shown, "README shows the real output"
+    assert re.search(r"^\s+1\. fargate-spot/\S+/4cpu-8gb/arm64$", text, re.M), text
+    plan = json.loads(tasuki("explain", *LABELS, "--json"))
+    assert plan["verdict"] == "accepted" and plan["spec"]["size"] == "2cpu-4gb", plan
+    # What explain says comes first is where a real job with those labels is launched.
+    job = queue(job_ids)
+    client.wait_for_state(job, "completed", timeout=120)
+    [launched] = [e["candidate"] for e in client.timeline(job) if e["event"] == "launching"]
+    assert launched == plan["candidates"][0]
+    refused = tasuki("explain", "tasuki", "gpu", exit_code=1)
+    assert refused == "refused: label `gpu` is not one tasuki serves\n"
+    assert json.loads(tasuki("explain", "self-hosted", "--json", exit_code=1)) == {"verdict": "not-ours"}

@@ -1,11 +1,16 @@
-//! `tasuki jobs ls` / `tasuki jobs show <job-id>`: job lifecycles from the DynamoDB table.
+//! `tasuki jobs ls` / `tasuki jobs show <job-id>`: job lifecycles from the DynamoDB table;
+//! `tasuki explain <labels…>`: what the config makes of a label set; `tasuki rescue`; `tasuki config`.
+
+mod explain;
 
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use std::process::ExitCode;
 use tasuki_core::adapters::dynamodb::DynamoLifecycleStore;
+use tasuki_core::domain::config::Config;
 use tasuki_core::domain::deploy::DeployConfig;
 use tasuki_core::domain::ids::JobId;
+use tasuki_core::domain::job::console_url;
 use tasuki_core::domain::record::{JobRecord, LifecycleEvent};
 use tasuki_core::handlers::rescue::Sweep;
 use tasuki_core::lambda::Aws;
@@ -37,6 +42,15 @@ enum Command {
     /// The deployment file (`tasuki.config.json`).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The runner and the ordered launch candidates the config gives a `runs-on` label set, or
+    /// why it is refused; launches nothing. Reads the Lambdas' configuration from
+    /// TASUKI_CONFIG_FILE or TASUKI_CONFIG. Exits 1 when the labels are refused or not tasuki's.
+    Explain {
+        #[arg(required = true)]
+        labels: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the rescue sweep now, as the scheduled `rescue` Lambda does every minute: jobs past
     /// their deadline, checked against GitHub. Reads the Lambdas' configuration from
     /// TASUKI_CONFIG_FILE or TASUKI_CONFIG.
@@ -93,6 +107,9 @@ struct JobSummary {
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     execution_arn: Option<String>,
+    /// The execution's graph in the Step Functions console.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    console_url: Option<String>,
 }
 
 impl From<JobRecord> for JobSummary {
@@ -110,6 +127,7 @@ impl From<JobRecord> for JobSummary {
             runner_name: r.runner.map(|runner| runner.name),
             conclusion: r.conclusion.map(|c| c.to_string()),
             reason: r.reason,
+            console_url: console_url(&r.execution_arn),
             execution_arn: Some(r.execution_arn),
         }
     }
@@ -125,6 +143,7 @@ struct JobTimeline {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Explain { labels, json } => return explain_command(&labels, json),
         Command::Config(command) => config_command(&command),
         Command::Rescue { dry_run, json } => rescue_command(dry_run, json).await,
         Command::Jobs(jobs) => {
@@ -139,6 +158,26 @@ async fn main() -> ExitCode {
             eprintln!("tasuki: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn explain_command(labels: &[String], json: bool) -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("tasuki: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let explained = explain::explain(labels, &config);
+    if let Err(error) = show(&explained, json, explain::render) {
+        eprintln!("tasuki: {error}");
+        return ExitCode::FAILURE;
+    }
+    if explained.accepted() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -290,6 +329,12 @@ fn render_timeline(timeline: &JobTimeline) -> String {
     if let Some(conclusion) = &job.conclusion {
         out += &format!(" · conclusion: {conclusion}");
     }
+    if let Some(arn) = &job.execution_arn {
+        out += &format!("\nexecution: {arn}");
+    }
+    if let Some(url) = &job.console_url {
+        out += &format!("\nconsole: {url}");
+    }
     out += "\n\n";
     for e in &timeline.events {
         let mut line = format!(
@@ -332,7 +377,8 @@ mod tests {
                 runner_name: None,
                 conclusion: Some("success".into()),
                 reason: None,
-                execution_arn: None,
+                execution_arn: Some("arn:aws:states:us-east-1:1:execution:sm:7-1".into()),
+                console_url: console_url("arn:aws:states:us-east-1:1:execution:sm:7-1"),
             },
             events: vec![
                 LifecycleEvent {
@@ -357,6 +403,10 @@ mod tests {
         };
         let text = render_timeline(&timeline);
         assert!(text.contains("state: completed (attempt 2) · conclusion: success"));
+        assert!(text.contains("\nexecution: arn:aws:states:us-east-1:1:execution:sm:7-1\n"));
+        assert!(text.contains(
+            "\nconsole: https://us-east-1.console.aws.amazon.com/states/home?region=us-east-1#/v2/executions/details/arn:aws:states:us-east-1:1:execution:sm:7-1\n"
+        ));
         assert!(
             text.contains("launching") && text.contains("fargate-spot/us-east-1a/2cpu-4gb/x64")
         );

@@ -152,6 +152,27 @@ impl JobRef {
     }
 }
 
+/// The Step Functions console page of an execution (its graph, events and input/output), for the
+/// execution ARN's partition and region; `None` for what is not an execution ARN.
+pub fn console_url(execution_arn: &str) -> Option<String> {
+    let mut parts = execution_arn.splitn(7, ':');
+    let (arn, partition, service, region) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (_account, kind) = (parts.next()?, parts.next()?);
+    if arn != "arn" || service != "states" || kind != "execution" || region.is_empty() {
+        return None;
+    }
+    let host = match partition {
+        "aws" => format!("{region}.console.aws.amazon.com"),
+        "aws-cn" => format!("{region}.console.amazonaws.cn"),
+        "aws-us-gov" => "console.amazonaws-us-gov.com".to_string(),
+        _ => return None,
+    };
+    Some(format!(
+        "https://{host}/states/home?region={region}#/v2/executions/details/{execution_arn}"
+    ))
+}
+
 /// The job of a workflow run that Spot interrupted and tasuki re-ran: later attempts of it avoid
 /// Spot (`JobRef::rerun_key`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -180,6 +201,30 @@ pub(crate) mod tests {
             labels: labels.iter().map(|l| l.to_string()).collect(),
             installation_id: 1,
         }
+    }
+
+    #[test]
+    fn the_console_url_follows_the_executions_partition_and_region() {
+        let arn = "arn:aws:states:eu-west-1:123456789012:execution:tasuki-runner-job:7-1";
+        assert_eq!(
+            console_url(arn).as_deref(),
+            Some("https://eu-west-1.console.aws.amazon.com/states/home?region=eu-west-1#/v2/executions/details/arn:aws:states:eu-west-1:123456789012:execution:tasuki-runner-job:7-1")
+        );
+        let cn = console_url("arn:aws-cn:states:cn-north-1:1:execution:sm:7-1").unwrap();
+        assert!(cn
+            .starts_with("https://cn-north-1.console.amazonaws.cn/states/home?region=cn-north-1#"));
+        let gov = console_url("arn:aws-us-gov:states:us-gov-west-1:1:execution:sm:7-1").unwrap();
+        assert!(gov
+            .starts_with("https://console.amazonaws-us-gov.com/states/home?region=us-gov-west-1#"));
+        let job = job_ref(&["tasuki"]);
+        let from_job =
+            console_url(&job.execution_arn("arn:aws:states:us-east-1:1:stateMachine:sm")).unwrap();
+        assert!(from_job.ends_with(":execution:sm:7-1"), "{from_job}");
+        assert_eq!(
+            console_url("arn:aws:states:us-east-1:1:stateMachine:sm"),
+            None
+        );
+        assert_eq!(console_url("not an arn"), None);
     }
 
     pub(crate) fn fixture(name: &str) -> Vec<u8> {

@@ -3,7 +3,9 @@
 use super::{deliver, Lifecycle};
 use crate::domain::config::Config;
 use crate::domain::ids::{JobId, RunnerName};
-use crate::domain::job::{Conclusion, JobRef, WorkflowJob, WorkflowJobAction, WorkflowJobEvent};
+use crate::domain::job::{
+    console_url, Conclusion, JobRef, WorkflowJob, WorkflowJobAction, WorkflowJobEvent,
+};
 use crate::domain::labels::is_ours;
 use crate::domain::record::JobRecord;
 use crate::domain::waits::{Completion, Registered, Signal, Taken};
@@ -252,7 +254,12 @@ impl Webhook {
                 tracing::Span::current().record("job_id", job.job_id.get());
                 // Row first: a crash before StartExecution is healed by the rescue sweep.
                 let created = self.receive(&job).await?;
-                self.executions.start(&job).await?;
+                let execution = self.executions.start(&job).await?;
+                tracing::info!(
+                    execution_arn = %execution,
+                    console_url = console_url(&execution).unwrap_or_default(),
+                    "execution started"
+                );
                 Ok(WebhookResponse {
                     job_id: Some(job.job_id),
                     ..WebhookResponse::new(
