@@ -354,17 +354,19 @@ class World:
             "repository_selection": "all",
         }
 
-    def token_ok(self, authorization: str | None) -> bool:
+    def token_info(self, authorization: str | None) -> dict[str, Any] | None:
+        """The unexpired installation token an `Authorization` header carries, if any."""
         if not authorization:
-            return False
+            return None
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() not in ("bearer", "token"):
-            return False
+            return None
         with self.lock:
             info = self.tokens.get(value.strip())
-        if not info:
-            return False
-        return info["expires"] > time.time()
+        return info if info and info["expires"] > time.time() else None
+
+    def token_ok(self, authorization: str | None) -> bool:
+        return self.token_info(authorization) is not None
 
     # ---- runners ----------------------------------------------------------------------------------
     def create_runner(self, scope: tuple[str, str], body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -1379,9 +1381,7 @@ class GitHubHandler(BaseHandler):
     def require_permission(self, permission: str, access: str) -> None:
         """The installation token's permissions (`Resource not accessible by integration`, 403, when
         it lacks one: https://docs.github.com/en/rest/using-the-rest-api/troubleshooting-the-rest-api)."""
-        _, _, value = (self.headers.get("Authorization") or "").strip().partition(" ")
-        with self.world.lock:
-            perms = (self.world.tokens.get(value.strip()) or {}).get("permissions") or {}
+        perms = (self.world.token_info(self.headers.get("Authorization")) or {}).get("permissions") or {}
         granted = perms.get(permission)
         if granted != access and not (access == "read" and granted == "write"):
             raise HttpError(403, "Resource not accessible by integration")

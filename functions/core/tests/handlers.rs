@@ -240,6 +240,16 @@ impl World {
         self.launcher.stops.lock().unwrap().clone()
     }
 
+    /// `job` received, validated and planned: its plan as JSON text.
+    async fn plan_of(&self, job: &JobRef) -> String {
+        let mut state = self.received(job).await;
+        state["limits"] = step(&self.validate(), &state).await.unwrap();
+        step(&self.resolve_labels(), &state)
+            .await
+            .unwrap()
+            .to_string()
+    }
+
     /// Plays Validate and ResolveLabels as the ASL would, up to the first attempt, and returns
     /// the state document.
     async fn planned(&self) -> Value {
@@ -1589,12 +1599,7 @@ async fn an_opted_in_job_spot_took_is_rerun_once_its_run_completes_and_the_rerun
         run_attempt: 2,
         ..job(&["tasuki", "spot=rerun"])
     };
-    let mut state = world.received(&rerun).await;
-    state["limits"] = step(&world.validate(), &state).await.unwrap();
-    let plan = step(&world.resolve_labels(), &state)
-        .await
-        .unwrap()
-        .to_string();
+    let plan = world.plan_of(&rerun).await;
     assert!(
         !plan.contains("fargate-spot") && plan.contains("fargate"),
         "{plan}"
@@ -1606,12 +1611,7 @@ async fn an_opted_in_job_spot_took_is_rerun_once_its_run_completes_and_the_rerun
         run_attempt: 2,
         ..job(&["tasuki", "spot=rerun"])
     };
-    let mut state = world.received(&other).await;
-    state["limits"] = step(&world.validate(), &state).await.unwrap();
-    let plan = step(&world.resolve_labels(), &state)
-        .await
-        .unwrap()
-        .to_string();
+    let plan = world.plan_of(&other).await;
     assert!(plan.contains("fargate-spot"), "{plan}");
 }
 
