@@ -135,8 +135,10 @@ pub fn spawn(
         .env(MANUALLY_TRAP_SIG, "1")
         .env(RETURN_VERSION_DEPRECATED_EXIT_CODE, "1");
     // The blocked mask is inherited across fork and exec: without this the runner could never
-    // receive the signals forwarded to it.
-    // SAFETY: runs in the forked child before exec; sigemptyset and sigprocmask are
+    // receive the signals forwarded to it. So is an ignored disposition, and a shell cannot trap a
+    // signal ignored when it started (bash manual, "Signals"): a boot started with SIGINT ignored
+    // (any `cmd &` of a non-interactive shell) would leave run.sh deaf to the stop it is sent.
+    // SAFETY: runs in the forked child before exec; sigemptyset, sigprocmask and signal are
     // async-signal-safe and touch only the child's own state.
     unsafe {
         command.pre_exec(|| {
@@ -144,6 +146,11 @@ pub fn spawn(
             libc::sigemptyset(&mut empty);
             if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            for signal in [libc::SIGINT, libc::SIGTERM] {
+                if libc::signal(signal, libc::SIG_DFL) == libc::SIG_ERR {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });
