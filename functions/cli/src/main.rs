@@ -182,7 +182,10 @@ fn explain_command(labels: &[String], json: bool) -> ExitCode {
 }
 
 async fn rescue_command(dry_run: bool, json: bool) -> Result<(), String> {
-    let aws = Aws::from_env().await.map_err(|e| e.to_string())?;
+    let aws = Aws::from_env()
+        .await
+        .map_err(|e| e.to_string())?
+        .without_metrics();
     let rescue = aws.rescue().await.map_err(|e| e.to_string())?;
     let sweep = rescue.sweep(dry_run).await.map_err(|e| e.to_string())?;
     show(&sweep, json, render_sweep)?;

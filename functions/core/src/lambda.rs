@@ -15,6 +15,7 @@ use crate::handlers::step::{invoke, Step};
 use crate::handlers::validate::Validate;
 use crate::handlers::webhook::Webhook;
 use crate::handlers::Lifecycle;
+use crate::metrics::{MetricSink, NoMetrics, StdoutMetrics};
 use crate::ports::Sensitive;
 use crate::signature::WebhookSecret;
 use lambda_runtime::{service_fn, LambdaEvent};
@@ -33,10 +34,11 @@ pub async fn serve<S: Step>(step: S) -> Result<(), lambda_runtime::Error> {
     .await
 }
 
-/// AWS clients and the deployment config.
+/// AWS clients, the deployment config, and where metrics go.
 pub struct Aws {
     pub sdk: aws_config::SdkConfig,
     pub config: Arc<Config>,
+    pub metrics: Arc<dyn MetricSink>,
 }
 
 impl Aws {
@@ -46,7 +48,17 @@ impl Aws {
         Ok(Self {
             sdk,
             config: Arc::new(config),
+            metrics: Arc::new(StdoutMetrics),
         })
+    }
+
+    /// For the operator's CLI: stdout is its answer, and the metrics of a sweep are the
+    /// scheduled Lambda's to report.
+    pub fn without_metrics(self) -> Self {
+        Self {
+            metrics: Arc::new(NoMetrics),
+            ..self
+        }
     }
 
     pub fn store(&self) -> Arc<dynamodb::DynamoLifecycleStore> {
@@ -62,6 +74,7 @@ impl Aws {
             store: self.store(),
             clock: Arc::new(SystemClock),
             timeouts: self.config.timeouts,
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -113,6 +126,7 @@ impl Aws {
             github.app_id,
             &key,
             self.config.runner.group_id,
+            self.metrics.clone(),
         )?))
     }
 

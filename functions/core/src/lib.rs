@@ -9,6 +9,7 @@ pub mod fakes;
 pub mod handlers;
 #[cfg(feature = "aws")]
 pub mod lambda;
+pub mod metrics;
 pub mod ports;
 pub mod runner_contract;
 pub mod signature;

@@ -1,4 +1,5 @@
-//! JSON logs via `tracing`; spans carry the job id and attempt.
+//! JSON logs via `tracing`: every line has its time (RFC 3339, UTC) and the fields of the span
+//! it was logged in (job id, run attempt, execution name, launch attempt, candidate).
 
 /// Initializes JSON logging once; `RUST_LOG` picks the level (default `info`).
 pub fn init() {
@@ -10,6 +11,5 @@ pub fn init() {
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
-        .without_time()
         .try_init();
 }

@@ -33,6 +33,7 @@ use tasuki_core::handlers::step::{invoke, Step};
 use tasuki_core::handlers::validate::Validate;
 use tasuki_core::handlers::webhook::{Webhook, WebhookRequest};
 use tasuki_core::handlers::{Effects, Lifecycle};
+use tasuki_core::metrics::RecordedMetrics;
 use tasuki_core::ports::{Clock, LifecycleStore, RunnerOnGitHub, RunningTask};
 use tasuki_core::signature::WebhookSecret;
 use tasuki_core::StepError;
@@ -57,6 +58,7 @@ struct World {
     registry: Arc<FakeRegistry>,
     sealer: Arc<FakeSealer>,
     deliveries: Arc<FakeDeliveries>,
+    metrics: Arc<RecordedMetrics>,
     /// The job's labels (`tasuki` unless a test says otherwise).
     labels: Vec<&'static str>,
 }
@@ -72,6 +74,7 @@ impl World {
             registry: Arc::default(),
             sealer: Arc::default(),
             deliveries: Arc::default(),
+            metrics: Arc::default(),
             labels: vec!["tasuki"],
         }
     }
@@ -88,6 +91,7 @@ impl World {
             store: self.store.clone(),
             clock: self.clock.clone(),
             timeouts: self.config.timeouts,
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -278,6 +282,16 @@ impl World {
     }
 }
 
+/// The metrics emitted since the last call: name, value and dimension value.
+fn emitted(world: &World) -> Vec<(&'static str, f64, Option<&'static str>)> {
+    world
+        .metrics
+        .taken()
+        .iter()
+        .map(|d| (d.metric.name(), d.value, d.dimension.map(|(_, v)| v)))
+        .collect()
+}
+
 fn job(labels: &[&str]) -> JobRef {
     JobRef {
         labels: labels.iter().map(|l| l.to_string()).collect(),
@@ -379,6 +393,16 @@ async fn labels_we_cannot_serve_are_refused_and_nothing_is_launched() {
     assert_eq!(world.record().position.state, JobState::Refused);
     assert!(world.rows()[1].contains("docker"), "{:?}", world.rows());
     assert!(world.launcher.runs.lock().unwrap().is_empty());
+    let metrics = emitted(&world);
+    assert_eq!(
+        metrics[..3],
+        [
+            ("JobsFinished", 1.0, Some("refused")),
+            ("AttemptsPerJob", 0.0, None),
+            ("RunnerSeconds", 0.0, None),
+        ]
+    );
+    assert_eq!(metrics[3].0, "JobCostUSD");
 }
 
 // ---- IssueToken and RunTask --------------------------------------------------------------------
@@ -638,6 +662,12 @@ async fn cleanup_releases_what_the_attempt_holds_and_records_why() {
             format!("CapacityUnavailable: {capacity}")
         };
         assert_eq!(world.last_row(), format!("attempt-failed 1: {why}"));
+        let reason = if task_started {
+            "TaskStopped"
+        } else {
+            "CapacityUnavailable"
+        };
+        assert_eq!(emitted(&world), [("Fallbacks", 1.0, Some(reason))]);
     }
 }
 
@@ -804,6 +834,7 @@ async fn a_job_cancelled_before_its_attempt_starts_gets_no_runner() {
         ]
     );
     assert!(world.launcher.runs.lock().unwrap().is_empty() && world.stops().is_empty());
+    assert_eq!(emitted(&world)[0], ("JobsFinished", 1.0, Some("cancelled")));
 }
 
 #[tokio::test]
@@ -845,6 +876,46 @@ async fn running(world: &World) -> Value {
     state["registration"] = json!({"runner_name": "tasuki-7-1", "runner_id": 100, "job_id": JOB});
     wait(&world.confirm(), &state, "tok-2").await.unwrap();
     state
+}
+
+#[tokio::test]
+async fn a_job_reports_how_long_it_waited_how_long_its_runner_took_and_what_it_cost() {
+    let world = World::new();
+    let mut state = world.launched().await;
+    world.clock.advance(20);
+    wait(&world.wait_for_registration(), &state, "tok-1")
+        .await
+        .unwrap();
+    emitted(&world);
+    world.clock.advance(7);
+    state["registration"] = json!({"runner_name": "tasuki-7-1", "runner_id": 100, "job_id": JOB});
+    wait(&world.confirm(), &state, "tok-2").await.unwrap();
+    // The fixture's first candidate is Fargate Spot; the task started as RunTask answered.
+    assert_eq!(
+        emitted(&world),
+        [
+            ("QueuedToRunningSeconds", 27.0, Some("fargate-spot")),
+            ("LaunchToRegisteredSeconds", 7.0, Some("fargate-spot")),
+        ]
+    );
+    world.clock.advance(100);
+    state["completion"] = json!({"conclusion": "success"});
+    finalize(&world, &state, "completed").await.unwrap();
+    let finished = emitted(&world);
+    assert_eq!(
+        finished[..3],
+        [
+            ("JobsFinished", 1.0, Some("completed")),
+            ("AttemptsPerJob", 1.0, None),
+            ("RunnerSeconds", 107.0, None),
+        ]
+    );
+    let cost = finished[3].1;
+    assert_eq!(finished[3].0, "JobCostUSD");
+    assert!(
+        cost > 0.0 && cost < 0.01,
+        "{cost} USD for 107 s of a small Spot runner"
+    );
 }
 
 #[tokio::test]
@@ -1163,6 +1234,7 @@ async fn a_job_whose_execution_never_started_is_started_by_the_sweep_once_overdu
     world.received(&job(&["tasuki"])).await;
     let sweep = world.rescue().sweep(false).await.unwrap();
     assert_eq!(sweep.overdue, 0, "not before its deadline");
+    assert_eq!(emitted(&world), [("OldestQueuedSeconds", 0.0, None)]);
     world.clock.advance(301);
     let dry = world.rescue().sweep(true).await.unwrap();
     assert_eq!((dry.overdue, dry.jobs[0].action), (1, "start-execution"));
@@ -1171,8 +1243,16 @@ async fn a_job_whose_execution_never_started_is_started_by_the_sweep_once_overdu
         "a dry run changes nothing"
     );
     assert_eq!(world.rows(), ["received 0"]);
+    assert!(emitted(&world).is_empty(), "a dry run reports no action");
     let sweep = world.rescue().sweep(false).await.unwrap();
     assert_eq!(sweep.jobs[0].action, "start-execution");
+    assert_eq!(
+        emitted(&world),
+        [
+            ("RescueActions", 1.0, Some("start-execution")),
+            ("OldestQueuedSeconds", 301.0, None),
+        ]
+    );
     assert_eq!(world.executions.started.lock().unwrap().len(), 1);
     assert!(world
         .last_row()

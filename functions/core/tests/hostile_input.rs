@@ -26,6 +26,7 @@ use tasuki_core::handlers::webhook::{
     decide, Decision, Webhook, WebhookRequest, WebhookResponse, MAX_BODY_BYTES,
 };
 use tasuki_core::handlers::Lifecycle;
+use tasuki_core::metrics::RecordedMetrics;
 use tasuki_core::signature::WebhookSecret;
 
 /// A runtime config with every capacity, docker and a security-group allowlist (shared with
@@ -679,6 +680,7 @@ fn world() -> World {
             store: store.clone(),
             clock: Arc::new(FixedClock::at(1_795_392_000)),
             timeouts: config().timeouts,
+            metrics: Arc::new(RecordedMetrics::default()),
         },
         executions: executions.clone(),
     };

@@ -16,12 +16,14 @@ pub mod validate;
 pub mod webhook;
 
 use crate::domain::config::Timeouts;
+use crate::domain::figures::JobFigures;
 use crate::domain::ids::JobId;
 use crate::domain::job::Conclusion;
-use crate::domain::lifecycle::{self, Happening, Position};
-use crate::domain::record::{self, Commit, JobRecord, RunnerRef};
+use crate::domain::lifecycle::{self, Happening, JobState, Position};
+use crate::domain::record::{self, Commit, JobRecord, Now, RunnerRef};
 use crate::domain::waits::{self, Callback, Wait};
 use crate::error::StepError;
+use crate::metrics::{self, MetricSink};
 use crate::ports::{Clock, Executions, LifecycleStore, StoreError};
 use std::sync::Arc;
 
@@ -36,12 +38,14 @@ pub struct Effects {
     pub conclusion: Option<Conclusion>,
 }
 
-/// The job's lifecycle as the steps write it: the store, the clock, and the deadline policy's limits.
+/// The job's lifecycle as the steps write it: the store, the clock, the deadline policy's limits,
+/// and where each transition's metrics go.
 #[derive(Clone)]
 pub struct Lifecycle {
     pub store: Arc<dyn LifecycleStore>,
     pub clock: Arc<dyn Clock>,
     pub timeouts: Timeouts,
+    pub metrics: Arc<dyn MetricSink>,
 }
 
 impl Lifecycle {
@@ -105,6 +109,8 @@ impl Lifecycle {
         match self.store.commit(from, &from.apply(&commit, &now)).await {
             Ok(()) => {
                 tracing::info!(job_id = job_id.get(), state = %to.state, attempt = to.attempt, "transition");
+                self.measure(job_id, &commit.happening, to.state, &now)
+                    .await;
                 Ok(to)
             }
             Err(StoreError::Conflict) => Err(StepError::LifecycleConflict(format!(
@@ -112,6 +118,25 @@ impl Lifecycle {
             ))),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Emits the metrics of a committed transition. Metrics never fail a step: a timeline that
+    /// cannot be read costs the figures of this transition only.
+    async fn measure(&self, job_id: JobId, happening: &Happening, to: JobState, now: &Now) {
+        let figures = if metrics::needs_figures(to) {
+            match self.store.timeline(job_id).await {
+                Ok(timeline) => JobFigures::of(&timeline, &now.rfc3339),
+                Err(error) => {
+                    tracing::warn!(job_id = job_id.get(), %error, "no figures: the timeline could not be read");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let data = metrics::of_transition(happening, to, figures.as_ref());
+        self.metrics
+            .emit(&data, now.epoch_seconds * 1000, Some(job_id));
     }
 
     /// Records the job refused and returns the error that ends its execution as `Refused`.

@@ -8,6 +8,7 @@
 
 use super::{deliver, Effects, Lifecycle};
 use crate::domain::deliveries::{self, LostDelivery};
+use crate::domain::figures;
 use crate::domain::ids::{JobId, RunnerName};
 use crate::domain::labels::is_ours;
 use crate::domain::lifecycle::{Happening, JobState};
@@ -15,6 +16,7 @@ use crate::domain::record::{self, JobRecord};
 use crate::domain::rescue::{self, Rescue, TaskCheck};
 use crate::domain::waits::JobOnGitHub;
 use crate::error::StepError;
+use crate::metrics::{Datum, Dimension, Metric};
 use crate::ports::{Executions, RunnerRegistry, RunningTask, TaskLauncher, WebhookDeliveries};
 use serde::Serialize;
 use std::sync::Arc;
@@ -83,6 +85,43 @@ pub struct Rescued {
     pub reason: String,
 }
 
+/// Seconds since the oldest of `overdue` still waiting for a runner was received; 0 when none is.
+/// The sweep sees a job once it is a grace period past its last change, so a job waiting longer
+/// than that is always among them.
+pub fn oldest_queued(overdue: &[JobRecord], now: u64) -> f64 {
+    overdue
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.position.state,
+                JobState::Received
+                    | JobState::Planned
+                    | JobState::Launching
+                    | JobState::WaitingForRegistration
+            )
+        })
+        .filter_map(|r| figures::epoch(&r.created_at))
+        .map(|received| (now as f64 - received).max(0.0))
+        .fold(0.0, f64::max)
+}
+
+impl Sweep {
+    /// One `RescueActions` datum per thing the sweep did (what it left is not an action).
+    pub fn actions(&self) -> Vec<Datum> {
+        let jobs = self.jobs.iter().map(|j| j.action);
+        let redeliveries = self.lost_queued.iter().map(|r| r.action);
+        let tasks = self.orphans.iter().map(|o| match o.action {
+            "stop" => "stop-task",
+            other => other,
+        });
+        jobs.chain(redeliveries)
+            .chain(tasks)
+            .filter(|&action| action != "leave")
+            .map(|action| Datum::new(Metric::RescueActions, 1.0).by(Dimension::Action, action))
+            .collect()
+    }
+}
+
 impl RescueSweep {
     pub async fn sweep(&self, dry_run: bool) -> Result<Sweep, StepError> {
         let now = self.lifecycle.clock.now().epoch_seconds;
@@ -108,13 +147,22 @@ impl RescueSweep {
             tracing::info!(job_id = job_id.get(), action = rescued.action, reason = %rescued.reason, dry_run, "rescue");
             jobs.push(rescued);
         }
-        Ok(Sweep {
+        let sweep = Sweep {
             dry_run,
             overdue: overdue.len(),
             jobs,
             lost_queued: self.recover_lost_queued(dry_run).await,
             orphans: self.stop_orphans(dry_run).await,
-        })
+        };
+        if !dry_run {
+            let mut data = sweep.actions();
+            data.push(Datum::new(
+                Metric::OldestQueuedSeconds,
+                oldest_queued(&overdue, now),
+            ));
+            self.lifecycle.metrics.emit(&data, now * 1000, None);
+        }
+        Ok(sweep)
     }
 
     /// Stops runner tasks whose job finished or moved on, unless GitHub says their runner runs a

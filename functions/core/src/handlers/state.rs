@@ -6,7 +6,7 @@
 //! contract bug the ASL does not retry.
 
 use crate::domain::config::Timeouts;
-use crate::domain::ids::{Attempt, JobId, RunnerName};
+use crate::domain::ids::{Attempt, RunnerName};
 use crate::domain::job::JobRef;
 use crate::domain::lifecycle::JobState;
 use crate::domain::outcome::{CaughtError, Outcome};
@@ -199,58 +199,73 @@ pub struct FailedAttempt {
     pub error: CaughtError,
 }
 
-/// What a step's span names: the job, and the attempt once there is one.
+/// What a step's span names: the job (and so its run attempt and execution), the launch attempt
+/// once there is one, and the candidate it tries once the plan is known.
 pub trait Traced {
-    fn job_id(&self) -> JobId;
+    fn job(&self) -> &JobRef;
     fn attempt(&self) -> Option<Attempt>;
+    fn candidate(&self) -> Option<String> {
+        None
+    }
 }
 
 macro_rules! traced {
-    ($($state:ty => |$s:ident| $attempt:expr;)*) => {$(
+    ($($state:ty => |$s:ident| $attempt:expr, $candidate:expr;)*) => {$(
         impl Traced for $state {
-            fn job_id(&self) -> JobId {
-                self.job.job_id
+            fn job(&self) -> &JobRef {
+                &self.job
             }
             fn attempt(&$s) -> Option<Attempt> {
                 $attempt
+            }
+            fn candidate(&$s) -> Option<String> {
+                $candidate
             }
         }
     )*};
 }
 
 traced! {
-    NewJob => |self| None;
-    AttemptStart => |self| Some(self.attempt.number);
-    Issued => |self| Some(self.attempt.number);
-    Launched => |self| Some(self.attempt.number);
-    Registering => |self| Some(self.attempt.number);
-    FailedAttempt => |self| Some(self.attempt.number);
-    ExecutionState => |self| self.attempt.map(|a| a.number);
+    NewJob => |self| None, None;
+    AttemptStart => |self| Some(self.attempt.number), Some(self.plan.candidate(self.attempt.try_).to_string());
+    Issued => |self| Some(self.attempt.number), Some(self.plan.candidate(self.attempt.try_).to_string());
+    Launched => |self| Some(self.attempt.number), None;
+    Registering => |self| Some(self.attempt.number), None;
+    FailedAttempt => |self| Some(self.attempt.number), Some(self.plan.candidate(self.attempt.try_).to_string());
+    ExecutionState => |self| self.attempt.map(|a| a.number),
+        self.plan.as_ref().zip(self.attempt).map(|(p, a)| p.candidate(a.try_).to_string());
 }
 
-impl<S: Traced> Traced for StepInput<S> {
-    fn job_id(&self) -> JobId {
-        self.state.job_id()
-    }
-    fn attempt(&self) -> Option<Attempt> {
-        self.state.attempt()
-    }
+/// A wrapper's span is its state's.
+macro_rules! traced_through {
+    ($($wrapper:ty;)*) => {$(
+        impl<S: Traced> Traced for $wrapper {
+            fn job(&self) -> &JobRef {
+                self.state.job()
+            }
+            fn attempt(&self) -> Option<Attempt> {
+                self.state.attempt()
+            }
+            fn candidate(&self) -> Option<String> {
+                self.state.candidate()
+            }
+        }
+    )*};
 }
 
-impl<S: Traced> Traced for WaitInput<S> {
-    fn job_id(&self) -> JobId {
-        self.state.job_id()
-    }
-    fn attempt(&self) -> Option<Attempt> {
-        self.state.attempt()
-    }
+traced_through! {
+    StepInput<S>;
+    WaitInput<S>;
 }
 
 impl Traced for FinalizeInput {
-    fn job_id(&self) -> JobId {
-        self.state.job_id()
+    fn job(&self) -> &JobRef {
+        self.state.job()
     }
     fn attempt(&self) -> Option<Attempt> {
         self.state.attempt()
+    }
+    fn candidate(&self) -> Option<String> {
+        self.state.candidate()
     }
 }

@@ -26,11 +26,15 @@ pub async fn invoke<S: Step>(step: &S, payload: serde_json::Value) -> Result<S::
         tracing::error!(step = S::NAME, %error, "the state machine sent what this step cannot read");
         error
     })?;
+    let job = input.job();
     let span = tracing::info_span!(
         "step",
         step = S::NAME,
-        job_id = input.job_id().get(),
+        job_id = job.job_id.get(),
+        run_attempt = job.run_attempt,
+        execution = %job.execution_name(),
         attempt = input.attempt().map_or(0, |a| a.get()),
+        candidate = input.candidate().unwrap_or_default(),
     );
     async move {
         let result = step.run(input).await;

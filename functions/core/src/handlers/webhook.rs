@@ -191,7 +191,8 @@ impl Webhook {
             delivery = request.delivery.as_deref().unwrap_or("-"),
             event = request.event.as_deref().unwrap_or("-"),
             job_id = tracing::field::Empty,
-            attempt = tracing::field::Empty,
+            run_attempt = tracing::field::Empty,
+            execution = tracing::field::Empty,
         );
         async {
             let decision = decide(&self.secret, &request);
@@ -251,7 +252,10 @@ impl Webhook {
             Decision::Malformed(reason) => Ok(WebhookResponse::new(400, "malformed", reason)),
             Decision::Ignore(reason) => Ok(WebhookResponse::new(200, "ignored", reason)),
             Decision::Queue(job) => {
-                tracing::Span::current().record("job_id", job.job_id.get());
+                let span = tracing::Span::current();
+                span.record("job_id", job.job_id.get());
+                span.record("run_attempt", job.run_attempt);
+                span.record("execution", job.execution_name());
                 // Row first: a crash before StartExecution is healed by the rescue sweep.
                 let created = self.receive(&job).await?;
                 let execution = self.executions.start(&job).await?;

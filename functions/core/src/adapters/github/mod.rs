@@ -10,6 +10,7 @@ use crate::domain::ids::{JobId, RunnerName};
 use crate::domain::job::{Conclusion, JobRef, WorkflowJobEvent};
 use crate::domain::waits::{JobOnGitHub, Registered};
 use crate::error::StepError;
+use crate::metrics::{Datum, Metric, MetricSink};
 use crate::ports::{JitConfig, RunnerOnGitHub, RunnerRegistry, Sensitive, WebhookDeliveries};
 use async_trait::async_trait;
 use octocrab::models::{AppId, InstallationId};
@@ -21,7 +22,7 @@ use policy::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -30,6 +31,8 @@ pub struct GitHubApp {
     app: Octocrab,
     installations: Mutex<HashMap<u64, Octocrab>>,
     runner_group_id: u64,
+    /// Where the rate limit left goes, at each answer.
+    metrics: Arc<dyn MetricSink>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,7 @@ impl GitHubApp {
         app_id: u64,
         private_key_pem: &Sensitive,
         runner_group_id: u64,
+        metrics: Arc<dyn MetricSink>,
     ) -> Result<Self, GitHubSetupError> {
         let key = octocrab::EncodingKey::from_rsa_pem(private_key_pem.expose().as_bytes())
             .map_err(|e| GitHubSetupError::Key(e.to_string()))?;
@@ -60,6 +64,7 @@ impl GitHubApp {
             app,
             installations: Mutex::new(HashMap::new()),
             runner_group_id,
+            metrics,
         })
     }
 
@@ -167,6 +172,7 @@ impl Answer {
 /// repeatable calls retried with jitter, at most [`MAX_TRIES`] tries. Every answer logs the rate
 /// limit budget left.
 async fn call<B: Serialize + Sync + ?Sized>(
+    metrics: &dyn MetricSink,
     client: &Octocrab,
     what: &str,
     method: Method,
@@ -225,6 +231,10 @@ async fn call<B: Serialize + Sync + ?Sized>(
             github_rate_limit_limit = answer.rate.limit,
             "GitHub answered"
         );
+        if let Some(remaining) = answer.rate.remaining {
+            let datum = Datum::new(Metric::GitHubRateLimitRemaining, remaining as f64);
+            metrics.emit(&[datum], now_epoch() * 1000, None);
+        }
         match verdict(what, answer.seen(), repeatable, try_, now_epoch()) {
             Verdict::Use => return Ok(answer),
             Verdict::Stop(error) => return Err(error),
@@ -304,10 +314,17 @@ impl RunnerRegistry for GitHubApp {
         let (owner, repo) = job.owner_and_name();
         let client = self.installation(job.installation_id)?;
         let route = format!("/repos/{owner}/{repo}/actions/jobs/{}", job.job_id);
-        let now: WorkflowJobNow = call(&client, "get job", Method::Get, &route, None::<&()>)
-            .await?
-            .expect("get job", &[200])?
-            .json("get job")?;
+        let now: WorkflowJobNow = call(
+            &*self.metrics,
+            &client,
+            "get job",
+            Method::Get,
+            &route,
+            None::<&()>,
+        )
+        .await?
+        .expect("get job", &[200])?
+        .json("get job")?;
         Ok(now.into_state())
     }
 
@@ -327,7 +344,15 @@ impl RunnerRegistry for GitHubApp {
             labels,
             work_folder: "_work",
         };
-        let mut answer = call(&client, WHAT, Method::Post, &route, Some(&request)).await?;
+        let mut answer = call(
+            &*self.metrics,
+            &client,
+            WHAT,
+            Method::Post,
+            &route,
+            Some(&request),
+        )
+        .await?;
         if answer.status == 409 {
             // The name is this attempt's own: a retried IssueToken (its first answer lost to a
             // timeout or a 5xx) finds the runner it registered. Its config was never sealed, so
@@ -344,7 +369,15 @@ impl RunnerRegistry for GitHubApp {
                 }
                 None => {}
             }
-            answer = call(&client, WHAT, Method::Post, &route, Some(&request)).await?;
+            answer = call(
+                &*self.metrics,
+                &client,
+                WHAT,
+                Method::Post,
+                &route,
+                Some(&request),
+            )
+            .await?;
         }
         let config: JitAnswer = answer.expect(WHAT, &[201])?.json(WHAT)?;
         Ok(JitConfig {
@@ -359,6 +392,7 @@ impl RunnerRegistry for GitHubApp {
         let route = format!("/repos/{owner}/{repo}/actions/runners/{runner_id}");
         // 404: a JIT runner removes itself after its job; gone is what we wanted.
         call(
+            &*self.metrics,
             &client,
             "delete runner",
             Method::Delete,
@@ -381,10 +415,17 @@ impl RunnerRegistry for GitHubApp {
             "/repos/{owner}/{repo}/actions/runners?name={}",
             percent_encode(&name.to_string())
         );
-        let listed: RunnersNamed = call(&client, "list runners", Method::Get, &route, None::<&()>)
-            .await?
-            .expect("list runners", &[200])?
-            .json("list runners")?;
+        let listed: RunnersNamed = call(
+            &*self.metrics,
+            &client,
+            "list runners",
+            Method::Get,
+            &route,
+            None::<&()>,
+        )
+        .await?
+        .expect("list runners", &[200])?
+        .json("list runners")?;
         Ok(listed
             .runners
             .into_iter()
@@ -400,10 +441,17 @@ impl RunnerRegistry for GitHubApp {
         let (owner, repo) = job.owner_and_name();
         let client = self.installation(job.installation_id)?;
         let route = format!("/repos/{owner}/{repo}/actions/runs/{}", job.run_id);
-        let run: WorkflowRunNow = call(&client, WHAT, Method::Get, &route, None::<&()>)
-            .await?
-            .expect(WHAT, &[200])?
-            .json(WHAT)?;
+        let run: WorkflowRunNow = call(
+            &*self.metrics,
+            &client,
+            WHAT,
+            Method::Get,
+            &route,
+            None::<&()>,
+        )
+        .await?
+        .expect(WHAT, &[200])?
+        .json(WHAT)?;
         Ok(run.status.as_deref() == Some("completed"))
     }
 
@@ -412,9 +460,16 @@ impl RunnerRegistry for GitHubApp {
         let (owner, repo) = job.owner_and_name();
         let client = self.installation(job.installation_id)?;
         let route = format!("/repos/{owner}/{repo}/actions/jobs/{}/rerun", job.job_id);
-        call(&client, WHAT, Method::Post, &route, None::<&()>)
-            .await?
-            .expect(WHAT, &[201])?;
+        call(
+            &*self.metrics,
+            &client,
+            WHAT,
+            Method::Post,
+            &route,
+            None::<&()>,
+        )
+        .await?
+        .expect(WHAT, &[201])?;
         Ok(())
     }
 }
@@ -503,9 +558,16 @@ impl WebhookDeliveries for GitHubApp {
                 route.push_str("&cursor=");
                 route.push_str(&percent_encode(cursor));
             }
-            let answer = call(&self.app, WHAT, Method::Get, &route, None::<&()>)
-                .await?
-                .expect(WHAT, &[200])?;
+            let answer = call(
+                &*self.metrics,
+                &self.app,
+                WHAT,
+                Method::Get,
+                &route,
+                None::<&()>,
+            )
+            .await?
+            .expect(WHAT, &[200])?;
             let page: Vec<HookDeliveryItem> = answer.json(WHAT)?;
             let mut reached_since = false;
             for item in page {
@@ -527,9 +589,16 @@ impl WebhookDeliveries for GitHubApp {
     async fn job_of(&self, delivery_id: u64) -> Result<Option<JobRef>, StepError> {
         const WHAT: &str = "get delivery";
         let route = format!("/app/hook/deliveries/{delivery_id}");
-        let answer = call(&self.app, WHAT, Method::Get, &route, None::<&()>)
-            .await?
-            .expect(WHAT, &[200, 404])?;
+        let answer = call(
+            &*self.metrics,
+            &self.app,
+            WHAT,
+            Method::Get,
+            &route,
+            None::<&()>,
+        )
+        .await?
+        .expect(WHAT, &[200, 404])?;
         if answer.status == 404 {
             return Ok(None);
         }
@@ -547,9 +616,16 @@ impl WebhookDeliveries for GitHubApp {
     async fn redeliver(&self, delivery_id: u64) -> Result<(), StepError> {
         const WHAT: &str = "redeliver";
         let route = format!("/app/hook/deliveries/{delivery_id}/attempts");
-        call(&self.app, WHAT, Method::Post, &route, None::<&()>)
-            .await?
-            .expect(WHAT, &[202])?;
+        call(
+            &*self.metrics,
+            &self.app,
+            WHAT,
+            Method::Post,
+            &route,
+            None::<&()>,
+        )
+        .await?
+        .expect(WHAT, &[202])?;
         Ok(())
     }
 }
@@ -558,8 +634,8 @@ impl WebhookDeliveries for GitHubApp {
 mod tests {
     use super::*;
 
+    use crate::metrics::RecordedMetrics;
     use std::collections::VecDeque;
-    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -568,6 +644,7 @@ mod tests {
     struct Scripted {
         url: String,
         asked: Arc<Mutex<Vec<(String, String)>>>,
+        metrics: Arc<RecordedMetrics>,
     }
 
     type Reply = (u16, Vec<(&'static str, String)>, String);
@@ -622,7 +699,11 @@ mod tests {
                 let _ = socket.shutdown().await;
             }
         });
-        Scripted { url, asked }
+        Scripted {
+            url,
+            asked,
+            metrics: Arc::default(),
+        }
     }
 
     impl Scripted {
@@ -648,6 +729,7 @@ mod tests {
                 app: client.clone(),
                 installations: Mutex::new(HashMap::from([(7, client)])),
                 runner_group_id: 1,
+                metrics: self.metrics.clone(),
             }
         }
     }
@@ -730,6 +812,13 @@ mod tests {
         assert_eq!(error.name(), "Throttled");
         assert!(error.to_string().contains("0 of 5000 left"), "{error}");
         assert_eq!(github.asked().len(), 1);
+        let left: Vec<(Metric, f64)> = github
+            .metrics
+            .taken()
+            .iter()
+            .map(|d| (d.metric, d.value))
+            .collect();
+        assert_eq!(left, [(Metric::GitHubRateLimitRemaining, 0.0)]);
     }
 
     #[tokio::test]
@@ -885,9 +974,15 @@ mod tests {
 
     #[test]
     fn a_bad_private_key_is_a_clear_setup_error() {
-        let error = GitHubApp::new("https://api.github.com", 1, &Sensitive::new("not a key"), 1)
-            .err()
-            .expect("must fail");
+        let error = GitHubApp::new(
+            "https://api.github.com",
+            1,
+            &Sensitive::new("not a key"),
+            1,
+            Arc::new(RecordedMetrics::default()),
+        )
+        .err()
+        .expect("must fail");
         assert!(error.to_string().contains("not a valid RSA PEM key"));
     }
 }
