@@ -40,6 +40,8 @@ export interface DeployConfig {
   };
   retention_days: number;
   log_retention_days: number;
+  /** Filled in by the schema's defaults when the file has no `alarms` section. */
+  alarms: { email?: string | null; queued_minutes: number; fallback_rate: number };
 }
 
 /** The checked-in schema, generated from Rust (`make schema`). */
@@ -318,7 +320,18 @@ export function crossFieldErrors(config: DeployConfig): string[] {
   if (timeouts.registration_seconds >= timeouts.job_seconds) {
     problems.push('/timeouts/registration_seconds must be shorter than /timeouts/job_seconds');
   }
+  const email = config.alarms?.email;
+  if (email && !emailLooksRight(email)) {
+    problems.push(`/alarms/email \`${email}\` is not an email address (name@example.com)`);
+  }
   return problems;
+}
+
+/** What the schema's pattern cannot say of an address: no empty label in the domain (`a@b..com`). Mirrors `looks_like_email`. */
+function emailLooksRight(address: string): boolean {
+  const [, domain = ''] = address.split('@');
+  const labels = domain.split('.');
+  return labels.length >= 2 && labels.every((l) => l !== '');
 }
 
 /**

@@ -5,7 +5,7 @@ import { RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
-import { BINS, type Bin, type FunctionFactory, TIMEOUTS, pascal } from './lambdas';
+import { BINS, type Bin, type CommonFunctionProps, type FunctionFactory, TIMEOUTS, pascal } from './lambdas';
 import { type Grantables, NEEDS, acknowledgeClusterTasks, acknowledgeExecutions, lambdaStatements } from './permissions';
 
 export interface FunctionsProps {
@@ -17,6 +17,8 @@ export interface FunctionsProps {
   readonly grants: Grantables;
   /** See `TasukiStackProps.webhookReservedConcurrency`. */
   readonly webhookReservedConcurrency?: number;
+  /** Asynchronous invocation settings (retries, event age, DLQ) of the Lambdas invoked that way. */
+  readonly asyncInvoke?: Partial<Record<Bin, Partial<CommonFunctionProps>>>;
 }
 
 export function lambdaFunctions(stack: Stack, props: FunctionsProps): Record<Bin, lambda.Function> {
@@ -40,6 +42,7 @@ export function lambdaFunctions(stack: Stack, props: FunctionsProps): Record<Bin
       environment: { TASUKI_CONFIG: props.configJson },
       reservedConcurrentExecutions:
         bin === 'webhook' && (props.webhookReservedConcurrency ?? 0) > 0 ? props.webhookReservedConcurrency : undefined,
+      ...props.asyncInvoke?.[bin],
     });
     acknowledgeClusterTasks(role, needs, props.grants.runners.cluster);
     acknowledgeExecutions(role, needs, props.grants.stateMachineName);

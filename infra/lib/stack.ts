@@ -22,6 +22,7 @@ import { rescueSchedule, taskStoppedRule, webhookUrl } from './event-sources';
 import { lambdaFunctions } from './functions';
 import type { Bin, FunctionFactory } from './lambdas';
 import { network } from './network';
+import { type Observability, asyncInvokeProps, deadLetterQueues, observability } from './observability';
 import { RUNNER_CONTAINER, runnerTasks } from './runners';
 import { runnerJobStateMachine, stateMachineAddress } from './state-machine';
 import { lifecycleTable } from './table';
@@ -50,6 +51,8 @@ export class TasukiStack extends Stack {
   readonly stateMachineArn: string;
   readonly functions: Record<Bin, lambda.Function>;
   readonly webhookUrl: lambda.FunctionUrl;
+  /** Alarm topic, alarms and dashboard (observability.ts). */
+  readonly observability: Observability;
   /** The runtime config every Lambda reads from `TASUKI_CONFIG` (tokens resolve at deploy). */
   readonly runtimeConfig: Record<string, unknown>;
 
@@ -110,6 +113,7 @@ export class TasukiStack extends Stack {
       retention_days: config.retention_days,
     };
     const configJson = this.toJsonString(this.runtimeConfig);
+    const deadLetters = deadLetterQueues(this);
 
     this.functions = lambdaFunctions(this, {
       functions: props.functions,
@@ -125,11 +129,18 @@ export class TasukiStack extends Stack {
         taskDefinitions,
       },
       webhookReservedConcurrency: props.webhookReservedConcurrency,
+      asyncInvoke: asyncInvokeProps(deadLetters),
     });
     this.webhookUrl = webhookUrl(this.functions.webhook);
     this.stateMachine = runnerJobStateMachine(this, stateMachine, this.functions, retention);
-    taskStoppedRule(this, this.cluster, this.functions['ecs-events']);
-    rescueSchedule(this, this.functions.rescue);
+    taskStoppedRule(this, this.cluster, this.functions['ecs-events'], deadLetters.rules.taskStopped);
+    rescueSchedule(this, this.functions.rescue, deadLetters.rules.rescueSweep);
+    this.observability = observability(this, {
+      alarms: config.alarms,
+      functions: this.functions,
+      stateMachine: this.stateMachine,
+      deadLetters,
+    });
 
     // ---- Outputs ----------------------------------------------------------------------------------
     new CfnOutput(this, 'WebhookUrl', {

@@ -508,7 +508,8 @@ describe('EventBridge, KMS', () => {
   });
 
   it('the runner key rotates and is kept on stack deletion', () => {
-    const keys = resourcesOfType(t, 'AWS::KMS::Key');
+    // The other key encrypts the alarm topic (observability.test.ts).
+    const keys = resourcesOfType(t, 'AWS::KMS::Key').filter(([, r]) => r.Properties.Description.startsWith('tasuki: seals'));
     assert.equal(keys.length, 1);
     assert.equal(keys[0][1].Properties.EnableKeyRotation, true);
     assert.equal(keys[0][1].DeletionPolicy, 'Retain');
@@ -630,6 +631,8 @@ describe('IAM: least privilege', () => {
     'ecs-events': () => [
       [['dynamodb:GetItem', 'dynamodb:UpdateItem'], tableArn()],
       [CALLBACKS, smArn()],
+      // Its asynchronous invocations' dead-letter queue (observability.ts).
+      [['sqs:SendMessage'], getAtt(s.stack.node.findChild('EcsEventsInvokeDlq'))],
     ],
     // Query on the by-state-deadline index only (never the table: no Scan, no timeline reads).
     rescue: () => [
@@ -641,6 +644,7 @@ describe('IAM: least privilege', () => {
       [['ecs:StopTask'], clusterTasks(), { ArnEquals: { 'ecs:cluster': getAtt(s.stack.cluster) } }],
       [['ecs:ListTasks'], clusterTasks().replace(':task/', ':container-instance/'), { ArnEquals: { 'ecs:cluster': getAtt(s.stack.cluster) } }],
       [['ecs:DescribeTasks'], clusterTasks(), { ArnEquals: { 'ecs:cluster': getAtt(s.stack.cluster) } }],
+      [['sqs:SendMessage'], getAtt(s.stack.node.findChild('RescueInvokeDlq'))],
     ],
   };
   const byJson = (a: Json, b: Json) => JSON.stringify(a).localeCompare(JSON.stringify(b));

@@ -38,6 +38,9 @@ pub struct DeployConfig {
     #[serde(default = "default_log_retention_days")]
     #[schemars(range(min = 1))]
     pub log_retention_days: u32,
+    /// CloudWatch alarms and who they tell (an SNS topic; optionally an email subscription).
+    #[serde(default)]
+    pub alarms: DeployAlarms,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -119,6 +122,57 @@ pub struct Ec2Capacity {
     pub instance_types: BTreeMap<Arch, Vec<String>>,
     #[schemars(range(min = 1))]
     pub max_instances: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployAlarms {
+    /// Subscribed to the alarm topic by email (SNS asks the address to confirm the subscription);
+    /// no subscription when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"))]
+    pub email: Option<String>,
+    /// Alarm when the oldest job still waiting for a runner has waited longer than this.
+    #[serde(default = "default_queued_minutes")]
+    #[schemars(range(min = 1))]
+    pub queued_minutes: u32,
+    /// Alarm when capacity fallbacks exceed this fraction of the jobs finished (over 15 minutes);
+    /// more than 0, at most 1.
+    #[serde(default = "default_fallback_rate")]
+    #[schemars(range(max = 1), extend("exclusiveMinimum" = 0))]
+    pub fallback_rate: f64,
+}
+
+impl Default for DeployAlarms {
+    fn default() -> Self {
+        Self {
+            email: None,
+            queued_minutes: default_queued_minutes(),
+            fallback_rate: default_fallback_rate(),
+        }
+    }
+}
+
+fn default_queued_minutes() -> u32 {
+    10
+}
+
+fn default_fallback_rate() -> f64 {
+    0.25
+}
+
+/// `local@domain.tld`: one `@`, no whitespace, a dot in the domain (what SNS's email protocol needs;
+/// SNS itself confirms the address exists).
+fn looks_like_email(address: &str) -> bool {
+    let Some((local, domain)) = address.split_once('@') else {
+        return false;
+    };
+    let labels: Vec<&str> = domain.split('.').collect();
+    !local.is_empty()
+        && !address.chars().any(char::is_whitespace)
+        && !domain.contains('@')
+        && labels.len() >= 2
+        && labels.iter().all(|l| !l.is_empty())
 }
 
 /// The retention periods CloudWatch Logs accepts.
@@ -261,7 +315,7 @@ impl DeployConfig {
         if self.runner.image.trim().is_empty() {
             return Err(invalid("runner.image", "must name the runner image"));
         }
-        Ok(())
+        check_alarms(&self.alarms)
     }
 
     /// The JSON Schema of this file, as checked in at `infra/tasuki.config.schema.json`.
@@ -269,6 +323,27 @@ impl DeployConfig {
         let schema = schemars::schema_for!(DeployConfig);
         serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
     }
+}
+
+fn check_alarms(alarms: &DeployAlarms) -> Result<(), ConfigError> {
+    if let Some(email) = &alarms.email {
+        if !looks_like_email(email) {
+            return Err(invalid(
+                "alarms.email",
+                format!("`{email}` is not an email address (name@example.com)"),
+            ));
+        }
+    }
+    if alarms.queued_minutes < 1 {
+        return Err(invalid("alarms.queued_minutes", "must be at least 1"));
+    }
+    if !(alarms.fallback_rate > 0.0 && alarms.fallback_rate <= 1.0) {
+        return Err(invalid(
+            "alarms.fallback_rate",
+            "must be more than 0 and at most 1 (a fraction of the jobs finished)",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -365,5 +440,71 @@ mod tests {
         v["github"]["webhook_secret_name"] =
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:tasuki/hook".into();
         assert_eq!(field_of(v), "github.webhook_secret_name");
+    }
+    #[test]
+    fn without_an_alarms_section_alarms_wait_ten_minutes_and_a_quarter_of_jobs_falling_back() {
+        let mut v = example();
+        v.as_object_mut().unwrap().remove("alarms");
+        let config = DeployConfig::from_json(&v.to_string()).unwrap();
+        assert_eq!(config.alarms, DeployAlarms::default());
+        assert_eq!(config.alarms.email, None);
+        assert_eq!(config.alarms.queued_minutes, 10);
+        assert_eq!(config.alarms.fallback_rate, 0.25);
+    }
+
+    #[test]
+    fn an_alarms_section_may_set_only_some_of_its_fields() {
+        let mut v = example();
+        v["alarms"] = serde_json::json!({"email": "ops@example.com"});
+        let config = DeployConfig::from_json(&v.to_string()).unwrap();
+        assert_eq!(config.alarms.email.as_deref(), Some("ops@example.com"));
+        assert_eq!(config.alarms.queued_minutes, 10);
+        let mut v = example();
+        v["alarms"] = serde_json::json!({"queued_minutes": 1, "fallback_rate": 1});
+        let config = DeployConfig::from_json(&v.to_string()).unwrap();
+        assert_eq!(
+            (config.alarms.queued_minutes, config.alarms.fallback_rate),
+            (1, 1.0)
+        );
+    }
+
+    #[test]
+    fn an_alarm_email_that_is_not_an_address_is_refused() {
+        for bad in [
+            "ops",
+            "ops@",
+            "@example.com",
+            "ops@example",
+            "ops @example.com",
+            "a@b@c.com",
+            "ops@example..com",
+        ] {
+            let mut v = example();
+            v["alarms"] = serde_json::json!({ "email": bad });
+            assert_eq!(field_of(v), "alarms.email", "{bad}");
+        }
+    }
+
+    #[test]
+    fn alarms_need_at_least_one_queued_minute() {
+        let mut v = example();
+        v["alarms"] = serde_json::json!({"queued_minutes": 0});
+        assert_eq!(field_of(v), "alarms.queued_minutes");
+    }
+
+    #[test]
+    fn the_fallback_rate_is_a_fraction_above_zero_and_at_most_one() {
+        for bad in [0.0, -0.1, 1.01, 25.0] {
+            let mut v = example();
+            v["alarms"] = serde_json::json!({ "fallback_rate": bad });
+            assert_eq!(field_of(v), "alarms.fallback_rate", "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_alarms_field_is_named() {
+        let mut v = example();
+        v["alarms"] = serde_json::json!({"queued_minute": 5});
+        assert_eq!(field_of(v), "alarms.queued_minute");
     }
 }
