@@ -102,6 +102,8 @@ export interface Observability {
   readonly topic: sns.Topic;
   readonly alarms: cloudwatch.Alarm[];
   readonly dashboard: cloudwatch.Dashboard;
+  /** The dashboard's name (the stack's), as text: the console URL needs no reference to it. */
+  readonly dashboardName: string;
 }
 
 const FIVE_MINUTES = Duration.minutes(5);
@@ -342,7 +344,7 @@ export function observability(stack: Stack, props: ObservabilityProps): Observab
     queuedThresholdSeconds: settings.queued_minutes * 60,
     fallbackRateThreshold: settings.fallback_rate,
   });
-  return { topic, alarms: made, dashboard };
+  return { topic, alarms: made, dashboard, dashboardName: stack.stackName };
 }
 
 interface DashboardInputs extends Omit<ObservabilityProps, 'alarms'> {

@@ -162,6 +162,13 @@ export class TasukiStack extends Stack {
     new CfnOutput(this, 'TableName', { description: 'TASUKI_TABLE for `tasuki jobs ls|show`', value: this.table.tableName });
     new CfnOutput(this, 'ClusterName', { value: this.cluster.clusterName });
     new CfnOutput(this, 'RunnerLogGroup', { value: runners.logGroup.logGroupName });
+    new CfnOutput(this, 'AlarmTopicArn', {
+      description: 'Where every alarm is told (subscribe more than alarms.email here)',
+      value: this.observability.topic.topicArn,
+    });
+    new CfnOutput(this, 'DashboardUrl', {
+      value: `https://${this.region}.console.aws.amazon.com/cloudwatch/home?region=${this.region}#dashboards/dashboard/${this.observability.dashboardName}`,
+    });
   }
 }
 

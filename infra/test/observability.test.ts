@@ -57,6 +57,15 @@ describe('tasuki.config.json: alarms', () => {
   });
 });
 
+describe('Outputs', () => {
+  it("the alarm topic's ARN and the dashboard's console URL", () => {
+    assert.deepEqual(t.Outputs.AlarmTopicArn.Value, topicRef());
+    const url = JSON.stringify(t.Outputs.DashboardUrl.Value);
+    assert.ok(url.includes('.console.aws.amazon.com/cloudwatch/home?region='), url);
+    assert.ok(url.includes('#dashboards/dashboard/Tasuki'), url);
+  });
+});
+
 describe('Alarm topic', () => {
   it('is encrypted with a rotating key that CloudWatch may use, and takes TLS only', () => {
     const topic = t.Resources[logicalId(s.stack.observability.topic)];
