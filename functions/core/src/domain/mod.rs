@@ -16,4 +16,5 @@ pub mod rescue;
 pub mod rounds;
 pub mod size;
 pub mod tags;
+pub mod usage;
 pub mod waits;
