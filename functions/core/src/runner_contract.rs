@@ -25,6 +25,12 @@ pub mod env {
     pub const KMS_KEY_ID: &str = "TASUKI_KMS_KEY_ID";
     /// Set by the task definition: seconds a running job gets after SIGTERM.
     pub const STOP_GRACE_SECONDS: &str = "TASUKI_STOP_GRACE_SECONDS";
+    /// Set by the task definition: the lifecycle table, where `tasuki-boot` stores the task's
+    /// usage item (`domain::usage`).
+    pub const TABLE: &str = "TASUKI_TABLE";
+    /// Set by the task definition: days the usage item is kept (its `expires_at`), the
+    /// deployment's `retention_days` like every lifecycle item.
+    pub const RETENTION_DAYS: &str = "TASUKI_RETENTION_DAYS";
 }
 
 /// The KMS encryption context key every sealed config's data key carries.

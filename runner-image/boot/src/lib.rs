@@ -7,7 +7,9 @@
 //!    `ACTIONS_RUNNER_INPUT_JITCONFIG`, without the task's credential variables;
 //! 4. stays as its parent: a stop signal gives a running job a grace period before the runner is
 //!    told to stop; orphans are reaped; the outcome becomes a distinct exit status
-//!    (`runner_contract::BootExit`, contract section E).
+//!    (`runner_contract::BootExit`, contract section E);
+//! 5. meanwhile samples the task's CPU and memory ([`usage`]) and stores a summary in the lifecycle
+//!    table at exit ([`report`]), for right-sizing advice; never at the job's expense.
 //!
 //! The opened config is never printed, logged or written: it exists as a [`credential::JitConfig`]
 //! (redacted `Debug`, no `Display`) and then only in the runner's environment. Every failure before
@@ -18,16 +20,20 @@ pub mod error;
 pub mod hook;
 pub mod kms;
 pub mod plan;
+pub mod report;
 pub mod supervise;
+pub mod usage;
 
 use error::BootError;
 use plan::BootPlan;
+use report::{ReportPlan, Stored};
 use std::ffi::OsString;
+use tasuki_core::domain::usage::{summarize, Usage};
 
 const USAGE: &str = "usage: tasuki-boot (no arguments; configured by the task's environment: \
 TASUKI_JOB_ID, TASUKI_JIT_CONFIG_SEALED, optional TASUKI_KMS_KEY_ID, TASUKI_ATTEMPT, \
-TASUKI_RUNNER_NAME, TASUKI_STOP_GRACE_SECONDS, RUNNER_DIR, TASUKI_RUNNER_CMD, and the standard AWS \
-variables)";
+TASUKI_RUNNER_NAME, TASUKI_STOP_GRACE_SECONDS, RUNNER_DIR, TASUKI_RUNNER_CMD, TASUKI_TABLE, \
+TASUKI_RETENTION_DAYS, ECS_CONTAINER_METADATA_URI_V4, and the standard AWS variables)";
 
 fn say(line: &str) {
     eprintln!("tasuki-boot: {line}");
@@ -131,6 +137,14 @@ pub fn run(args: Vec<OsString>) -> i32 {
         Err(e) => return fail(&e),
     };
     drop(jit);
+    let sampling = start_sampling(&plan);
+    match &sampling {
+        Ok(_) => say(&format!(
+            "usage: sampling the task's CPU and memory every {} s",
+            usage::INTERVAL.as_secs()
+        )),
+        Err(why) => say(&format!("usage: not sampled ({why})")),
+    }
     say(&format!(
         "{}: credential opened, runner {} started (pid {pid}); stop grace period {} s",
         plan.describe(),
@@ -139,6 +153,9 @@ pub fn run(args: Vec<OsString>) -> i32 {
     ));
     let outcome = supervise::supervise(&signals, pid, &hook, plan.grace, |line| say(&line));
     let verdict = outcome.verdict();
+    if let Ok((sampler, report)) = sampling {
+        say(&report_usage(sampler, &report));
+    }
     say(&format!(
         "{}; exit {}: {}",
         outcome.ended.describe(),
@@ -147,4 +164,70 @@ pub fn run(args: Vec<OsString>) -> i32 {
     ));
     drop(hook);
     verdict.code()
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// Starts sampling when the task can be sampled and its usage stored; else why not.
+fn start_sampling(plan: &BootPlan) -> Result<(usage::Sampler, ReportPlan), String> {
+    let uri = env_var(usage::METADATA_URI)
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| format!("{} is not set", usage::METADATA_URI))?;
+    let endpoint = usage::Endpoint::parse(&uri)
+        .ok_or_else(|| format!("{} is not an http:// URI", usage::METADATA_URI))?;
+    let report = ReportPlan::from_env(env_var, plan.job_id, plan.attempt)?;
+    let sampler = usage::Sampler::start(endpoint, usage::INTERVAL)
+        .map_err(|e| format!("cannot start the sampling thread: {e}"))?;
+    Ok((sampler, report))
+}
+
+/// Stops sampling, summarizes and stores the usage; the one line that says how it went.
+fn report_usage(sampler: usage::Sampler, report: &ReportPlan) -> String {
+    let gathered = sampler.finish();
+    let failed = match &gathered.last_failure {
+        Some(last) => format!(
+            "; {} failed read(s), the last: {}",
+            gathered.failures,
+            error::one_line(last, 200)
+        ),
+        None => String::new(),
+    };
+    let Some(limits) = gathered.limits else {
+        return format!("usage: not reported (the task metadata gave no limits{failed})");
+    };
+    let usage = match summarize(report.attempt, limits, &gathered.samples) {
+        Ok(usage) => usage,
+        Err(e) => return format!("usage: not reported ({e}{failed})"),
+    };
+    let stored = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+        .and_then(|runtime| runtime.block_on(report::store(report, &usage)));
+    let figures = describe(&usage);
+    match stored {
+        Ok(Stored::Written) => format!("usage: {figures}{failed}; stored as {}", report.describe()),
+        Ok(Stored::AlreadyThere) => format!(
+            "usage: {figures}{failed}; not stored: {} exists already (first write wins)",
+            report.describe()
+        ),
+        Err(why) => format!("usage: {figures}{failed}; not stored: {why}"),
+    }
+}
+
+fn describe(usage: &Usage) -> String {
+    let f = usage.fields();
+    format!(
+        "CPU avg {:.2} / peak {:.2} of {} vCPU, memory avg {} / peak {} of {} MiB, {} samples over {} s",
+        f.cpu_avg_vcpu,
+        f.cpu_peak_vcpu,
+        f.cpu_limit_vcpu,
+        f.memory_avg_mib,
+        f.memory_peak_mib,
+        f.memory_limit_mib,
+        f.samples,
+        f.seconds
+    )
 }
