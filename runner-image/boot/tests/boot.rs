@@ -1034,3 +1034,350 @@ fn arguments_are_refused_and_version_answers() {
     assert_eq!(out.status.code(), Some(BootExit::Usage.code()));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: tasuki-boot"));
 }
+
+// ---- the task's usage, sampled and stored at exit (issue 11) ------------------------------------
+
+/// A fake ECS task metadata endpoint v4 on 127.0.0.1. `/task` answers the task metadata (Limits in
+/// vCPUs and MiB, "Amazon ECS task metadata v4 JSON response for tasks on Fargate",
+/// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-metadata-endpoint-v4-fargate-response.html>);
+/// `/task/stats` answers the next of `stats` (then the last again): a map from Docker id to
+/// Docker's stats object, `null` for a container not sampled yet
+/// (<https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-metadata-endpoint-v4-fargate.html>),
+/// chunked as Go's net/http sends a large body. `stats` empty: every request gets a 500.
+struct FakeMetadata {
+    uri: String,
+    stats_served: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+fn fake_metadata(task: &'static str, stats: Vec<String>) -> FakeMetadata {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!(
+        "http://{}/v4/3d1f891cded94dc795608466cce8ddcf-464223573",
+        listener.local_addr().unwrap()
+    );
+    let stats_served = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (served, counted) = (stats_served.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            counted.fetch_add(1, Ordering::SeqCst);
+            let head = String::from_utf8_lossy(&head);
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let answer = if stats.is_empty() {
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n".to_string()
+            } else if path.ends_with("/task/stats") {
+                let n = served.fetch_add(1, Ordering::SeqCst);
+                let body = &stats[n.min(stats.len() - 1)];
+                let (a, b) = body.split_at(body.len() / 2);
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+                    a.len(),
+                    b.len()
+                )
+            } else if path.ends_with("/task") {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{task}",
+                    task.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string()
+            };
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    FakeMetadata {
+        uri,
+        stats_served,
+        requests,
+    }
+}
+
+/// Task metadata shaped like the Fargate v4 "Example task metadata response", a 2 vCPU / 4 GiB task
+/// of the docker variant's two containers.
+const TASK_METADATA: &str = r#"{
+  "Cluster": "arn:aws:ecs:us-west-2:111122223333:cluster/default",
+  "TaskARN": "arn:aws:ecs:us-west-2:111122223333:task/default/3d1f891cded94dc795608466cce8ddcf",
+  "Family": "tasuki-runner-x64",
+  "Revision": "3",
+  "DesiredStatus": "RUNNING",
+  "KnownStatus": "RUNNING",
+  "Limits": {"CPU": 2, "Memory": 4096},
+  "PullStartedAt": "2020-10-08T20:47:16.053330955Z",
+  "PullStoppedAt": "2020-10-08T20:47:19.592684631Z",
+  "AvailabilityZone": "us-west-2a",
+  "Containers": [
+    {"DockerId": "3d1f891cded94dc795608466cce8ddcf-464223573", "Name": "runner", "KnownStatus": "RUNNING",
+     "Limits": {"CPU": 2}, "Type": "NORMAL"},
+    {"DockerId": "3d1f891cded94dc795608466cce8ddcf-2886410366", "Name": "dind", "KnownStatus": "RUNNING",
+     "Limits": {"CPU": 2}, "Type": "NORMAL"}
+  ],
+  "LaunchType": "FARGATE",
+  "ClockDrift": {"ClockErrorBound": 0.5, "ReferenceTimestamp": "2021-09-07T16:57:44Z", "ClockSynchronizationStatus": "SYNCHRONIZED"}
+}"#;
+
+/// One container's Docker stats object: CPU counters in seconds, memory `usage` and the page cache
+/// under the cgroup v1 (`total_inactive_file`) or v2 (`inactive_file`) key, in MiB.
+fn docker_stats(
+    name: &str,
+    cpu_s: f64,
+    system_s: f64,
+    usage_mib: u64,
+    cache: (&str, u64),
+) -> String {
+    const MIB: u64 = 1024 * 1024;
+    serde_json::json!({
+        "read": "2020-10-08T21:24:44.938937019Z",
+        "preread": "2020-10-08T21:24:39.938633969Z",
+        "pids_stats": {},
+        "num_procs": 0,
+        "cpu_stats": {
+            "cpu_usage": {
+                "total_usage": (cpu_s * 1e9) as u64,
+                "percpu_usage": [(cpu_s * 1e9) as u64, 0],
+                "usage_in_kernelmode": 10_000_000,
+                "usage_in_usermode": 20_000_000
+            },
+            "system_cpu_usage": (system_s * 1e9) as u64,
+            "online_cpus": 2,
+            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}
+        },
+        "precpu_stats": {
+            "cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}
+        },
+        "memory_stats": {
+            "usage": usage_mib * MIB,
+            "max_usage": usage_mib * MIB,
+            "stats": {cache.0: cache.1 * MIB, "rss": 1024},
+            "limit": 9223372036854771712u64
+        },
+        "name": name,
+        "id": "3d1f891cded94dc795608466cce8ddcf-464223573",
+        "networks": {"eth1": {"rx_bytes": 1000, "tx_bytes": 1000}}
+    })
+    .to_string()
+}
+
+fn task_stats(runner: String, dind: Option<String>) -> String {
+    format!(
+        r#"{{"3d1f891cded94dc795608466cce8ddcf-464223573": {runner}, "3d1f891cded94dc795608466cce8ddcf-2886410366": {}}}"#,
+        dind.unwrap_or_else(|| "null".into())
+    )
+}
+
+/// The usage item of `job_id`'s attempt 1, if any.
+fn usage_item(
+    table: &str,
+    job_id: u64,
+) -> Option<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        aws_sdk_dynamodb::Client::new(&support::sdk().await)
+            .get_item()
+            .table_name(table)
+            .key("pk", AttributeValue::S(format!("JOB#{job_id}")))
+            .key("sk", AttributeValue::S("USAGE#0001".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item
+    })
+}
+
+fn number(item: &HashMap<String, aws_sdk_dynamodb::types::AttributeValue>, name: &str) -> f64 {
+    item[name].as_n().unwrap().parse().unwrap()
+}
+
+fn lifecycle_table() -> String {
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { support::table(&support::sdk().await).await })
+}
+
+fn with_usage(boot: Boot, table: &str, metadata: &FakeMetadata) -> Boot {
+    boot.with("TASUKI_TABLE", table)
+        .with("TASUKI_RETENTION_DAYS", "30")
+        .with("ECS_CONTAINER_METADATA_URI_V4", &metadata.uri)
+}
+
+#[test]
+fn the_tasks_usage_over_the_job_is_stored_with_averages_and_peaks_summed_over_its_containers() {
+    let v1 = ("total_inactive_file", 100);
+    let v2 = ("inactive_file", 100);
+    // Readings 5 s apart on 2 CPUs (the host counter grows 10 s per 5 s):
+    // 0 s: runner only (dind not sampled yet: null), 300 MiB without cache;
+    // 5 s: runner +5 s CPU → 1.0 vCPU (dind has nothing to compare), 1024 + 200 MiB;
+    // 10 s: runner +2.5 s, dind +5 s → 0.5 + 1.0 = 1.5 vCPU, 500 + 300 MiB.
+    let stats = vec![
+        task_stats(docker_stats("runner", 0.5, 100.0, 400, v1), None),
+        task_stats(
+            docker_stats("runner", 5.5, 110.0, 1124, v2),
+            Some(docker_stats("dind", 1.0, 110.0, 300, v2)),
+        ),
+        task_stats(
+            docker_stats("runner", 8.0, 120.0, 600, v2),
+            Some(docker_stats("dind", 6.0, 120.0, 400, v2)),
+        ),
+    ];
+    let metadata = fake_metadata(TASK_METADATA, stats);
+    let table = lifecycle_table();
+    let sealed = seal(120);
+    let started = Instant::now();
+    // Readings at about 0, 5 and 10 s; the runner ends at about 12 s.
+    let run = with_usage(Boot::new(120, Some(&sealed)).job(12), &table, &metadata).run();
+    run.assert_exit(BootExit::JobFinished);
+    assert!(started.elapsed() < Duration::from_secs(30), "{run:#?}");
+    assert_eq!(metadata.stats_served.load(Ordering::SeqCst), 3, "{run:#?}");
+    let item = usage_item(&table, 120).unwrap_or_else(|| panic!("no usage item: {run:#?}"));
+    assert_eq!(item["pk"].as_s().unwrap(), "JOB#120");
+    assert_eq!(number(&item, "attempt"), 1.0);
+    assert_eq!(number(&item, "samples"), 3.0);
+    assert_eq!(number(&item, "seconds"), 10.0);
+    assert_eq!(number(&item, "cpu_peak_vcpu"), 1.5);
+    // Weighted by the measured time between readings: about (1.0 × 5 + 1.5 × 5) / 10.
+    assert!(
+        (number(&item, "cpu_avg_vcpu") - 1.25).abs() < 0.02,
+        "{item:?}"
+    );
+    assert_eq!(number(&item, "memory_peak_mib"), 1224.0);
+    assert_eq!(
+        number(&item, "memory_avg_mib"),
+        ((300.0f64 + 1224.0 + 800.0) / 3.0).round()
+    );
+    assert_eq!(number(&item, "cpu_limit_vcpu"), 2.0);
+    assert_eq!(number(&item, "memory_limit_mib"), 4096.0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    let expires = number(&item, "expires_at");
+    assert!(
+        (expires - (now + 30.0 * 86_400.0)).abs() < 120.0,
+        "{expires}"
+    );
+    assert!(
+        run.stderr.contains("usage: CPU avg 1.2")
+            && run.stderr.contains("stored as JOB#120 USAGE#0001"),
+        "{run:#?}"
+    );
+    // The exit line stays the last.
+    assert!(
+        run.stderr.lines().last().unwrap().contains("exit 0: "),
+        "{run:#?}"
+    );
+}
+
+/// No item rather than an empty one: a usage without readings would read as a job that used
+/// nothing, and push the advice towards a smaller size.
+#[test]
+fn a_metadata_endpoint_that_answers_500_changes_nothing_and_stores_nothing() {
+    let metadata = fake_metadata(TASK_METADATA, Vec::new());
+    let table = lifecycle_table();
+    let sealed = seal(121);
+    let run = with_usage(Boot::new(121, Some(&sealed)).job(0), &table, &metadata).run();
+    run.assert_exit(BootExit::JobFinished);
+    assert!(metadata.requests.load(Ordering::SeqCst) >= 1, "{run:#?}");
+    assert!(usage_item(&table, 121).is_none());
+    assert!(
+        run.stderr.contains(
+            "usage: not reported (the task metadata gave no limits; 2 failed read(s), the last: HTTP 500)"
+        ),
+        "{run:#?}"
+    );
+}
+
+#[test]
+fn an_unreachable_metadata_endpoint_changes_nothing_and_stores_nothing() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let table = lifecycle_table();
+    let sealed = seal(122);
+    let run = Boot::new(122, Some(&sealed))
+        .listener_exits("1")
+        .with("FAKE_LISTENER_IDLE_SECONDS", "1")
+        .with("TASUKI_TABLE", &table)
+        .with("TASUKI_RETENTION_DAYS", "30")
+        .with(
+            "ECS_CONTAINER_METADATA_URI_V4",
+            &format!("http://127.0.0.1:{port}/v4/x"),
+        )
+        .run();
+    run.assert_exit(BootExit::NoJob);
+    assert!(usage_item(&table, 122).is_none());
+    assert!(
+        run.stderr
+            .contains("usage: not reported (the task metadata gave no limits; 2 failed read(s)"),
+        "{run:#?}"
+    );
+}
+
+#[test]
+fn without_the_metadata_variable_nothing_is_sampled_and_one_line_says_so() {
+    let metadata = fake_metadata(
+        TASK_METADATA,
+        vec![task_stats(
+            docker_stats("runner", 1.0, 1.0, 10, ("inactive_file", 0)),
+            None,
+        )],
+    );
+    let table = lifecycle_table();
+    let sealed = seal(123);
+    let run = with_usage(Boot::new(123, Some(&sealed)).job(0), &table, &metadata)
+        .without("ECS_CONTAINER_METADATA_URI_V4")
+        .run();
+    run.assert_exit(BootExit::JobFinished);
+    assert_eq!(metadata.requests.load(Ordering::SeqCst), 0);
+    assert!(usage_item(&table, 123).is_none());
+    let about_usage: Vec<&str> = run.stderr.lines().filter(|l| l.contains("usage")).collect();
+    assert_eq!(
+        about_usage,
+        ["tasuki-boot: usage: not sampled (ECS_CONTAINER_METADATA_URI_V4 is not set)"],
+        "{run:#?}"
+    );
+}
+
+#[test]
+fn a_failed_write_is_one_line_and_the_exit_status_is_unchanged() {
+    let stats = vec![
+        task_stats(
+            docker_stats("runner", 0.0, 0.0, 100, ("inactive_file", 0)),
+            None,
+        ),
+        task_stats(
+            docker_stats("runner", 5.0, 10.0, 100, ("inactive_file", 0)),
+            None,
+        ),
+    ];
+    let metadata = fake_metadata(TASK_METADATA, stats);
+    let sealed = seal(124);
+    // Readings at about 0 and 5 s; the job ends at about 7 s.
+    let run = with_usage(
+        Boot::new(124, Some(&sealed)).job(7),
+        "tasuki-no-such-table",
+        &metadata,
+    )
+    .run();
+    run.assert_exit(BootExit::JobFinished);
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not stored"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{run:#?}");
+    assert!(lines[0].contains("ResourceNotFoundException"), "{run:#?}");
+}
