@@ -122,7 +122,7 @@ export function dindTaskDefinition(
   Validations.of(td).acknowledge({
     id: 'AwsSolutions-ECS2',
     reason:
-      'The only environment values are DOCKER_HOST (loopback address), AWS_REGION, TASUKI_STOP_GRACE_SECONDS and an empty DOCKER_TLS_CERTDIR: no secrets.',
+      'The only environment values are DOCKER_HOST (loopback address), AWS_REGION, TASUKI_STOP_GRACE_SECONDS, TASUKI_TABLE (a table name), TASUKI_RETENTION_DAYS and an empty DOCKER_TLS_CERTDIR: no secrets.',
   });
   return td;
 }

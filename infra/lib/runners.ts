@@ -2,6 +2,7 @@
 // task definition per arch. The `docker` variant on EC2 is in ec2-capacity.ts and docker-task.ts.
 
 import { ArnFormat, Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
+import type * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as ecr from 'aws-cdk-lib/aws-ecr';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
@@ -19,6 +20,26 @@ export const DEFAULT_STOP_GRACE_SECONDS = 100;
 /** Fargate's maximum `stopTimeout`: the runner container is SIGKILLed this long after SIGTERM. */
 export const RUNNER_STOP_TIMEOUT_SECONDS = 120;
 
+/**
+ * Every attribute of the usage item `tasuki-boot` writes at exit (`JOB#<job id>` / `USAGE#<attempt>`,
+ * docs/contracts.md; `tasuki_core::domain::usage::ITEM_ATTRIBUTES`): the runner task role may put
+ * items with these attributes and no other.
+ */
+export const USAGE_ITEM_ATTRIBUTES = [
+  'pk',
+  'sk',
+  'attempt',
+  'seconds',
+  'samples',
+  'cpu_avg_vcpu',
+  'cpu_peak_vcpu',
+  'memory_avg_mib',
+  'memory_peak_mib',
+  'cpu_limit_vcpu',
+  'memory_limit_mib',
+  'expires_at',
+];
+
 export interface Runners {
   readonly cluster: ecs.Cluster;
   readonly logGroup: logs.LogGroup;
@@ -31,7 +52,13 @@ export interface Runners {
   readonly taskDefinitions: Record<string, ecs.TaskDefinition>;
 }
 
-export function runnerTasks(stack: Stack, config: DeployConfig, vpc: ec2.IVpc, retention: logs.RetentionDays): Runners {
+export function runnerTasks(
+  stack: Stack,
+  config: DeployConfig,
+  vpc: ec2.IVpc,
+  retention: logs.RetentionDays,
+  table: dynamodb.ITable,
+): Runners {
   const cluster = new ecs.Cluster(stack, 'Cluster', {
     vpc,
     enableFargateCapacityProviders: true,
@@ -46,8 +73,9 @@ export function runnerTasks(stack: Stack, config: DeployConfig, vpc: ec2.IVpc, r
   // revoke the grant. A task can open its own job's data key and no other, and only while the job lives.
   const taskRole = new iam.Role(stack, 'RunnerTaskRole', {
     assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
-    description: "tasuki runner task: no standing permission; a per-job KMS grant opens that job's credential",
+    description: "tasuki runner task: puts its own usage item; a per-job KMS grant opens that job's credential",
   });
+  allowUsageItem(taskRole, table);
   const executionRole = new iam.Role(stack, 'RunnerExecutionRole', {
     assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
     description: 'tasuki runner tasks: pull the image, write logs',
@@ -57,9 +85,13 @@ export function runnerTasks(stack: Stack, config: DeployConfig, vpc: ec2.IVpc, r
   // Task-definition environment of the runner container (contract D): tasuki-boot calls KMS and must
   // know the region without instance metadata; it gives a running job this long after SIGTERM before
   // stopping the runner (below stopTimeout, so the runner still gets to deregister).
+  // At exit it stores the task's CPU and memory use in the lifecycle table (TASUKI_TABLE), kept as
+  // long as the job's own items (retention_days).
   const environment = {
     AWS_REGION: stack.region,
     TASUKI_STOP_GRACE_SECONDS: String(config.runner.stop_grace_seconds ?? DEFAULT_STOP_GRACE_SECONDS),
+    TASUKI_TABLE: table.tableName,
+    TASUKI_RETENTION_DAYS: String(config.retention_days),
   };
   const taskDefinitions: Record<string, ecs.TaskDefinition> = {};
   for (const arch of ['x64', 'arm64'] as const) {
@@ -89,11 +121,42 @@ export function runnerTasks(stack: Stack, config: DeployConfig, vpc: ec2.IVpc, r
     Validations.of(td).acknowledge({
       id: 'AwsSolutions-ECS2',
       reason:
-        'The only environment values are AWS_REGION and TASUKI_STOP_GRACE_SECONDS: no secret. The job credential comes sealed (KMS envelope) in RunTask overrides.',
+        'The only environment values are AWS_REGION, TASUKI_STOP_GRACE_SECONDS, TASUKI_TABLE (a table name) and TASUKI_RETENTION_DAYS: no secret. The job credential comes sealed (KMS envelope) in RunTask overrides.',
     });
     taskDefinitions[arch] = td;
   }
   return { cluster, logGroup, taskRole, executionRole, image, environment, taskDefinitions };
+}
+
+/**
+ * `dynamodb:PutItem` on the lifecycle table for the usage item only, as narrowly as IAM can say it:
+ * - `dynamodb:Attributes` (ForAllValues): the item may carry the usage item's attributes and no
+ *   other, so no job item (state, version, task token, …) or event item can be written whole;
+ * - `dynamodb:LeadingKeys` (ForAllValues:StringLike `JOB#*`): only under a job's partition key, never
+ *   a `RERUN#` mark. It constrains the partition key only: no IAM condition key reads the sort key,
+ *   so `USAGE#*` cannot be required, and a caller holding these credentials could still put an item
+ *   made of these attributes at another key of a `JOB#` partition (replacing a job item with one
+ *   the lifecycle cannot read). `tasuki-boot` always writes `USAGE#<attempt>` with
+ *   `attribute_not_exists(pk)`, but IAM cannot demand a condition expression;
+ * - `dynamodb:ReturnValues` NONE: a put returns no earlier item.
+ * Who holds these credentials: only `tasuki-boot`. It removes the container-credential and task
+ * metadata variables from the runner's environment (NOT_FOR_THE_RUNNER, runner-image/boot/src/plan.rs),
+ * so a job's AWS SDK does not find them; a job that sets out to (root through the runner image's
+ * sudo) can still reach them: the same limit as the job's KMS grant (runner-image/README.md).
+ */
+function allowUsageItem(taskRole: iam.Role, table: dynamodb.ITable): void {
+  taskRole.addToPolicy(
+    new iam.PolicyStatement({
+      sid: 'PutUsageItemOnly',
+      actions: ['dynamodb:PutItem'],
+      resources: [table.tableArn],
+      conditions: {
+        'ForAllValues:StringEquals': { 'dynamodb:Attributes': USAGE_ITEM_ATTRIBUTES },
+        'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['JOB#*'] },
+        StringEqualsIfExists: { 'dynamodb:ReturnValues': 'NONE' },
+      },
+    }),
+  );
 }
 
 /** A registry image by name; an ECR image through its repository, so the execution role may pull it. */

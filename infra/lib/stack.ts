@@ -68,7 +68,7 @@ export class TasukiStack extends Stack {
     const creds = credentials(this, config);
     this.runnerKey = creds.runnerKey;
     const net = network(this, config, retention);
-    const runners = runnerTasks(this, config, net.vpc, retention);
+    const runners = runnerTasks(this, config, net.vpc, retention, this.table);
     this.cluster = runners.cluster;
     const ec2 = config.ec2 ? ec2Runners(this, config.ec2, net, runners) : undefined;
     const taskDefinitions = { ...runners.taskDefinitions, ...ec2?.taskDefinitions };
