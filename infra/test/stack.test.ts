@@ -355,8 +355,10 @@ describe('ECS', () => {
         [
           { Name: 'AWS_REGION', Value: { Ref: 'AWS::Region' } },
           { Name: 'TASUKI_STOP_GRACE_SECONDS', Value: '100' },
+          { Name: 'TASUKI_TABLE', Value: ref(s.stack.table) },
+          { Name: 'TASUKI_RETENTION_DAYS', Value: '90' },
         ],
-        'the job comes as overrides; tasuki-boot needs the region and the stop grace',
+        'the job comes as overrides; tasuki-boot needs the region, the stop grace, and where to store its usage',
       );
       assert.equal(c.StopTimeout, 120, "Fargate's maximum: the grace period ends before it");
       assert.equal(c.LogConfiguration.LogDriver, 'awslogs');
@@ -384,6 +386,8 @@ describe('ECS', () => {
         { Name: 'DOCKER_HOST', Value: 'tcp://127.0.0.1:2375' },
         { Name: 'AWS_REGION', Value: { Ref: 'AWS::Region' } },
         { Name: 'TASUKI_STOP_GRACE_SECONDS', Value: '100' },
+        { Name: 'TASUKI_TABLE', Value: ref(s.stack.table) },
+        { Name: 'TASUKI_RETENTION_DAYS', Value: '90' },
       ]);
       assert.equal(runner.StopTimeout, 120);
       assert.deepEqual(runner.DependsOn, [{ ContainerName: 'dockerd', Condition: 'HEALTHY' }]);
@@ -426,9 +430,14 @@ describe('ECS', () => {
     }
   });
 
-  it('defect 11: the runner task role has no policy at all, no kms:Decrypt in particular (a per-job grant opens the credential)', () => {
+  it('defect 11: the runner task role has no policy but its usage item (usage.test.ts), no kms:Decrypt in particular (a per-job grant opens the credential)', () => {
     const role = logicalId(s.stack.node.findChild('RunnerTaskRole'));
-    assert.deepEqual(iamStatements(t).filter((x) => x.role === role), []);
+    assert.deepEqual(
+      iamStatements(t)
+        .filter((x) => x.role === role)
+        .map((x) => x.statement.Action),
+      ['dynamodb:PutItem'],
+    );
     const decrypts = iamStatements(t).filter((x) => asList<string>(x.statement.Action).includes('kms:Decrypt'));
     assert.deepEqual(decrypts, [], 'nobody has a standing kms:Decrypt on the runner key');
     // The key policy names only the account root (CDK's default): nothing for the task role there either.
