@@ -154,7 +154,14 @@ pub fn run(args: Vec<OsString>) -> i32 {
     let outcome = supervise::supervise(&signals, pid, &hook, plan.grace, |line| say(&line));
     let verdict = outcome.verdict();
     if let Ok((sampler, report)) = sampling {
-        say(&report_usage(sampler, &report));
+        // The boot told the runner to stop: the grace period ran out (or a second signal came), so
+        // ECS's SIGKILL (stopTimeout after SIGTERM) may be seconds away, and the exit status must
+        // reach ECS before it. No write then.
+        if outcome.stop.is_some_and(|stop| stop.forwarded) {
+            say("usage: not stored (the task is being stopped; the exit status comes first)");
+        } else {
+            say(&report_usage(sampler, &report));
+        }
     }
     say(&format!(
         "{}; exit {}: {}",

@@ -1381,3 +1381,26 @@ fn a_failed_write_is_one_line_and_the_exit_status_is_unchanged() {
     assert_eq!(lines.len(), 1, "{run:#?}");
     assert!(lines[0].contains("ResourceNotFoundException"), "{run:#?}");
 }
+
+#[test]
+fn a_job_the_boot_had_to_stop_stores_no_usage_so_its_exit_status_reaches_ecs_first() {
+    let stats = vec![task_stats(
+        docker_stats("runner", 0.0, 0.0, 100, ("inactive_file", 0)),
+        None,
+    )];
+    let metadata = fake_metadata(TASK_METADATA, stats);
+    let table = lifecycle_table();
+    let sealed = seal(125);
+    let run = with_usage(Boot::new(125, Some(&sealed)), &table, &metadata)
+        .with("TASUKI_STOP_GRACE_SECONDS", "0")
+        .job(60)
+        .signals_after("job started", &[libc::SIGTERM])
+        .run();
+    run.assert_exit(BootExit::JobInterrupted);
+    assert!(usage_item(&table, 125).is_none());
+    assert!(
+        run.stderr
+            .contains("usage: not stored (the task is being stopped; the exit status comes first)"),
+        "{run:#?}"
+    );
+}
