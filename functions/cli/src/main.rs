@@ -1,9 +1,14 @@
 //! `tasuki jobs ls` / `tasuki jobs show <job-id>`: job lifecycles from the DynamoDB table;
-//! `tasuki explain <labels…>`: what the config makes of a label set; `tasuki rescue`; `tasuki config`.
+//! `tasuki cancel <job-id>`: end tasuki's handling of a job, cleanly; `tasuki explain <labels…>`:
+//! what the config makes of a label set; `tasuki rescue`; `tasuki config`. Every command answers in
+//! a table for people or `--json` for scripts, and fails with one line that says what to do.
 
+mod cancel;
 mod explain;
+mod failure;
 
 use clap::{Parser, Subcommand};
+use failure::Target;
 use serde::Serialize;
 use std::process::ExitCode;
 use tasuki_core::adapters::dynamodb::DynamoLifecycleStore;
@@ -11,10 +16,13 @@ use tasuki_core::domain::config::Config;
 use tasuki_core::domain::deploy::DeployConfig;
 use tasuki_core::domain::ids::JobId;
 use tasuki_core::domain::job::console_url;
+use tasuki_core::domain::listing::{
+    parse_states, FilterError, JobFilter, Limit, RepositoryName, Since, Window,
+};
 use tasuki_core::domain::record::{JobRecord, LifecycleEvent};
 use tasuki_core::handlers::rescue::Sweep;
 use tasuki_core::lambda::Aws;
-use tasuki_core::ports::LifecycleStore;
+use tasuki_core::ports::{LifecycleStore, StoreError};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +47,18 @@ enum Command {
     /// Jobs and their lifecycles.
     #[command(subcommand)]
     Jobs(Jobs),
+    /// End tasuki's handling of an unfinished job as GitHub's cancel does: its execution stops the
+    /// runner task, deletes the runner and revokes its grant (the GitHub job itself is GitHub's to
+    /// cancel). Reads the Lambdas' configuration from TASUKI_CONFIG_FILE or TASUKI_CONFIG. Exits 1
+    /// for a job that is unknown or already finished.
+    Cancel {
+        job_id: JobId,
+        /// Why, for the record of this command's output.
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The deployment file (`tasuki.config.json`).
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -68,17 +88,34 @@ enum ConfigCommand {
     /// Print the file's JSON Schema (generated from the Rust type).
     Schema,
     /// Validate a deployment file; errors name the field.
-    Check { path: std::path::PathBuf },
+    Check {
+        path: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum Jobs {
-    /// The most recent jobs.
+    /// The jobs received in a window, newest first (read from the table's index of jobs by the
+    /// day they were received: one query per day, never a scan).
     Ls {
+        /// Only jobs in this state (repeat it, or a comma list): received, refused, planned,
+        /// launching, waiting-for-registration, running, completed, failed, cancelled, timed-out,
+        /// skipped, interrupted, rerun.
+        #[arg(long = "state", value_name = "STATE")]
+        states: Vec<String>,
+        /// Only jobs of this repository, as GitHub spells it.
+        #[arg(long, value_name = "OWNER/NAME", value_parser = RepositoryName::parse)]
+        repository: Option<RepositoryName>,
+        /// Jobs received since then: a duration back from now (30m, 2h, 3d, 1w) or an RFC 3339
+        /// time.
+        #[arg(long, default_value = "7d", value_parser = Since::parse)]
+        since: Since,
+        #[arg(long, default_value = "50", value_parser = parse_limit)]
+        limit: Limit,
         #[arg(long)]
         json: bool,
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
     },
     /// One job's timeline: every state change, attempt and reason.
     Show {
@@ -146,10 +183,28 @@ async fn main() -> ExitCode {
         Command::Explain { labels, json } => return explain_command(&labels, json),
         Command::Config(command) => config_command(&command),
         Command::Rescue { dry_run, json } => rescue_command(dry_run, json).await,
+        Command::Cancel {
+            job_id,
+            reason,
+            json,
+        } => cancel_command(job_id, reason, json).await,
         Command::Jobs(jobs) => {
             let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let client = aws_sdk_dynamodb::Client::new(&sdk);
-            jobs_command(jobs, &DynamoLifecycleStore::new(client, &cli.table, 1)).await
+            match region(&sdk) {
+                Ok(region) => {
+                    let target = Target {
+                        table: cli.table.clone(),
+                        region,
+                        endpoint: sdk.endpoint_url().map(String::from),
+                        table_hint: "pass --table or set TASUKI_TABLE",
+                    };
+                    let client = aws_sdk_dynamodb::Client::new(&sdk);
+                    jobs_command(jobs, &DynamoLifecycleStore::new(client, &cli.table, 1))
+                        .await
+                        .map_err(|e| e.explain(&target))
+                }
+                Err(message) => Err(message),
+            }
         }
     };
     match result {
@@ -179,6 +234,76 @@ fn explain_command(labels: &[String], json: bool) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The region the standard environment names; without one, the message that says how to name it
+/// (the SDK would only fail at the first call, less clearly).
+fn region(sdk: &aws_config::SdkConfig) -> Result<String, String> {
+    sdk.region().map(ToString::to_string).ok_or_else(|| {
+        "no AWS region: set AWS_REGION (or AWS_PROFILE with a region), \
+         or `source .tasuki/local.env` for the local stack"
+            .into()
+    })
+}
+
+/// A command's failure: the store's, explained against where the CLI looked, or a message.
+enum Failure {
+    Store(StoreError),
+    Message(String),
+}
+
+impl Failure {
+    fn explain(self, target: &Target) -> String {
+        match self {
+            Failure::Store(error) => failure::explain(&error, target),
+            Failure::Message(message) => message,
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::Store(error)
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Message(message)
+    }
+}
+
+impl From<FilterError> for Failure {
+    fn from(error: FilterError) -> Self {
+        Failure::Message(error.to_string())
+    }
+}
+
+fn parse_limit(text: &str) -> Result<Limit, String> {
+    let limit: usize = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    Limit::new(limit).map_err(|e| e.to_string())
+}
+
+async fn cancel_command(job_id: JobId, reason: Option<String>, json: bool) -> Result<(), String> {
+    let aws = Aws::from_env()
+        .await
+        .map_err(|e| e.to_string())?
+        .without_metrics();
+    let target = Target {
+        table: aws.config.table_name.clone(),
+        region: region(&aws.sdk)?,
+        endpoint: aws.sdk.endpoint_url().map(String::from),
+        table_hint: "check table_name in the configuration (TASUKI_CONFIG_FILE or TASUKI_CONFIG)",
+    };
+    let cancelled = cancel::cancel(&*aws.store(), &*aws.executions(), job_id, reason)
+        .await
+        .map_err(|error| match error {
+            cancel::CancelError::Store(error) => failure::explain(&error, &target),
+            other => other.to_string(),
+        })?;
+    show(&cancelled, json, cancel::render)
 }
 
 async fn rescue_command(dry_run: bool, json: bool) -> Result<(), String> {
@@ -264,23 +389,46 @@ fn render_sweep(sweep: &Sweep) -> String {
 fn config_command(command: &ConfigCommand) -> Result<(), String> {
     match command {
         ConfigCommand::Schema => print!("{}", DeployConfig::json_schema()),
-        ConfigCommand::Check { path } => {
-            let json = std::fs::read_to_string(path)
+        ConfigCommand::Check { path, json } => {
+            let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            DeployConfig::from_json(&json).map_err(|e| format!("{}: {e}", path.display()))?;
-            println!("{}: valid", path.display());
+            DeployConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let checked = Checked {
+                path: path.display().to_string(),
+                valid: true,
+            };
+            show(&checked, *json, |c| format!("{}: valid\n", c.path))?;
         }
     }
     Ok(())
 }
 
-async fn jobs_command(jobs: Jobs, store: &DynamoLifecycleStore) -> Result<(), String> {
+/// `config check --json`'s answer (an invalid file exits 1 with the field named).
+#[derive(Serialize)]
+struct Checked {
+    path: String,
+    valid: bool,
+}
+
+async fn jobs_command(jobs: Jobs, store: &DynamoLifecycleStore) -> Result<(), Failure> {
     match jobs {
-        Jobs::Ls { json, limit } => {
+        Jobs::Ls {
+            states,
+            repository,
+            since,
+            limit,
+            json,
+        } => {
+            let now = time::OffsetDateTime::now_utc();
+            let filter = JobFilter {
+                window: Window::new(since.resolve(now), now)?,
+                states: parse_states(&states)?,
+                repository,
+                limit,
+            };
             let jobs: Vec<JobSummary> = store
-                .list(limit)
-                .await
-                .map_err(|e| e.to_string())?
+                .list(&filter)
+                .await?
                 .into_iter()
                 .map(JobSummary::from)
                 .collect();
@@ -289,10 +437,9 @@ async fn jobs_command(jobs: Jobs, store: &DynamoLifecycleStore) -> Result<(), St
         Jobs::Show { job_id, json } => {
             let record = store
                 .get(job_id)
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
                 .ok_or_else(|| format!("no job {job_id} in the lifecycle table"))?;
-            let events = store.timeline(job_id).await.map_err(|e| e.to_string())?;
+            let events = store.timeline(job_id).await?;
             let timeline = JobTimeline {
                 job: record.into(),
                 events,

@@ -8,6 +8,7 @@ use crate::domain::deliveries::DeliveryAttempt;
 use crate::domain::ids::{JobId, RunnerName};
 use crate::domain::job::{JobRef, RerunKey};
 use crate::domain::launch::LaunchRequest;
+use crate::domain::listing::JobFilter;
 use crate::domain::record::{Change, JobRecord, LifecycleEvent, Now};
 use crate::domain::rescue::ExecutionStatus;
 use crate::domain::waits::{CallbackOutput, JobOnGitHub, Signal, TaskToken, Wait};
@@ -214,10 +215,14 @@ impl LifecycleStore for MemoryStore {
         Ok(lock(&self.reruns).contains(key.as_str()))
     }
 
-    async fn list(&self, limit: usize) -> StoreResult<Vec<JobRecord>> {
-        let mut jobs: Vec<JobRecord> = lock(&self.jobs).values().map(|(r, _)| r.clone()).collect();
+    async fn list(&self, filter: &JobFilter) -> StoreResult<Vec<JobRecord>> {
+        let mut jobs: Vec<JobRecord> = lock(&self.jobs)
+            .values()
+            .map(|(r, _)| r.clone())
+            .filter(|r| filter.matches(r))
+            .collect();
         jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-        jobs.truncate(limit);
+        jobs.truncate(filter.limit.get());
         Ok(jobs)
     }
 }

@@ -5,6 +5,7 @@ use crate::domain::deliveries::DeliveryAttempt;
 use crate::domain::ids::{JobId, RunnerName, StartedBy};
 use crate::domain::job::{JobRef, RerunKey};
 use crate::domain::launch::LaunchRequest;
+use crate::domain::listing::JobFilter;
 use crate::domain::record::{Change, JobRecord, LifecycleEvent, Now};
 use crate::domain::rescue::ExecutionStatus;
 use crate::domain::waits::{CallbackOutput, JobOnGitHub, Signal, TaskToken, Wait};
@@ -45,6 +46,15 @@ pub enum StoreError {
     NotFound(JobId),
     #[error("store throttled: {0}")]
     Throttled(String),
+    /// No credentials to sign a request with: nothing was sent.
+    #[error("no AWS credentials: {0}")]
+    NoCredentials(String),
+    /// Nothing answered at the store's endpoint (connection refused, name not resolved, timeout).
+    #[error("store unreachable: {0}")]
+    Unreachable(String),
+    /// The table does not exist in this account and region.
+    #[error("no such table: {0}")]
+    NoTable(String),
     #[error("store failure: {0}")]
     Failure(String),
 }
@@ -57,7 +67,10 @@ impl From<StoreError> for StepError {
             StoreError::Conflict => StepError::LifecycleConflict(error.to_string()),
             StoreError::NotFound(_) => StepError::LifecycleConflict(error.to_string()),
             StoreError::Throttled(m) => StepError::Throttled(m),
-            StoreError::Failure(m) => StepError::Transient(m),
+            StoreError::NoCredentials(_)
+            | StoreError::Unreachable(_)
+            | StoreError::NoTable(_)
+            | StoreError::Failure(_) => StepError::Transient(error.to_string()),
         }
     }
 }
@@ -80,8 +93,10 @@ pub trait LifecycleStore: Send + Sync {
     /// of an older attempt than the one recorded is not recorded.
     async fn signal(&self, job_id: JobId, signal: &Signal) -> StoreResult<Option<JobRecord>>;
     async fn timeline(&self, job_id: JobId) -> StoreResult<Vec<LifecycleEvent>>;
-    /// Most recent jobs first, at most `limit`.
-    async fn list(&self, limit: usize) -> StoreResult<Vec<JobRecord>>;
+    /// The jobs the filter selects, most recently received first, at most its limit (read from the
+    /// index of jobs by the day they were received, one query per day of the window, never a
+    /// scan).
+    async fn list(&self, filter: &JobFilter) -> StoreResult<Vec<JobRecord>>;
     /// Unfinished jobs whose deadline is before `now_epoch`, most overdue first, at most `limit`
     /// (read from the state/deadline index, never a scan).
     async fn overdue(&self, now_epoch: u64, limit: usize) -> StoreResult<Vec<JobRecord>>;

@@ -87,6 +87,11 @@ async fn the_gsi_holds_only_jobs_that_are_not_finished() {
         .item
         .unwrap();
     assert!(!item.contains_key("gsi_state"));
+    assert_eq!(
+        item["gsi_list"].as_s().unwrap(),
+        "LIST#2026-11-23",
+        "a commit rewrites the item with its list partition"
+    );
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

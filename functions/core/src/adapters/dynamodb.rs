@@ -4,6 +4,7 @@ use crate::adapters::clock::SystemClock;
 use crate::domain::ids::{Attempt, JobId};
 use crate::domain::job::{Conclusion, JobRef, RerunKey};
 use crate::domain::lifecycle::{JobState, Position};
+use crate::domain::listing::{day_partition, list_partition, JobFilter};
 use crate::domain::record::{Change, Event, JobRecord, LifecycleEvent, RunnerRef};
 use crate::domain::waits::{
     Registered, Signal, Signals, Stopped, Taken, TaskToken, Wait, WaitPhase,
@@ -18,6 +19,9 @@ use std::collections::HashMap;
 
 /// The GSI the rescue sweep reads: non-terminal jobs by state, oldest deadline first.
 pub const STATE_DEADLINE_INDEX: &str = "by-state-deadline";
+/// The GSI `tasuki jobs ls` reads: every job by the UTC day it was received (`gsi_list`,
+/// `LIST#YYYY-MM-DD`), newest `created_at` first (`domain::listing`).
+pub const RECEIVED_DAY_INDEX: &str = "by-received-day";
 const JOB_SK: &str = "JOB";
 const MAX_PAGES: usize = 50;
 
@@ -80,6 +84,9 @@ struct JobItem {
     deadline: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gsi_state: Option<JobState>,
+    /// The job's partition in [`RECEIVED_DAY_INDEX`]; written with every put of the item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gsi_list: Option<String>,
     expires_at: u64,
     execution_arn: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -204,6 +211,7 @@ impl JobItem {
             updated_at: record.updated_at.clone(),
             deadline: record.deadline,
             gsi_state: (!state.is_terminal()).then_some(state),
+            gsi_list: list_partition(&record.created_at),
             expires_at,
             execution_arn: record.execution_arn.clone(),
             task_arn: record.task_arn.clone(),
@@ -237,8 +245,11 @@ fn from_item<T: for<'de> Deserialize<'de>>(
     serde_dynamo::from_item(item).map_err(|e| StoreError::Failure(format!("decode: {e}")))
 }
 
-fn store_error<E: ProvideErrorMetadata + std::fmt::Debug, R>(error: SdkError<E, R>) -> StoreError
+/// Classifies an SDK error by what a person (or a retry) can do about it; every message is one
+/// line of text, never the SDK's debug structure.
+fn store_error<E, R>(error: SdkError<E, R>) -> StoreError
 where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
     let code = error.code().unwrap_or_default().to_string();
@@ -252,8 +263,39 @@ where
         | "ThrottlingException"
         | "RequestLimitExceeded"
         | "TransactionConflictException" => StoreError::Throttled(format!("{code}: {message}")),
-        "" => StoreError::Failure(format!("{error:?}")),
+        "ResourceNotFoundException" => StoreError::NoTable(message),
+        "" => unanswered(&error),
         _ => StoreError::Failure(format!("{code}: {message}")),
+    }
+}
+
+/// An error with no service code: the request was not sent, or not answered.
+fn unanswered<E, R>(error: &SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    // The chain of causes, each as its Display says (DisplayErrorContext would append the Debug
+    // structure). The credentials chain fails before anything is sent ("the credential provider
+    // was not enabled", "no providers in chain provided credentials"); its error reaches here
+    // boxed as a connector error's source, so its text is what is left to read.
+    let mut causes = vec![error.to_string()];
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(source) = cause.source() {
+        causes.push(source.to_string());
+        cause = source;
+    }
+    let cause = causes.last().cloned().unwrap_or_default();
+    let text = causes.join(": ");
+    if text.to_lowercase().contains("credential") {
+        return StoreError::NoCredentials(cause);
+    }
+    match error {
+        SdkError::DispatchFailure(failure) if failure.is_io() || failure.is_timeout() => {
+            StoreError::Unreachable(cause)
+        }
+        SdkError::TimeoutError(_) => StoreError::Unreachable(cause),
+        _ => StoreError::Failure(text),
     }
 }
 
@@ -558,26 +600,143 @@ impl LifecycleStore for DynamoLifecycleStore {
         Ok(out.item.is_some())
     }
 
-    async fn list(&self, limit: usize) -> StoreResult<Vec<JobRecord>> {
-        let mut pages = self
-            .client
-            .scan()
-            .table_name(&self.table)
-            .filter_expression("sk = :job")
-            .expression_attribute_values(":job", AttributeValue::S(JOB_SK.into()))
-            .into_paginator()
-            .send();
+    async fn list(&self, filter: &JobFilter) -> StoreResult<Vec<JobRecord>> {
+        let limit = filter.limit.get();
+        let (lowest, highest) = (filter.window.lowest(), filter.window.highest());
+        let mut narrow = Vec::new();
+        let mut names = HashMap::new();
+        let mut bound = values([
+            (":lowest", AttributeValue::S(lowest)),
+            (":highest", AttributeValue::S(highest)),
+        ]);
+        if !filter.states.is_empty() {
+            let mut placeholders = Vec::new();
+            for (i, state) in filter.states.iter().enumerate() {
+                placeholders.push(format!(":s{i}"));
+                bound.insert(format!(":s{i}"), encoded(state)?);
+            }
+            names.insert("#state".to_string(), "state".to_string());
+            narrow.push(format!("#state IN ({})", placeholders.join(", ")));
+        }
+        if let Some(repository) = &filter.repository {
+            bound.insert(
+                ":repository".into(),
+                AttributeValue::S(repository.as_str().into()),
+            );
+            narrow.push("repository = :repository".into());
+        }
         let mut jobs = Vec::new();
-        for _ in 0..MAX_PAGES {
-            let Some(page) = pages.next().await else {
-                break;
-            };
-            for item in page.map_err(store_error)?.items.unwrap_or_default() {
-                jobs.push(from_item::<JobItem>(item)?.into_record());
+        // Newest day first; each day's partition newest first: the first `limit` found are the
+        // newest. State and repository narrow each page (read capacity counts what the window
+        // holds, which the day partitions already bound).
+        'days: for day in filter.window.days() {
+            bound.insert(":day".into(), AttributeValue::S(day_partition(day)));
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(RECEIVED_DAY_INDEX)
+                .key_condition_expression(
+                    "gsi_list = :day AND created_at BETWEEN :lowest AND :highest",
+                )
+                .set_expression_attribute_values(Some(bound.clone()))
+                .scan_index_forward(false);
+            if !narrow.is_empty() {
+                query = query.filter_expression(narrow.join(" AND "));
+            }
+            if !names.is_empty() {
+                query = query.set_expression_attribute_names(Some(names.clone()));
+            }
+            let mut pages = query.into_paginator().send();
+            for _ in 0..MAX_PAGES {
+                let Some(page) = pages.next().await else {
+                    break;
+                };
+                for item in page.map_err(store_error)?.items.unwrap_or_default() {
+                    jobs.push(from_item::<JobItem>(item)?.into_record());
+                    if jobs.len() >= limit {
+                        break 'days;
+                    }
+                }
             }
         }
-        jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-        jobs.truncate(limit);
         Ok(jobs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::error::{ConnectorError, ErrorMetadata};
+    use aws_sdk_dynamodb::operation::get_item::GetItemError;
+
+    fn service(code: &str, message: &str) -> SdkError<GetItemError, ()> {
+        let meta = ErrorMetadata::builder().code(code).message(message).build();
+        SdkError::service_error(GetItemError::generic(meta), ())
+    }
+
+    fn dispatch(error: ConnectorError) -> SdkError<GetItemError, ()> {
+        SdkError::dispatch_failure(error)
+    }
+
+    #[test]
+    fn a_missing_table_and_throttling_are_told_apart_from_other_service_errors() {
+        assert!(matches!(
+            store_error(service("ResourceNotFoundException", "Requested resource not found")),
+            StoreError::NoTable(m) if m == "Requested resource not found"
+        ));
+        for code in [
+            "ThrottlingException",
+            "ProvisionedThroughputExceededException",
+        ] {
+            assert!(matches!(
+                store_error(service(code, "slow down")),
+                StoreError::Throttled(m) if m == format!("{code}: slow down")
+            ));
+        }
+        assert!(matches!(
+            store_error(service("ValidationException", "bad key")),
+            StoreError::Failure(m) if m == "ValidationException: bad key"
+        ));
+    }
+
+    #[test]
+    fn a_refused_connection_is_unreachable_and_says_only_its_cause() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let error = store_error(dispatch(ConnectorError::io(Box::new(refused))));
+        assert!(
+            matches!(&error, StoreError::Unreachable(m) if m == "connection refused"),
+            "{error:?}"
+        );
+        let timeout = ConnectorError::timeout("no answer in 3.1s".into());
+        assert!(matches!(
+            store_error(dispatch(timeout)),
+            StoreError::Unreachable(_)
+        ));
+    }
+
+    #[test]
+    fn a_credentials_chain_that_found_nothing_is_no_credentials() {
+        let unsigned = ConnectorError::other(
+            "failed to load credentials: no providers in chain provided credentials".into(),
+            None,
+        );
+        assert!(matches!(
+            store_error(dispatch(unsigned)),
+            StoreError::NoCredentials(_)
+        ));
+    }
+
+    #[test]
+    fn an_unclassified_failure_is_one_line_of_text_not_a_debug_structure() {
+        let other = ConnectorError::other("tls handshake: unknown issuer".into(), None);
+        let StoreError::Failure(text) = store_error(dispatch(other)) else {
+            panic!("not a failure");
+        };
+        assert!(text.contains("tls handshake: unknown issuer"), "{text}");
+        assert!(
+            !text.contains("DispatchFailure {") && !text.contains('\n'),
+            "{text}"
+        );
     }
 }

@@ -8,6 +8,7 @@ pub mod job;
 pub mod labels;
 pub mod launch;
 pub mod lifecycle;
+pub mod listing;
 pub mod outcome;
 pub mod plan;
 pub mod price;

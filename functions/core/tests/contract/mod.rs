@@ -11,7 +11,8 @@ macro_rules! store_contract_tests {
             a_commit_from_a_stale_read_is_a_conflict_and_writes_nothing,
             whichever_of_signal_and_wait_comes_second_sees_both,
             a_late_stop_of_an_older_attempt_does_not_hide_a_newer_one,
-            ls_lists_jobs_newest_first,
+            ls_lists_the_window_newest_first_narrowed_by_state_and_repository,
+            ls_reads_each_day_of_a_long_window_and_stops_at_the_limit,
             overdue_jobs_are_the_unfinished_ones_past_their_deadline,
             a_postponed_job_is_overdue_later_and_a_finished_one_is_not_touched,
             a_rerun_is_remembered_for_its_run_and_job_name_only,
@@ -29,11 +30,14 @@ use tasuki_core::domain::config::Timeouts;
 use tasuki_core::domain::ids::{Attempt, JobId};
 use tasuki_core::domain::job::{Conclusion, JobRef};
 use tasuki_core::domain::lifecycle::{Happening, JobState, Position};
+use tasuki_core::domain::listing::{JobFilter, Limit, RepositoryName, Window};
 use tasuki_core::domain::record::{Commit, Event, JobRecord, Now};
 use tasuki_core::domain::waits::{
     Completion, Registered, Signal, Stopped, TaskToken, Wait, WaitPhase,
 };
 use tasuki_core::ports::{LifecycleStore, StoreError};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 pub fn job(job_id: u64) -> JobRef {
     JobRef {
@@ -217,18 +221,105 @@ pub async fn a_late_stop_of_an_older_attempt_does_not_hide_a_newer_one(store: &d
     assert!(store.get(id(404)).await.unwrap().is_none());
 }
 
-pub async fn ls_lists_jobs_newest_first(store: &dyn LifecycleStore) {
-    for (job_id, at) in [(10, 10), (11, 11), (12, 12)] {
-        create(store, job_id, at).await;
-    }
-    let ids: Vec<u64> = store
-        .list(2)
+/// Creates a job of `repository` received at `created_at` (RFC 3339).
+async fn received_at(store: &dyn LifecycleStore, job_id: u64, repository: &str, created_at: &str) {
+    let job = JobRef {
+        repository: repository.into(),
+        ..job(job_id)
+    };
+    let at = Now {
+        epoch_seconds: 1,
+        rfc3339: created_at.into(),
+    };
+    let received = JobRecord::received(job, "arn:exec".into(), &TIMEOUTS, &at);
+    assert!(store.create(&received).await.unwrap());
+}
+
+fn instant(rfc3339: &str) -> OffsetDateTime {
+    OffsetDateTime::parse(rfc3339, &Rfc3339).unwrap()
+}
+
+/// Every job received from `since` to `until`, at most `limit`.
+fn between(since: &str, until: &str, limit: usize) -> JobFilter {
+    JobFilter::window(
+        Window::new(instant(since), instant(until)).unwrap(),
+        Limit::new(limit).unwrap(),
+    )
+}
+
+async fn listed(store: &dyn LifecycleStore, filter: &JobFilter) -> Vec<u64> {
+    store
+        .list(filter)
         .await
         .unwrap()
         .into_iter()
         .map(|r| r.job.job_id.get())
-        .collect();
-    assert_eq!(ids, [12, 11]);
+        .collect()
+}
+
+pub async fn ls_lists_the_window_newest_first_narrowed_by_state_and_repository(
+    store: &dyn LifecycleStore,
+) {
+    received_at(store, 50, "octo-org/a", "2026-11-21T23:59:59Z").await;
+    received_at(store, 51, "octo-org/a", "2026-11-22T00:00:00.5Z").await;
+    received_at(store, 52, "octo-org/b", "2026-11-22T12:00:00Z").await;
+    received_at(store, 53, "octo-org/a", "2026-11-23T08:00:00.123456Z").await;
+    received_at(store, 54, "octo-org/a", "2026-11-24T00:00:00Z").await;
+    let read = store.get(id(53)).await.unwrap().unwrap();
+    let refuse = commit(
+        JobState::Refused,
+        0,
+        Happening::Refuse {
+            reason: "gpu".into(),
+        },
+    );
+    apply(store, &read, &refuse).await.unwrap();
+    let window = between("2026-11-22T00:00:00Z", "2026-11-23T23:59:59Z", 10);
+    assert_eq!(listed(store, &window).await, [53, 52, 51]);
+    let two = between("2026-11-22T00:00:00Z", "2026-11-23T23:59:59Z", 2);
+    assert_eq!(listed(store, &two).await, [53, 52], "the newest two");
+    let received = JobFilter {
+        states: vec![JobState::Received],
+        ..window.clone()
+    };
+    assert_eq!(listed(store, &received).await, [52, 51]);
+    let refused_or_running = JobFilter {
+        states: vec![JobState::Refused, JobState::Running],
+        ..window.clone()
+    };
+    assert_eq!(
+        listed(store, &refused_or_running).await,
+        [53],
+        "a commit keeps the job listed under the day it was received"
+    );
+    let of_b = JobFilter {
+        repository: Some(RepositoryName::parse("octo-org/b").unwrap()),
+        ..window.clone()
+    };
+    assert_eq!(listed(store, &of_b).await, [52]);
+    let received_of_a = JobFilter {
+        repository: Some(RepositoryName::parse("octo-org/a").unwrap()),
+        ..received
+    };
+    assert_eq!(listed(store, &received_of_a).await, [51]);
+    let one_second = between("2026-11-21T23:59:59Z", "2026-11-21T23:59:59Z", 10);
+    assert_eq!(listed(store, &one_second).await, [50], "both ends included");
+}
+
+pub async fn ls_reads_each_day_of_a_long_window_and_stops_at_the_limit(store: &dyn LifecycleStore) {
+    for day in 1..=9u64 {
+        let at = format!("2026-10-0{day}T12:00:00Z");
+        received_at(store, 60 + day, "octo-org/app", &at).await;
+    }
+    let all = between("2026-09-01T00:00:00Z", "2026-11-24T10:00:00Z", 100);
+    assert_eq!(
+        listed(store, &all).await,
+        [69, 68, 67, 66, 65, 64, 63, 62, 61]
+    );
+    let three = between("2026-09-01T00:00:00Z", "2026-11-24T10:00:00Z", 3);
+    assert_eq!(listed(store, &three).await, [69, 68, 67]);
+    let none = between("2026-10-09T12:00:01Z", "2026-11-24T10:00:00Z", 3);
+    assert!(listed(store, &none).await.is_empty());
 }
 
 pub async fn overdue_jobs_are_the_unfinished_ones_past_their_deadline(store: &dyn LifecycleStore) {
@@ -310,10 +401,6 @@ pub async fn a_rerun_is_remembered_for_its_run_and_job_name_only(store: &dyn Lif
         store.get(id(40)).await.unwrap().is_none(),
         "a mark is no job"
     );
-    assert!(store
-        .list(100)
-        .await
-        .unwrap()
-        .iter()
-        .all(|r| r.job.job_id != id(40)));
+    let today = between("2026-11-23T00:00:00Z", "2026-11-23T23:59:59Z", 100);
+    assert!(!listed(store, &today).await.contains(&40));
 }

@@ -104,6 +104,8 @@ pub async fn table(sdk: &aws_config::SdkConfig) -> String {
         .attribute_definitions(attr("sk", ScalarAttributeType::S))
         .attribute_definitions(attr("gsi_state", ScalarAttributeType::S))
         .attribute_definitions(attr("deadline", ScalarAttributeType::N))
+        .attribute_definitions(attr("gsi_list", ScalarAttributeType::S))
+        .attribute_definitions(attr("created_at", ScalarAttributeType::S))
         .key_schema(key("pk", KeyType::Hash))
         .key_schema(key("sk", KeyType::Range))
         .global_secondary_indexes(
@@ -111,6 +113,19 @@ pub async fn table(sdk: &aws_config::SdkConfig) -> String {
                 .index_name(tasuki_core::adapters::dynamodb::STATE_DEADLINE_INDEX)
                 .key_schema(key("gsi_state", KeyType::Hash))
                 .key_schema(key("deadline", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(tasuki_core::adapters::dynamodb::RECEIVED_DAY_INDEX)
+                .key_schema(key("gsi_list", KeyType::Hash))
+                .key_schema(key("created_at", KeyType::Range))
                 .projection(
                     Projection::builder()
                         .projection_type(ProjectionType::All)
