@@ -25,16 +25,29 @@ impl SfnExecutions {
     }
 }
 
-fn sdk_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
-    error: &SdkError<E, R>,
-) -> StepError {
+fn sdk_error<E, R>(error: &SdkError<E, R>) -> StepError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
     let code = error.code().unwrap_or_default();
     let message = format!("{code}: {}", error.message().unwrap_or_default());
     match code {
         "ThrottlingException" | "TooManyRequestsException" => StepError::Throttled(message),
-        "" => StepError::Transient(format!("Step Functions unreachable: {error:?}")),
+        "" => StepError::Transient(format!("Step Functions unreachable: {}", causes(error))),
         _ => StepError::Transient(message),
     }
+}
+
+/// An error and its causes, each as its Display says: one line, not the SDK's Debug structure.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        text = format!("{text}: {source}");
+        cause = source;
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A callback to a wait that is already over (timed out, answered, execution gone).
