@@ -7,7 +7,7 @@
 //! never got a runner) and the conclusion `cancelled` ends a completion wait (the job is running).
 //! A wait already armed is answered at once; a job between waits finds the signals when its
 //! execution arms the next one, as with a webhook that arrives early. The GitHub job itself is not
-//! cancelled: that is GitHub's (`gh run cancel`).
+//! cancelled (that is done on GitHub); without its runner, GitHub fails it.
 
 use serde::Serialize;
 use tasuki_core::domain::ids::JobId;
@@ -24,6 +24,13 @@ pub enum CancelError {
     Unknown(JobId),
     #[error("job {job_id} already finished: {state}")]
     Finished { job_id: JobId, state: JobState },
+    /// Spot took its runner and its execution ended; the rescue sweep re-runs it on GitHub once
+    /// its workflow run completes. No task or runner of tasuki's is left to clean up.
+    #[error(
+        "job {0} is interrupted: its execution ended and nothing of tasuki's runs for it; \
+         the rescue sweep asks GitHub to re-run it once its workflow run completes"
+    )]
+    Interrupted(JobId),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the cancel is recorded but its callback failed ({0}); run `tasuki cancel` again")]
@@ -55,6 +62,9 @@ pub async fn cancel(
     let state = record.position.state;
     if state.is_terminal() {
         return Err(CancelError::Finished { job_id, state });
+    }
+    if state == JobState::Interrupted {
+        return Err(CancelError::Interrupted(job_id));
     }
     let signals = [
         Signal::Cancelled,
@@ -211,7 +221,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_finished_or_unknown_job_is_refused_with_one_line_and_nothing_changes() {
+    async fn a_finished_interrupted_or_unknown_job_is_refused_with_one_line_and_nothing_changes() {
         let (store, executions) = (MemoryStore::default(), RecordingExecutions::default());
         let record = received(&store, 10).await;
         let refuse = Commit {
@@ -237,6 +247,22 @@ mod tests {
             .unwrap_err();
         assert_eq!(finished.to_string(), "job 10 already finished: refused");
         assert!(!store.record(JobId::new(10)).unwrap().signals.cancelled);
+        // Where Spot leaves a `spot=rerun` job: the fake's other writer puts it there first.
+        let record = received(&store, 11).await;
+        store.race_next_commit(|r| r.position.state = JobState::Interrupted);
+        let lost = store.commit(&record, &record.apply(&refuse, &now())).await;
+        assert!(matches!(lost, Err(StoreError::Conflict)));
+        let error = cancel(&store, &executions, JobId::new(11), None)
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("job 11 is interrupted: its execution ended"),
+            "{error}"
+        );
+        assert!(!store.record(JobId::new(11)).unwrap().signals.cancelled);
+        assert!(executions.failed.lock().unwrap().is_empty());
         let unknown = cancel(&store, &executions, JobId::new(404), None)
             .await
             .unwrap_err();
