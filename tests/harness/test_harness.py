@@ -472,9 +472,14 @@ def test_moto_has_what_the_config_names(stack: dict[str, str], config: dict[str,
     assert config["table_name"] == stack["TASUKI_TABLE"]
     assert {k["AttributeName"]: k["KeyType"] for k in ddb["KeySchema"]} == {"pk": "HASH", "sk": "RANGE"}
     assert ddb["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
-    gsi = ddb["GlobalSecondaryIndexes"][0]
-    assert gsi["IndexName"] == "by-state-deadline"
-    assert {k["AttributeName"]: k["KeyType"] for k in gsi["KeySchema"]} == {"gsi_state": "HASH", "deadline": "RANGE"}
+    indexes = {
+        i["IndexName"]: {k["AttributeName"]: k["KeyType"] for k in i["KeySchema"]}
+        for i in ddb["GlobalSecondaryIndexes"]
+    }
+    assert indexes == {
+        "by-state-deadline": {"gsi_state": "HASH", "deadline": "RANGE"},
+        "by-received-day": {"gsi_list": "HASH", "created_at": "RANGE"},
+    }
     ttl = client.boto("dynamodb").describe_time_to_live(TableName=stack["TASUKI_TABLE"])["TimeToLiveDescription"]
     assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
 
