@@ -21,7 +21,7 @@ export const DEFAULT_STOP_GRACE_SECONDS = 100;
 export const RUNNER_STOP_TIMEOUT_SECONDS = 120;
 
 /**
- * Every attribute of the usage item `tasuki-boot` writes at exit (`JOB#<job id>` / `USAGE#<attempt>`,
+ * Every attribute of the usage item `tasuki-boot` writes at exit (`USAGE#<job id>` / `USAGE#<attempt>`,
  * docs/contracts.md; `tasuki_core::domain::usage::ITEM_ATTRIBUTES`): the runner task role may put
  * items with these attributes and no other.
  */
@@ -132,12 +132,11 @@ export function runnerTasks(
  * `dynamodb:PutItem` on the lifecycle table for the usage item only, as narrowly as IAM can say it:
  * - `dynamodb:Attributes` (ForAllValues): the item may carry the usage item's attributes and no
  *   other, so no job item (state, version, task token, …) or event item can be written whole;
- * - `dynamodb:LeadingKeys` (ForAllValues:StringLike `JOB#*`): only under a job's partition key, never
- *   a `RERUN#` mark. It constrains the partition key only: no IAM condition key reads the sort key,
- *   so `USAGE#*` cannot be required, and a caller holding these credentials could still put an item
- *   made of these attributes at another key of a `JOB#` partition (replacing a job item with one
- *   the lifecycle cannot read). `tasuki-boot` always writes `USAGE#<attempt>` with
- *   `attribute_not_exists(pk)`, but IAM cannot demand a condition expression;
+ * - `dynamodb:LeadingKeys` (ForAllValues:StringLike `USAGE#*`): only in the usage items' own
+ *   partitions (`USAGE#<job id>`), never a job's (`JOB#`) or a `RERUN#` mark: no job or event item
+ *   can be touched, whatever the item. (No condition key reads the sort key; the partition is what
+ *   confines it.) `tasuki-boot` writes with `attribute_not_exists(pk)`, which IAM cannot demand: a
+ *   holder of these credentials could overwrite usage figures, nothing else;
  * - `dynamodb:ReturnValues` NONE: a put returns no earlier item.
  * Who holds these credentials: only `tasuki-boot`. It removes the container-credential and task
  * metadata variables from the runner's environment (NOT_FOR_THE_RUNNER, runner-image/boot/src/plan.rs),
@@ -152,7 +151,7 @@ function allowUsageItem(taskRole: iam.Role, table: dynamodb.ITable): void {
       resources: [table.tableArn],
       conditions: {
         'ForAllValues:StringEquals': { 'dynamodb:Attributes': USAGE_ITEM_ATTRIBUTES },
-        'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['JOB#*'] },
+        'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['USAGE#*'] },
         StringEqualsIfExists: { 'dynamodb:ReturnValues': 'NONE' },
       },
     }),

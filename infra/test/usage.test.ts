@@ -44,7 +44,7 @@ describe('the usage item', () => {
     }
   });
 
-  it('the runner task role may put an item of the usage attributes under a JOB# key, and nothing else in DynamoDB', () => {
+  it('the runner task role may put an item of the usage attributes under a USAGE# key, and nothing else in DynamoDB', () => {
     const role = logicalId(s.stack.node.findChild('RunnerTaskRole'));
     const statements = iamStatements(t).filter((x) => x.role === role);
     const dynamo = statements.filter((x) => asList<string>(x.statement.Action).some((a) => a.startsWith('dynamodb:')));
@@ -55,7 +55,7 @@ describe('the usage item', () => {
     assert.deepEqual(asList(statement.Resource), [{ 'Fn::GetAtt': [logicalId(s.stack.table), 'Arn'] }]);
     assert.deepEqual(statement.Condition, {
       'ForAllValues:StringEquals': { 'dynamodb:Attributes': USAGE_ITEM_ATTRIBUTES },
-      'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['JOB#*'] },
+      'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['USAGE#*'] },
       StringEqualsIfExists: { 'dynamodb:ReturnValues': 'NONE' },
     });
     // No index, no stream, no wildcard.

@@ -1,5 +1,5 @@
 //! Storing the task's usage at exit: one item in the lifecycle table, beside the job's own
-//! (`pk = JOB#<job id>`, `sk = USAGE#<attempt, 4 digits>`, docs/contracts.md), so `tasuki jobs
+//! (`pk = USAGE#<job id>`, `sk = USAGE#<attempt, 4 digits>`, docs/contracts.md), so `tasuki jobs
 //! show` and `tasuki stats` read it with the job.
 //!
 //! Why it can never change the job's outcome: the boot's exit status is decided before, every
@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 use std::time::Duration;
 use tasuki_core::domain::ids::JobId;
-use tasuki_core::domain::usage::{sort_key, Usage};
+use tasuki_core::domain::usage::{partition_key, sort_key, Usage};
 use tasuki_core::runner_contract::env;
 
 /// Where and how long to store the usage: the task definition's `TASUKI_TABLE` and
@@ -63,10 +63,7 @@ impl ReportPlan {
                 .collect(),
             _ => HashMap::new(),
         };
-        item.insert(
-            "pk".into(),
-            AttributeValue::S(format!("JOB#{}", self.job_id)),
-        );
+        item.insert("pk".into(), AttributeValue::S(partition_key(self.job_id)));
         item.insert("sk".into(), AttributeValue::S(sort_key(self.attempt)));
         item.insert(
             "expires_at".into(),
@@ -75,9 +72,9 @@ impl ReportPlan {
         item
     }
 
-    /// `JOB#87 USAGE#0001`, for the log line.
+    /// `USAGE#87 USAGE#0001`, for the log line.
     pub fn describe(&self) -> String {
-        format!("JOB#{} {}", self.job_id, sort_key(self.attempt))
+        format!("{} {}", partition_key(self.job_id), sort_key(self.attempt))
     }
 }
 
@@ -155,7 +152,7 @@ mod tests {
 
     #[test]
     fn the_table_the_retention_and_the_attempt_are_needed() {
-        assert_eq!(plan().describe(), "JOB#87 USAGE#0002");
+        assert_eq!(plan().describe(), "USAGE#87 USAGE#0002");
         assert_eq!(
             ReportPlan::from_env(env(&[(env::RETENTION_DAYS, "90")]), JobId::new(1), Some(1)),
             Err("TASUKI_TABLE is not set".into())
@@ -198,7 +195,7 @@ mod tests {
         let mut expected = tasuki_core::domain::usage::ITEM_ATTRIBUTES.to_vec();
         expected.sort_unstable();
         assert_eq!(names, expected);
-        assert_eq!(item["pk"], AttributeValue::S("JOB#87".into()));
+        assert_eq!(item["pk"], AttributeValue::S("USAGE#87".into()));
         assert_eq!(item["sk"], AttributeValue::S("USAGE#0002".into()));
         assert_eq!(item["cpu_peak_vcpu"], AttributeValue::N("1.5".into()));
         assert_eq!(item["memory_limit_mib"], AttributeValue::N("4096".into()));

@@ -1186,7 +1186,7 @@ fn usage_item(
         aws_sdk_dynamodb::Client::new(&support::sdk().await)
             .get_item()
             .table_name(table)
-            .key("pk", AttributeValue::S(format!("JOB#{job_id}")))
+            .key("pk", AttributeValue::S(format!("USAGE#{job_id}")))
             .key("sk", AttributeValue::S("USAGE#0001".into()))
             .consistent_read(true)
             .send()
@@ -1241,7 +1241,7 @@ fn the_tasks_usage_over_the_job_is_stored_with_averages_and_peaks_summed_over_it
     assert!(started.elapsed() < Duration::from_secs(30), "{run:#?}");
     assert_eq!(metadata.stats_served.load(Ordering::SeqCst), 3, "{run:#?}");
     let item = usage_item(&table, 120).unwrap_or_else(|| panic!("no usage item: {run:#?}"));
-    assert_eq!(item["pk"].as_s().unwrap(), "JOB#120");
+    assert_eq!(item["pk"].as_s().unwrap(), "USAGE#120");
     assert_eq!(number(&item, "attempt"), 1.0);
     assert_eq!(number(&item, "samples"), 3.0);
     assert_eq!(number(&item, "seconds"), 10.0);
@@ -1269,7 +1269,7 @@ fn the_tasks_usage_over_the_job_is_stored_with_averages_and_peaks_summed_over_it
     );
     assert!(
         run.stderr.contains("usage: CPU avg 1.2")
-            && run.stderr.contains("stored as JOB#120 USAGE#0001"),
+            && run.stderr.contains("stored as USAGE#120 USAGE#0001"),
         "{run:#?}"
     );
     // The exit line stays the last.

@@ -2,7 +2,7 @@
 //!
 //! Why: a size label is a guess. `tasuki-boot` samples its own task through the ECS task metadata
 //! endpoint v4 (`${ECS_CONTAINER_METADATA_URI_V4}/task/stats` every few seconds, the limits once
-//! from `/task`) and stores one [`Usage`] per attempt in the lifecycle table (item `JOB#<job id>` /
+//! from `/task`) and stores one [`Usage`] per attempt in the lifecycle table (item `USAGE#<job id>` /
 //! `USAGE#<attempt>`, docs/contracts.md). The CLI reads those items back and asks [`advise`] whether
 //! the jobs consistently use far less than their size, or hit its limit, and which label to use.
 //!
@@ -19,8 +19,15 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// The sort key prefix of usage items under a job's partition key `JOB#<job id>`.
+/// The prefix of a usage item's keys: `pk = USAGE#<job id>`, `sk = USAGE#<attempt>`. A partition
+/// of its own, so IAM's `dynamodb:LeadingKeys` (`USAGE#*`) keeps the runner task role away from
+/// every job and event item (no condition key reads the sort key).
 pub const SK_PREFIX: &str = "USAGE#";
+
+/// The usage items' partition key of a job.
+pub fn partition_key(job_id: crate::domain::ids::JobId) -> String {
+    format!("{SK_PREFIX}{job_id}")
+}
 
 /// The usage item's sort key: `USAGE#0002` for attempt 2 (zero-padded to 4 so the items sort).
 pub fn sort_key(attempt: u32) -> String {
@@ -818,7 +825,7 @@ mod tests {
         expected.sort_unstable();
         assert_eq!(keys, expected);
         let mut item = json.clone();
-        item["pk"] = "JOB#5".into();
+        item["pk"] = partition_key(crate::domain::ids::JobId::new(5)).into();
         item["sk"] = sort_key(1).into();
         item["expires_at"] = 1_800_000_000u64.into();
         assert_eq!(serde_json::from_value::<Usage>(item).unwrap(), u);
