@@ -6,6 +6,7 @@
 mod cancel;
 mod explain;
 mod failure;
+mod stats;
 
 use clap::{Parser, Subcommand};
 use failure::Target;
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 use tasuki_core::adapters::dynamodb::DynamoLifecycleStore;
 use tasuki_core::domain::config::Config;
 use tasuki_core::domain::deploy::DeployConfig;
+use tasuki_core::domain::figures::JobFigures;
 use tasuki_core::domain::ids::JobId;
 use tasuki_core::domain::job::console_url;
 use tasuki_core::domain::listing::{
@@ -44,6 +46,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// What the jobs received in a window add up to: states, queued → running and launch →
+    /// registered percentiles, fallback rates by reason, runner hours and estimated cost per day
+    /// (from the jobs' timelines, read through the by-day index: never a scan).
+    Stats {
+        /// Jobs received since then: a duration back from now (30m, 2h, 3d, 1w) or an RFC 3339
+        /// time.
+        #[arg(long, default_value = "7d", value_parser = Since::parse)]
+        since: Since,
+        /// Only jobs of this repository, as GitHub spells it.
+        #[arg(long, value_name = "OWNER/NAME", value_parser = RepositoryName::parse)]
+        repository: Option<RepositoryName>,
+        /// At most this many jobs (newest first), one timeline read each.
+        #[arg(long, default_value = "500", value_parser = parse_limit)]
+        limit: Limit,
+        #[arg(long)]
+        json: bool,
+    },
     /// Jobs and their lifecycles.
     #[command(subcommand)]
     Jobs(Jobs),
@@ -188,24 +207,24 @@ async fn main() -> ExitCode {
             reason,
             json,
         } => cancel_command(job_id, reason, json).await,
-        Command::Jobs(jobs) => {
-            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            match region(&sdk) {
-                Ok(region) => {
-                    let target = Target {
-                        table: cli.table.clone(),
-                        region,
-                        endpoint: sdk.endpoint_url().map(String::from),
-                        table_hint: "pass --table or set TASUKI_TABLE",
-                    };
-                    let client = aws_sdk_dynamodb::Client::new(&sdk);
-                    jobs_command(jobs, &DynamoLifecycleStore::new(client, &cli.table, 1))
-                        .await
-                        .map_err(|e| e.explain(&target))
-                }
-                Err(message) => Err(message),
-            }
+        Command::Stats {
+            since,
+            repository,
+            limit,
+            json,
+        } => {
+            on_table(
+                &cli.table,
+                TableCommand::Stats {
+                    since,
+                    repository,
+                    limit,
+                    json,
+                },
+            )
+            .await
         }
+        Command::Jobs(jobs) => on_table(&cli.table, TableCommand::Jobs(jobs)).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -214,6 +233,72 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The commands that read the lifecycle table only.
+enum TableCommand {
+    Jobs(Jobs),
+    Stats {
+        since: Since,
+        repository: Option<RepositoryName>,
+        limit: Limit,
+        json: bool,
+    },
+}
+
+async fn on_table(table: &str, command: TableCommand) -> Result<(), String> {
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    match region(&sdk) {
+        Ok(region) => {
+            let target = Target {
+                table: table.to_string(),
+                region,
+                endpoint: sdk.endpoint_url().map(String::from),
+                table_hint: "pass --table or set TASUKI_TABLE",
+            };
+            let client = aws_sdk_dynamodb::Client::new(&sdk);
+            let store = DynamoLifecycleStore::new(client, table, 1);
+            let done = match command {
+                TableCommand::Jobs(jobs) => jobs_command(jobs, &store).await,
+                TableCommand::Stats {
+                    since,
+                    repository,
+                    limit,
+                    json,
+                } => stats_command(&store, since, repository, limit, json).await,
+            };
+            done.map_err(|e| e.explain(&target))
+        }
+        Err(message) => Err(message),
+    }
+}
+
+/// Each job of the window with its figures, then what they add up to.
+async fn stats_command(
+    store: &DynamoLifecycleStore,
+    since: Since,
+    repository: Option<RepositoryName>,
+    limit: Limit,
+    json: bool,
+) -> Result<(), Failure> {
+    let now = time::OffsetDateTime::now_utc();
+    let filter = JobFilter {
+        repository,
+        ..JobFilter::window(Window::new(since.resolve(now), now)?, limit)
+    };
+    let now_rfc3339 = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| e.to_string())?;
+    let mut samples = Vec::new();
+    for record in store.list(&filter).await? {
+        let timeline = store.timeline(record.job.job_id).await?;
+        if let Some(figures) = JobFigures::of(&timeline, &now_rfc3339) {
+            let day = record.created_at.get(..10).unwrap_or_default().to_string();
+            samples.push(stats::JobSample { day, figures });
+        }
+    }
+    show(&stats::stats(&samples), json, stats::render)?;
+    Ok(())
 }
 
 fn explain_command(labels: &[String], json: bool) -> ExitCode {
