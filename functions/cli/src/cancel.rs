@@ -3,17 +3,17 @@
 //! deletes the runner, revokes the KMS grant — instead of an abrupt StopExecution, which would skip
 //! all three and leave a runner task behind.
 //!
-//! Both of GitHub's cancel signals are recorded: `cancelled` ends a registration wait (the job
-//! never got a runner) and the conclusion `cancelled` ends a completion wait (the job is running).
-//! A wait already armed is answered at once; a job between waits finds the signals when its
-//! execution arms the next one, as with a webhook that arrives early. The GitHub job itself is not
-//! cancelled (that is done on GitHub); without its runner, GitHub fails it.
+//! GitHub's cancel signal is recorded: `cancelled` ends a registration wait (the job never got a
+//! runner). A wait already armed is answered at once; a job between waits finds the signal when its
+//! execution arms the next one, as with a webhook that arrives early. A job that runs on its
+//! runner is refused: GitHub still runs it there, the runner stays busy (GitHub refuses to delete
+//! a busy runner, so the execution's release would fail — the e2e found it), and the way to stop it
+//! is to cancel its workflow run on GitHub, whose `completed` delivery ends it in tasuki too.
 
 use serde::Serialize;
 use tasuki_core::domain::ids::JobId;
-use tasuki_core::domain::job::Conclusion;
 use tasuki_core::domain::lifecycle::JobState;
-use tasuki_core::domain::waits::{Completion, Signal};
+use tasuki_core::domain::waits::Signal;
 use tasuki_core::handlers::deliver;
 use tasuki_core::ports::{Executions, LifecycleStore, StoreError};
 use tasuki_core::StepError;
@@ -31,6 +31,11 @@ pub enum CancelError {
          the rescue sweep asks GitHub to re-run it once its workflow run completes"
     )]
     Interrupted(JobId),
+    #[error(
+        "job {0} runs on its runner: cancel its workflow run on GitHub; \
+         tasuki stops the runner when GitHub reports the job completed"
+    )]
+    Running(JobId),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the cancel is recorded but its callback failed ({0}); run `tasuki cancel` again")]
@@ -66,19 +71,13 @@ pub async fn cancel(
     if state == JobState::Interrupted {
         return Err(CancelError::Interrupted(job_id));
     }
-    let signals = [
-        Signal::Cancelled,
-        Signal::Completed(Completion {
-            conclusion: Conclusion::Cancelled,
-        }),
-    ];
-    let mut now = record;
-    for signal in &signals {
-        now = store
-            .signal(job_id, signal)
-            .await?
-            .ok_or(CancelError::Unknown(job_id))?;
+    if state == JobState::Running {
+        return Err(CancelError::Running(job_id));
     }
+    let now = store
+        .signal(job_id, &Signal::Cancelled)
+        .await?
+        .ok_or(CancelError::Unknown(job_id))?;
     let delivered = deliver(executions, &now)
         .await
         .map_err(CancelError::Callback)?
@@ -116,7 +115,7 @@ mod tests {
     use tasuki_core::domain::job::JobRef;
     use tasuki_core::domain::lifecycle::{Happening, Position};
     use tasuki_core::domain::record::{Commit, JobRecord, Now};
-    use tasuki_core::domain::waits::{CallbackOutput, TaskToken, Wait, WaitPhase};
+    use tasuki_core::domain::waits::{TaskToken, Wait, WaitPhase};
     use tasuki_core::fakes::{MemoryStore, RecordingExecutions};
 
     const TIMEOUTS: Timeouts = Timeouts {
@@ -184,23 +183,40 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_running_job_completes_its_wait_with_the_conclusion_cancelled() {
+    async fn a_job_running_on_its_runner_is_refused_and_nothing_is_recorded() {
         let (store, executions) = (MemoryStore::default(), RecordingExecutions::default());
-        received(&store, 8).await;
+        let record = received(&store, 8).await;
+        store.race_next_commit(|r| r.position.state = JobState::Running);
+        let refuse = Commit {
+            to: Position {
+                state: JobState::Refused,
+                attempt: 0,
+            },
+            happening: Happening::Refuse { reason: "x".into() },
+            candidate: None,
+            deadline: 1,
+            task_arn: None,
+            runner: None,
+            conclusion: None,
+        };
+        let lost = store.commit(&record, &record.apply(&refuse, &now())).await;
+        assert!(matches!(lost, Err(StoreError::Conflict)));
         store
             .arm(JobId::new(8), &waiting(WaitPhase::Completion))
             .await
             .unwrap();
-        cancel(&store, &executions, JobId::new(8), None)
+        let error = cancel(&store, &executions, JobId::new(8), None)
             .await
-            .unwrap();
-        let succeeded = executions.succeeded.lock().unwrap();
-        assert_eq!(
-            succeeded[0].1,
-            CallbackOutput::Completed(Completion {
-                conclusion: Conclusion::Cancelled
-            })
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("job 8 runs on its runner: cancel its workflow run on GitHub"),
+            "{error}"
         );
+        let after = store.record(JobId::new(8)).unwrap();
+        assert!(!after.signals.cancelled && after.signals.conclusion.is_none());
+        assert!(executions.succeeded.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -217,7 +233,10 @@ mod tests {
             .await
             .unwrap();
         assert!(armed.signals.cancelled);
-        assert_eq!(armed.signals.conclusion, Some(Conclusion::Cancelled));
+        assert_eq!(
+            armed.signals.conclusion, None,
+            "GitHub's own conclusion is GitHub's"
+        );
     }
 
     #[tokio::test]
