@@ -130,3 +130,16 @@ def test_tasuki_cancel_ends_a_job_waiting_for_its_runner_and_leaves_a_running_on
 
     assert refused("cancel", running) == f"tasuki: job {running} already finished: cancelled\n"
     assert refused("cancel", "1") == "tasuki: no job 1 in the lifecycle table\n"
+
+
+def test_readme_stats_line_runs_as_written_and_counts_the_jobs_it_says(job_ids):
+    job = queue(job_ids)
+    client.wait_for_state(job, "completed", timeout=120)
+    [line] = operate_lines("tasuki stats ")
+    assert line[1:] == ["stats", "--since", "1d"], line
+    text = tasuki(*line[1:])
+    assert re.match(r"\d+ job\(s\): .*completed", text), text
+    figures = json.loads(tasuki(*line[1:], "--json"))
+    assert figures["by_state"]["completed"] >= 1
+    assert figures["queued_to_running_seconds"]["count"] >= 1
+    assert sum(day["jobs"] for day in figures["per_day"].values()) == figures["jobs"]
